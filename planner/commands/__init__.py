@@ -1,0 +1,1 @@
+"""One module per `tilefleet` command; each exposes `register(subparsers)`."""
