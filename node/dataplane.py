@@ -1,0 +1,215 @@
+"""ZeroMQ sockets: PULL (activations in) on the data port, ROUTER (service) on port+1.
+
+One I/O thread owns both bound sockets. Data messages are decoded and handed to
+`dispatch`; when a stage queue is full the message is held and the PULL socket is not
+read until it fits, so the high-water marks push back to the senders. Each sending
+thread owns a `Sender` (PUSH sockets cached per destination endpoint).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import zmq
+
+from node.errors import NodeError, WireError
+from node.metrics import Counters
+from node.wire.frames import Header, decode, encode, error_header
+
+log = logging.getLogger(__name__)
+
+Dispatch = Callable[[Header, list[np.ndarray]], bool]
+Service = Callable[[list[zmq.Frame]], list[Any]]
+
+
+class Sender:
+    """PUSH sockets cached per endpoint (LRU); use from one thread only."""
+
+    def __init__(self, ctx: zmq.Context, counters: Counters, hwm: int = 16,
+                 timeout_ms: int = 10_000, max_sockets: int = 64) -> None:
+        self.ctx, self.counters, self.hwm, self.timeout_ms = ctx, counters, hwm, timeout_ms
+        self.max_sockets = max_sockets
+        self._socks: OrderedDict[str, zmq.Socket] = OrderedDict()
+
+    def _sock(self, endpoint: str) -> zmq.Socket:
+        s = self._socks.get(endpoint)
+        if s is not None:
+            self._socks.move_to_end(endpoint)
+            return s
+        if len(self._socks) >= self.max_sockets:
+            _, old = self._socks.popitem(last=False)
+            old.close(linger=1000)
+        s = self.ctx.socket(zmq.PUSH)
+        s.sndhwm = self.hwm
+        s.sndtimeo = self.timeout_ms
+        s.linger = 2000
+        s.connect(endpoint)
+        self._socks[endpoint] = s
+        return s
+
+    def send(self, endpoint: str, frames: list[Any]) -> int:
+        """Send one multipart message; returns its size; WireError if it cannot leave."""
+        try:
+            self._sock(endpoint).send_multipart(frames, copy=False)
+        except zmq.Again:
+            self.counters.error("send_timeout")
+            raise WireError(f"send to {endpoint} timed out after {self.timeout_ms} ms "
+                            "(receiver gone or saturated)", code="send_timeout") from None
+        except zmq.ZMQError as exc:
+            raise WireError(f"send to {endpoint} failed: {exc}", code="send_failed") from None
+        n = sum(f.nbytes if hasattr(f, "nbytes") else len(f) for f in frames)
+        self.counters.sent(n)
+        return n
+
+    def close(self) -> None:
+        for s in self._socks.values():
+            s.close(linger=1000)
+        self._socks.clear()
+
+
+def advertised_host(bind_host: str) -> str:
+    """The address peers should use: bind_host, or this machine's outward IP for 0.0.0.0."""
+    if bind_host not in ("0.0.0.0", "*", ""):
+        return bind_host
+    try:  # a UDP "connect" picks the outgoing interface without sending a packet
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))
+            return s.getsockname()[0]
+    except OSError:
+        return socket.gethostbyname(socket.gethostname())
+
+
+class DataPlane:
+    """Binds the data and service sockets and runs the I/O loop in a thread."""
+
+    def __init__(self, ctx: zmq.Context, counters: Counters, dispatch: Dispatch,
+                 service: Service, host: str = "127.0.0.1", port: int = 0, hwm: int = 16,
+                 max_message_bytes: int = 256 << 20, node: str = "") -> None:
+        self.ctx, self.counters, self.dispatch, self.service = ctx, counters, dispatch, service
+        self.host, self.port, self.hwm, self.max_bytes = host, port, hwm, max_message_bytes
+        self.node = node
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.pull: zmq.Socket | None = None
+        self.router: zmq.Socket | None = None
+        self.sender: Sender | None = None
+
+    @property
+    def data_endpoint(self) -> str:
+        return f"tcp://{advertised_host(self.host)}:{self.port}"
+
+    @property
+    def service_endpoint(self) -> str:
+        return f"tcp://{advertised_host(self.host)}:{self.port + 1}"
+
+    def bind(self) -> None:
+        """Bind PULL on port and ROUTER on port+1; port 0 picks a free pair."""
+        bind_host = "*" if self.host in ("0.0.0.0", "") else self.host
+        for _ in range(50):
+            pull = self.ctx.socket(zmq.PULL)
+            pull.rcvhwm = self.hwm
+            pull.maxmsgsize = self.max_bytes  # a single larger frame drops the connection
+            pull.linger = 0
+            router = self.ctx.socket(zmq.ROUTER)
+            router.linger = 0
+            router.maxmsgsize = self.max_bytes
+            try:
+                if self.port:
+                    pull.bind(f"tcp://{bind_host}:{self.port}")
+                    port = self.port
+                else:
+                    port = pull.bind_to_random_port(f"tcp://{bind_host}", 20000, 60000)
+                router.bind(f"tcp://{bind_host}:{port + 1}")
+            except zmq.ZMQError as exc:
+                pull.close()
+                router.close()
+                if self.port:
+                    raise NodeError(f"cannot bind data port {self.port} or service port "
+                                    f"{self.port + 1} on {self.host}: {exc}",
+                                    code="bind") from None
+                continue
+            self.pull, self.router, self.port = pull, router, port
+            return
+        raise NodeError(f"no free port pair on {self.host}", code="bind")
+
+    def start(self) -> None:
+        if self.pull is None:
+            self.bind()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="dataplane")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        assert self.pull is not None and self.router is not None
+        self.sender = Sender(self.ctx, self.counters, self.hwm, timeout_ms=1000)
+        poller = zmq.Poller()
+        poller.register(self.pull, zmq.POLLIN)
+        poller.register(self.router, zmq.POLLIN)
+        held: tuple[Header, list[np.ndarray]] | None = None
+        while not self._stop.is_set():
+            if held is not None:  # a stage queue was full: retry before reading more
+                if self._dispatch(*held):
+                    held = None
+                    poller.register(self.pull, zmq.POLLIN)
+            events = dict(poller.poll(2 if held else 100))
+            if self.router in events:
+                self._serve()
+            if held is None and self.pull in events:
+                held = self._receive()
+                if held is not None:
+                    poller.unregister(self.pull)
+        self.sender.close()
+        self.pull.close(linger=0)
+        self.router.close(linger=0)
+
+    def _receive(self) -> tuple[Header, list[np.ndarray]] | None:
+        frames = self.pull.recv_multipart(copy=False)  # type: ignore[union-attr]
+        self.counters.received(sum(len(f) for f in frames))
+        try:
+            header, arrays = decode(frames, self.max_bytes)
+        except WireError as exc:
+            self._error(exc.code, str(exc), exc.reply, exc.request, exc.deployment)
+            return None
+        return None if self._dispatch(header, arrays) else (header, arrays)
+
+    def _dispatch(self, header: Header, arrays: list[np.ndarray]) -> bool:
+        try:
+            return self.dispatch(header, arrays)
+        except NodeError as exc:
+            self._error(exc.code, str(exc), header.reply, header.request, header.deployment,
+                        header.epoch, header.t0)
+            return True
+
+    def _error(self, code: str, message: str, reply: str | None, request: str | None,
+               deployment: str | None, epoch: int = 0, t0: float = 0.0) -> None:
+        self.counters.error(code)
+        log.debug("data-plane error %s: %s", code, message)
+        if not reply or self.sender is None:
+            return
+        h = error_header(code, message, deployment=deployment or "", epoch=epoch,
+                         request=request or "", reply=reply, src=self.node, t0=t0)
+        try:
+            self.sender.send(reply, encode(h, []))
+        except WireError:
+            pass  # already counted as send_timeout / send_failed
+
+    def _serve(self) -> None:
+        frames = self.router.recv_multipart(copy=False)  # type: ignore[union-attr]
+        if len(frames) < 2:
+            self.counters.error("bad_frame")
+            return
+        t = time.perf_counter()
+        reply = self.service(frames[1:])
+        self.router.send_multipart([frames[0], *reply], copy=False)  # type: ignore[union-attr]
+        log.debug("service request took %.3f ms", (time.perf_counter() - t) * 1e3)

@@ -1,0 +1,181 @@
+"""Stages of deployments: a worker thread per stage with a bounded queue.
+
+`Executor.dispatch` (data-plane thread) hands each message to its stage's queue or
+reports the queue full (the data plane then stops reading, and ZeroMQ high-water marks
+push back to the senders). A stage worker gathers pieces, runs its part, slices each
+routed tensor and sends it on. Epochs of one deployment live side by side until retired.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from node.errors import DeployError, NodeError
+from node.gather import Gather, Want, contains, cut, full_region
+from node.metrics import Counters, StageStats
+from node.runner import PartRunner
+from node.wire.frames import CLIENT, Header, Region, TensorMeta, encode, error_header
+from node.wire.messages import StageSpec
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+SendFn = Callable[[str, list[Any]], int]  # (endpoint, frames) -> bytes sent
+
+
+class Stage:
+    """One loaded stage; `offer` is non-blocking, the worker thread does the rest."""
+
+    def __init__(self, node: str, deployment: str, epoch: int, spec: StageSpec,
+                 runner: PartRunner | None, counters: Counters,
+                 sender_factory: Callable[[], tuple[SendFn, Callable[[], None]]],
+                 queue_size: int = 8, gather_timeout_s: float = 30.0) -> None:
+        self.node, self.deployment, self.epoch, self.spec = node, deployment, epoch, spec
+        self.runner = runner
+        self.counters = counters
+        self.stats = StageStats()
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        window = spec.tile.input_region if spec.tile else None
+        self.gather = Gather({i.name: Want(i.dtype, i.shape, i.pieces) for i in spec.inputs},
+                             window)
+        self.gather_timeout_s = gather_timeout_s
+        self._waiting: dict[str, Header] = {}
+        self._sender_factory = sender_factory
+        self._coverage, self._full = self._coverage_table()
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name=f"stage-{deployment}-{epoch}-{spec.id}")
+
+    def _coverage_table(self) -> tuple[dict[str, Region | None], dict[str, tuple[int, ...]]]:
+        cov: dict[str, Region | None] = {}
+        full: dict[str, tuple[int, ...]] = {}
+        for i in self.spec.inputs:
+            full[i.name] = i.shape
+            cov[i.name] = self.gather._window(i.name)
+        if self.runner is not None:
+            for name, shape in self.runner.out_shapes.items():
+                full[name] = shape
+                cov[name] = self.spec.tile.output_region if self.spec.tile else full_region(shape)
+        for r in self.spec.routes:
+            if r.tensor not in full:
+                raise DeployError(f"stage {self.spec.id!r}: route names tensor {r.tensor!r}, "
+                                  f"which is neither an input nor an output "
+                                  f"({sorted(full)})", code="bad_stage")
+            if r.region is not None and not contains(cov[r.tensor], r.region):
+                raise DeployError(f"stage {self.spec.id!r}: route region {list(r.region)} of "
+                                  f"{r.tensor!r} lies outside what the stage holds "
+                                  f"{cov[r.tensor]}", code="bad_stage")
+        return cov, full
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        try:
+            self.queue.put(_STOP, timeout=5)
+        except queue.Full:
+            log.warning("stage %s did not drain; abandoning it", self.spec.id)
+
+    def offer(self, header: Header, arrays: list[np.ndarray]) -> bool:
+        """Queue a message; False when the queue is full (caller retries later)."""
+        for m in header.tensors:  # reject bad pieces early, in the receiving thread
+            self.gather.check(m)
+        try:
+            self.queue.put_nowait((header, arrays, time.perf_counter()))
+            return True
+        except queue.Full:
+            return False
+
+    def _loop(self) -> None:
+        send, close = self._sender_factory()
+        try:
+            while True:
+                try:
+                    item = self.queue.get(timeout=1.0)
+                except queue.Empty:
+                    self._expire(send)
+                    continue
+                if item is _STOP:
+                    return
+                self._handle(send, *item)
+        finally:
+            close()
+
+    def _handle(self, send: SendFn, header: Header, arrays: list[np.ndarray], t_in: float
+                ) -> None:
+        try:
+            inputs, evicted = self.gather.add(header.request, header.tensors, arrays)
+            for key in evicted:
+                self._fail(send, self._waiting.pop(key, None), "evicted",
+                           f"request {key!r} evicted: too many incomplete requests")
+            if inputs is None:
+                self._waiting[header.request] = header
+                return
+            self._waiting.pop(header.request, None)
+            t = time.perf_counter()
+            outputs = self.runner.run(inputs) if self.runner is not None else {}
+            run_s = time.perf_counter() - t
+            sent = self._route(send, header, {**inputs, **outputs})
+            self.stats.record(run_s, time.perf_counter() - t_in, sent)
+        except NodeError as exc:
+            self._fail(send, header, exc.code, str(exc))
+        except Exception as exc:  # a runtime failure must not kill the worker
+            log.exception("stage %s failed on request %s", self.spec.id, header.request)
+            self._fail(send, header, "run_failed", f"stage {self.spec.id!r}: {exc}")
+
+    def _route(self, send: SendFn, header: Header, tensors: dict[str, np.ndarray]) -> int:
+        groups: dict[tuple[str, str], tuple[list[TensorMeta], list[np.ndarray]]] = {}
+        for r in self.spec.routes:
+            arr, have, full = tensors[r.tensor], self._coverage[r.tensor], self._full[r.tensor]
+            want = r.region or have
+            piece = cut(arr, have, want)
+            region = None if want == full_region(full) else want
+            to = header.reply if r.to == CLIENT else r.to
+            metas, arrs = groups.setdefault((to, r.stage if r.to != CLIENT else CLIENT),
+                                            ([], []))
+            metas.append(TensorMeta(r.dest_name, piece.dtype.name,
+                                    tuple(int(d) for d in piece.shape), full, region))
+            arrs.append(piece)
+        total = 0
+        for (to, stage), (metas, arrs) in groups.items():
+            if not to:
+                self._fail(send, None, "no_reply", "a route goes to the client but the "
+                           f"request {header.request!r} names no reply endpoint")
+                continue
+            h = Header(kind="result" if stage == CLIENT else "data",
+                       deployment=self.deployment, epoch=self.epoch, request=header.request,
+                       stage=stage, reply=header.reply, tensors=tuple(metas),
+                       src=f"{self.node}/{self.spec.id}", t0=header.t0)
+            total += send(to, encode(h, arrs))
+        return total
+
+    def _fail(self, send: SendFn, header: Header | None, code: str, message: str) -> None:
+        self.counters.error(code)
+        self.stats.error()
+        log.debug("stage %s: %s: %s", self.spec.id, code, message)
+        if header is None or not header.reply:
+            return
+        h = error_header(code, message, deployment=self.deployment, epoch=self.epoch,
+                         request=header.request, reply=header.reply,
+                         src=f"{self.node}/{self.spec.id}", t0=header.t0)
+        try:
+            send(header.reply, encode(h, []))
+        except Exception:
+            self.counters.error("send_failed")
+
+    def _expire(self, send: SendFn) -> None:
+        for key in self.gather.expire(self.gather_timeout_s):
+            self._fail(send, self._waiting.pop(key, None), "incomplete",
+                       f"request {key!r}: inputs of stage {self.spec.id!r} incomplete after "
+                       f"{self.gather_timeout_s:.0f} s")
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**self.stats.snapshot(), "queue": self.queue.qsize(),
+                "pending": self.gather.pending, "part": self.spec.part,
+                "tile": self.spec.tile is not None}

@@ -1,0 +1,154 @@
+"""Gather region pieces of named tensors per request and stitch them (pure, no I/O).
+
+A stage's window is the part of each full tensor it needs: the whole tensor for a
+layer-range stage, the tile's input_region for a tile stage. Pieces carry their region
+in full-tensor coordinates (NHWC rows and columns); a request is complete when every
+input got its announced number of distinct pieces and they cover the window. The
+planner's client uses the same class to stitch results.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from node.errors import WireError
+from node.wire.frames import Region, TensorMeta
+
+
+@dataclass(frozen=True)
+class Want:
+    """What a stage expects of one input tensor."""
+
+    dtype: str
+    full_shape: tuple[int, ...]
+    pieces: int = 1
+
+
+def full_region(shape: tuple[int, ...]) -> Region | None:
+    """The region covering a whole tensor (None for tensors that are not 4-d)."""
+    return (0, shape[1], 0, shape[2]) if len(shape) == 4 else None
+
+
+def contains(outer: Region | None, inner: Region | None) -> bool:
+    if outer is None or inner is None:
+        return outer == inner or outer is None
+    return outer[0] <= inner[0] and inner[1] <= outer[1] and outer[2] <= inner[2] \
+        and inner[3] <= outer[3]
+
+
+def cut(arr: np.ndarray, have: Region | None, want: Region | None) -> np.ndarray:
+    """The `want` window of an array covering `have` (both full-tensor coordinates)."""
+    if want is None or want == have:
+        return arr
+    y0, x0 = (have[0], have[2]) if have else (0, 0)
+    return arr[:, want[0] - y0:want[1] - y0, want[2] - x0:want[3] - x0, :]
+
+
+def _area(r: Region) -> int:
+    return (r[1] - r[0]) * (r[3] - r[2])
+
+
+@dataclass
+class _Pending:
+    started: float
+    pieces: dict[str, dict[Region | None, np.ndarray]] = field(default_factory=dict)
+
+
+class Gather:
+    """Collects pieces per request key; `add` returns the full inputs once complete."""
+
+    def __init__(self, wants: dict[str, Want], window: Region | None = None,
+                 max_pending: int = 64) -> None:
+        self.wants = wants
+        self.window = window
+        self.max_pending = max_pending
+        self._pending: dict[str, _Pending] = {}
+
+    def _window(self, name: str) -> Region | None:
+        return self.window if self.window is not None else full_region(
+            self.wants[name].full_shape)
+
+    def check(self, meta: TensorMeta) -> None:
+        """Raise WireError if a piece does not fit this stage's inputs."""
+        want = self.wants.get(meta.name)
+        if want is None:
+            raise WireError(f"unexpected tensor {meta.name!r} (stage inputs: "
+                            f"{sorted(self.wants)})", code="wrong_tensor")
+        if meta.dtype != want.dtype or meta.full_shape != want.full_shape:
+            raise WireError(f"tensor {meta.name!r}: got {meta.dtype}{list(meta.full_shape)}, "
+                            f"stage wants {want.dtype}{list(want.full_shape)}",
+                            code="wrong_tensor")
+        win = self._window(meta.name)
+        have = meta.region or full_region(meta.full_shape)
+        if not (contains(win, have) or (want.pieces == 1 and contains(have, win))):
+            raise WireError(f"tensor {meta.name!r}: region {have} does not fit the stage "
+                            f"window {win}", code="wrong_tensor")
+
+    def add(self, key: str, metas: tuple[TensorMeta, ...], arrays: list[np.ndarray],
+            now: float | None = None) -> tuple[dict[str, np.ndarray] | None, list[str]]:
+        """Add pieces; returns (inputs if complete else None, keys evicted for room)."""
+        for m in metas:
+            self.check(m)
+        now = time.monotonic() if now is None else now
+        names = [m.name for m in metas]
+        if key not in self._pending and len(names) == len(self.wants) == len(set(names)) \
+                and all(self.wants[n].pieces == 1 for n in names):
+            # fast path: one message carries every input whole -> no copy, no state
+            return {m.name: cut(a, m.region or full_region(m.full_shape), self._window(m.name))
+                    for m, a in zip(metas, arrays, strict=True)}, []
+        evicted = []
+        p = self._pending.get(key)
+        if p is None:
+            while len(self._pending) >= self.max_pending:
+                oldest = min(self._pending, key=lambda k: self._pending[k].started)
+                del self._pending[oldest]
+                evicted.append(oldest)
+            p = self._pending[key] = _Pending(now)
+        for m, a in zip(metas, arrays, strict=True):
+            p.pieces.setdefault(m.name, {})[m.region] = a  # a repeated piece replaces
+        if any(len(p.pieces.get(n, ())) < w.pieces for n, w in self.wants.items()):
+            return None, evicted
+        del self._pending[key]
+        return {n: self._stitch(n, p.pieces[n]) for n in self.wants}, evicted
+
+    def _stitch(self, name: str, pieces: dict[Region | None, np.ndarray]) -> np.ndarray:
+        want = self.wants[name]
+        win = self._window(name)
+        if len(pieces) == 1:
+            (region, arr), = pieces.items()
+            return cut(arr, region or full_region(want.full_shape), win)
+        assert win is not None  # several pieces imply a 4-d tensor with regions
+        shape = (want.full_shape[0], win[1] - win[0], win[3] - win[2], want.full_shape[3])
+        out = np.empty(shape, dtype=want.dtype)
+        covered = 0
+        for region, arr in pieces.items():
+            if region is None:
+                raise WireError(f"tensor {name!r}: a whole-tensor piece among "
+                                f"{want.pieces} pieces", code="wrong_tensor")
+            out[:, region[0] - win[0]:region[1] - win[0],
+                region[2] - win[2]:region[3] - win[2], :] = arr
+            covered += _area(region)
+        if covered != _area(win):
+            raise WireError(f"tensor {name!r}: pieces cover {covered} of {_area(win)} "
+                            "pixels of the window", code="incomplete")
+        return out
+
+    def expire(self, older_than_s: float, now: float | None = None) -> list[str]:
+        """Drop requests waiting longer than older_than_s; return their keys."""
+        now = time.monotonic() if now is None else now
+        old = [k for k, p in self._pending.items() if now - p.started > older_than_s]
+        for k in old:
+            del self._pending[k]
+        return old
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+
+def nbytes(shape: tuple[int, ...], dtype: str) -> int:
+    return math.prod(shape) * np.dtype(dtype).itemsize

@@ -1,0 +1,71 @@
+"""Counters and per-stage timings the agent publishes on `nodes/<id>/metrics`."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from typing import Any
+
+
+class Counters:
+    """Node-wide counters; errors are counted by code (e.g. bad_frame, unknown_deployment)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.errors: Counter[str] = Counter()
+        self.frames_in = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def error(self, code: str) -> None:
+        with self._lock:
+            self.errors[code] += 1
+
+    def received(self, nbytes: int) -> None:
+        with self._lock:
+            self.frames_in += 1
+            self.bytes_in += nbytes
+
+    def sent(self, nbytes: int) -> None:
+        with self._lock:
+            self.bytes_out += nbytes
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"errors": dict(self.errors), "frames_in": self.frames_in,
+                    "bytes_in": self.bytes_in, "bytes_out": self.bytes_out}
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
+
+
+class StageStats:
+    """Frames, errors and run/turnaround times (seconds) of one stage."""
+
+    def __init__(self, window: int = 256) -> None:
+        self._lock = threading.Lock()
+        self.frames = 0
+        self.errors = 0
+        self.bytes_out = 0
+        self._run: deque[float] = deque(maxlen=window)
+        self._turn: deque[float] = deque(maxlen=window)
+
+    def record(self, run_s: float, turnaround_s: float, bytes_out: int) -> None:
+        with self._lock:
+            self.frames += 1
+            self.bytes_out += bytes_out
+            self._run.append(run_s)
+            self._turn.append(turnaround_s)
+
+    def error(self) -> None:
+        with self._lock:
+            self.errors += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            run, turn = sorted(self._run), sorted(self._turn)
+            return {"frames": self.frames, "errors": self.errors, "bytes_out": self.bytes_out,
+                    "run_p50_s": _pct(run, 0.5), "run_p95_s": _pct(run, 0.95),
+                    "run_mean_s": sum(run) / len(run) if run else 0.0,
+                    "turnaround_p50_s": _pct(turn, 0.5)}

@@ -1,0 +1,72 @@
+"""Run one part with the TFLite runtime, on whole tensors or on one spatial tile.
+
+A tile runner resizes the part's inputs to the tile's input window once at load time
+and crops the halo off its outputs; it gets one interpreter thread unless the stage
+asks otherwise (several multi-threaded interpreters in one process thrash, DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from node.errors import DeployError
+from node.runtime import RuntimeSettings, make_interpreter
+from node.wire.frames import Region
+from node.wire.messages import StageSpec
+
+log = logging.getLogger(__name__)
+
+
+class PartRunner:
+    """An allocated interpreter for one stage; `run` maps input names to output arrays."""
+
+    def __init__(self, model: str | Path | bytes, spec: StageSpec, settings: RuntimeSettings
+                 ) -> None:
+        self.spec = spec
+        self.interp: Any = make_interpreter(model if isinstance(model, bytes) else str(model),
+                                            settings)
+        ins = {d["name"]: d for d in self.interp.get_input_details()}
+        outs = self.interp.get_output_details()
+        wanted = {i.name: i for i in spec.inputs}
+        missing = sorted(set(ins) - set(wanted))
+        extra = sorted(set(wanted) - set(ins))
+        if missing or extra:
+            raise DeployError(f"stage {spec.id!r}: part inputs {sorted(ins)} do not match "
+                              f"the stage inputs {sorted(wanted)}", code="bad_stage")
+        for name, d in ins.items():
+            w = wanted[name]
+            if tuple(int(x) for x in d["shape"]) != w.shape or np.dtype(d["dtype"]).name != w.dtype:
+                raise DeployError(f"stage {spec.id!r}: input {name!r} is "
+                                  f"{np.dtype(d['dtype']).name}{list(d['shape'])} in the part, "
+                                  f"{w.dtype}{list(w.shape)} in the spec", code="bad_stage")
+        self.in_index = {n: d["index"] for n, d in ins.items()}
+        self.out_index = {d["name"]: d["index"] for d in outs}
+        # full (untiled) output shapes, read before any resize
+        self.out_shapes = {d["name"]: tuple(int(x) for x in d["shape"]) for d in outs}
+        self.out_dtypes = {d["name"]: np.dtype(d["dtype"]).name for d in outs}
+        self.crop: Region | None = None
+        if spec.tile is not None:
+            y0, y1, x0, x1 = spec.tile.input_region
+            for name, idx in self.in_index.items():
+                n, _, _, c = wanted[name].shape
+                self.interp.resize_tensor_input(idx, [n, y1 - y0, x1 - x0, c], strict=False)
+            self.crop = spec.tile.crop
+        self.interp.allocate_tensors()
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Set inputs by name, invoke, return outputs by name (cropped for a tile)."""
+        for name, idx in self.in_index.items():
+            self.interp.set_tensor(idx, inputs[name])
+        self.interp.invoke()
+        out = {}
+        for name, idx in self.out_index.items():
+            arr = self.interp.get_tensor(idx)
+            if self.crop is not None:
+                y0, y1, x0, x1 = self.crop
+                arr = arr[:, y0:y1, x0:x1, :]
+            out[name] = np.ascontiguousarray(arr)
+        return out

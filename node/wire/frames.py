@@ -1,0 +1,214 @@
+"""ZeroMQ data-plane messages: one JSON header frame, then one raw frame per tensor.
+
+The header is versioned and strict; tensors travel as raw bytes (`copy=False` on send,
+`np.frombuffer` on receive) so a 10 MB activation is never pickled or re-encoded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from node.errors import WireError
+
+WIRE_VERSION = 1
+KINDS = ("data", "result", "error")
+CLIENT = "client"  # a route destination meaning "the header's reply endpoint"
+MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "int32",
+          "uint32", "int64", "bool")
+
+Region = tuple[int, int, int, int]  # [y0, y1, x0, x1), rows and cols of NHWC dims 1, 2
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """One tensor frame: its name, dtype, shape, and where it sits in the full tensor."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    full_shape: tuple[int, ...]
+    region: Region | None = None  # None: the frame is the whole tensor
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class Header:
+    """Frame 0 of every data-plane message."""
+
+    kind: str
+    deployment: str
+    epoch: int
+    request: str
+    stage: str
+    reply: str = ""  # the client's result endpoint; results and errors go there
+    tensors: tuple[TensorMeta, ...] = ()
+    src: str = ""  # "node/stage" that sent it, for diagnostics
+    error: dict[str, str] | None = None  # {"code", "message"} when kind == "error"
+    t0: float = 0.0  # client send time, carried end to end for latency figures
+    v: int = WIRE_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def meta_for(name: str, arr: np.ndarray, full_shape: tuple[int, ...] | None = None,
+             region: Region | None = None) -> TensorMeta:
+    """TensorMeta describing `arr` (a whole tensor unless region is given)."""
+    shape = tuple(int(d) for d in arr.shape)
+    return TensorMeta(name, arr.dtype.name, shape, tuple(full_shape or shape), region)
+
+
+def encode(header: Header, arrays: list[np.ndarray]) -> list[Any]:
+    """Header + tensors -> multipart frames for `send_multipart(frames, copy=False)`."""
+    if len(arrays) != len(header.tensors):
+        raise WireError(f"header lists {len(header.tensors)} tensors, got {len(arrays)} arrays")
+    h: dict[str, Any] = {
+        "v": header.v, "kind": header.kind, "deployment": header.deployment,
+        "epoch": header.epoch, "request": header.request, "stage": header.stage,
+        "reply": header.reply, "src": header.src, "t0": header.t0,
+        "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
+                     "full_shape": list(t.full_shape),
+                     "region": list(t.region) if t.region is not None else None}
+                    for t in header.tensors],
+    }
+    if header.error is not None:
+        h["error"] = header.error
+    if header.extra:
+        h["extra"] = header.extra
+    frames: list[Any] = [json.dumps(h, separators=(",", ":")).encode()]
+    for a in arrays:
+        frames.append(a if a.flags.c_contiguous else np.ascontiguousarray(a))
+    return frames
+
+
+def _fail(msg: str, code: str, ctx: dict[str, Any]) -> WireError:
+    return WireError(msg, code=code, reply=ctx.get("reply"), request=ctx.get("request"),
+                     deployment=ctx.get("deployment"))
+
+
+def _int(v: Any, what: str, ctx: dict[str, Any], lo: int = 0) -> int:
+    if type(v) is not int or v < lo:
+        raise _fail(f"{what} must be an integer >= {lo}, got {v!r}", "bad_header", ctx)
+    return v
+
+
+def _str(h: dict[str, Any], key: str, ctx: dict[str, Any], default: str | None = None) -> str:
+    v = h.get(key, default)
+    if not isinstance(v, str):
+        raise _fail(f"header field {key!r} must be a string, got {v!r}", "bad_header", ctx)
+    return v
+
+
+def _region(v: Any, shape: tuple[int, ...], full: tuple[int, ...], what: str,
+            ctx: dict[str, Any]) -> Region | None:
+    if v is None:
+        if shape != full:
+            raise _fail(f"{what}: shape {list(shape)} != full_shape {list(full)} "
+                        "without a region", "bad_shape", ctx)
+        return None
+    if not isinstance(v, list) or len(v) != 4 or len(full) != 4:
+        raise _fail(f"{what}: region must be [y0,y1,x0,x1] on a 4-d tensor", "bad_shape", ctx)
+    y0, y1, x0, x1 = (_int(x, f"{what} region", ctx) for x in v)
+    if not (y0 < y1 <= full[1] and x0 < x1 <= full[2]):
+        raise _fail(f"{what}: region {v} outside full_shape {list(full)}", "bad_shape", ctx)
+    want = (full[0], y1 - y0, x1 - x0, full[3])
+    if shape != want:
+        raise _fail(f"{what}: shape {list(shape)} does not match region {v} "
+                    f"(want {list(want)})", "bad_shape", ctx)
+    return (y0, y1, x0, x1)
+
+
+def _tensor(t: Any, i: int, ctx: dict[str, Any]) -> TensorMeta:
+    if not isinstance(t, dict):
+        raise _fail(f"tensor {i}: not an object", "bad_header", ctx)
+    name = _str(t, "name", ctx)
+    dtype = t.get("dtype")
+    if dtype not in DTYPES:
+        raise _fail(f"tensor {name!r}: unsupported dtype {dtype!r}", "bad_dtype", ctx)
+    dims = t.get("shape")
+    full = t.get("full_shape", dims)
+    if not isinstance(dims, list) or not isinstance(full, list) or len(dims) > 8:
+        raise _fail(f"tensor {name!r}: shape must be a list", "bad_shape", ctx)
+    shape = tuple(_int(d, f"tensor {name!r} shape", ctx) for d in dims)
+    fshape = tuple(_int(d, f"tensor {name!r} full_shape", ctx) for d in full)
+    region = _region(t.get("region"), shape, fshape, f"tensor {name!r}", ctx)
+    return TensorMeta(name, dtype, shape, fshape, region)
+
+
+def decode_header(raw: bytes | memoryview) -> Header:
+    """Parse and validate frame 0; raises WireError (with reply context when known)."""
+    ctx: dict[str, Any] = {}
+    if len(raw) > MAX_HEADER_BYTES:
+        raise _fail(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}", "oversized", ctx)
+    try:
+        h = json.loads(bytes(raw))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _fail(f"header is not JSON: {exc}", "bad_header", ctx) from None
+    if not isinstance(h, dict):
+        raise _fail("header is not a JSON object", "bad_header", ctx)
+    for k in ("reply", "request", "deployment"):
+        if isinstance(h.get(k), str):
+            ctx[k] = h[k]
+    if h.get("v") != WIRE_VERSION:
+        raise _fail(f"unknown wire version {h.get('v')!r} (this node speaks {WIRE_VERSION})",
+                    "bad_version", ctx)
+    kind = h.get("kind")
+    if kind not in KINDS:
+        raise _fail(f"unknown message kind {kind!r}", "bad_header", ctx)
+    tensors = h.get("tensors", [])
+    if not isinstance(tensors, list):
+        raise _fail("header field 'tensors' must be a list", "bad_header", ctx)
+    err = h.get("error")
+    if err is not None and not (isinstance(err, dict) and all(
+            isinstance(v, str) for v in err.values())):
+        raise _fail("header field 'error' must map strings to strings", "bad_header", ctx)
+    t0 = h.get("t0", 0.0)
+    if not isinstance(t0, (int, float)):
+        raise _fail("header field 't0' must be a number", "bad_header", ctx)
+    extra = h.get("extra", {})
+    return Header(kind=kind, deployment=_str(h, "deployment", ctx, ""),
+                  epoch=_int(h.get("epoch", 0), "epoch", ctx),
+                  request=_str(h, "request", ctx, ""), stage=_str(h, "stage", ctx, ""),
+                  reply=_str(h, "reply", ctx, ""), src=_str(h, "src", ctx, ""),
+                  tensors=tuple(_tensor(t, i, ctx) for i, t in enumerate(tensors)),
+                  error=err, t0=float(t0), extra=extra if isinstance(extra, dict) else {})
+
+
+def decode(frames: list[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+           ) -> tuple[Header, list[np.ndarray]]:
+    """Frames (zmq.Frame or bytes) -> header and read-only arrays viewing the frames."""
+    if not frames:
+        raise WireError("empty message", code="bad_frame")
+    bufs = [f.buffer if hasattr(f, "buffer") else memoryview(f) for f in frames]
+    header = decode_header(bufs[0])
+    ctx = {"reply": header.reply, "request": header.request, "deployment": header.deployment}
+    total = sum(b.nbytes for b in bufs)
+    if total > max_bytes:
+        raise _fail(f"message of {total} bytes exceeds the limit of {max_bytes}", "oversized",
+                    ctx)
+    if len(bufs) - 1 != len(header.tensors):
+        raise _fail(f"header lists {len(header.tensors)} tensors but {len(bufs) - 1} "
+                    "tensor frames arrived", "bad_frame", ctx)
+    arrays = []
+    for meta, buf in zip(header.tensors, bufs[1:], strict=True):
+        if buf.nbytes != meta.nbytes:
+            raise _fail(f"tensor {meta.name!r}: {buf.nbytes} bytes, expected {meta.nbytes} "
+                        f"for {meta.dtype}{list(meta.shape)}", "size_mismatch", ctx)
+        arrays.append(np.frombuffer(buf, dtype=meta.dtype).reshape(meta.shape))
+    return header, arrays
+
+
+def error_header(code: str, message: str, *, deployment: str = "", epoch: int = 0,
+                 request: str = "", reply: str = "", src: str = "", t0: float = 0.0) -> Header:
+    """Header of an error reply sent to a client's reply endpoint."""
+    return Header(kind="error", deployment=deployment, epoch=epoch, request=request,
+                  stage=CLIENT, reply=reply, src=src, t0=t0,
+                  error={"code": code, "message": message})
