@@ -8,6 +8,7 @@ the key on error; unknown extra keys are allowed (the format may grow).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,3 +213,18 @@ def load_manifest(path: str | Path) -> Manifest:
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
     return parse_manifest(doc, str(p))
+
+
+def check_chain(manifest: Manifest, model_inputs: Iterable[str], source: str = "<manifest>") -> None:
+    """Check the chain can be followed by name: every part input is a model input or an
+    earlier part's output, and every model output is produced by some part."""
+    known = set(model_inputs)
+    for k, part in enumerate(manifest.parts):
+        for spec in part.inputs:
+            if spec.name not in known:
+                raise ManifestError(f"{source}: parts[{k}].inputs: {spec.name!r} is neither a model "
+                                    f"input nor an output of an earlier part")
+        known.update(spec.name for spec in part.outputs)
+    for name in manifest.model.outputs:
+        if name not in known:
+            raise ManifestError(f"{source}: model.outputs: no part produces {name!r}")
