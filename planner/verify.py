@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from node import tile_exec
 from node.runtime import RuntimeSettings, make_interpreter, run_whole
 from planner.errors import ModelError
 from planner.graph import ModelGraph
@@ -128,13 +129,17 @@ def run_part(data: bytes, entry: PartEntry, feeds: dict[str, np.ndarray],
 def run_tiled_part(data: bytes, entry: PartEntry, feeds: dict[str, np.ndarray],
                    settings: RuntimeSettings) -> dict[str, np.ndarray]:
     """Run a tiled part tile by tile (crop, run, stitch) with node/tile_exec.py."""
-    from node import tile_exec  # built alongside the tiler
-
     if len(entry.inputs) != 1 or len(entry.outputs) != 1:
         raise ManifestError(f"{entry.file}: a tiled part needs one input and one output")
-    x = feeds[entry.inputs[0].name]
-    y = tile_exec.run_tiles(data, x, entry.tiles, tuple(entry.outputs[0].shape), settings)
-    return {entry.outputs[0].name: y}
+    x, out = feeds[entry.inputs[0].name], entry.outputs[0]
+    try:
+        runner = tile_exec.TileRunner(data, settings)
+        pieces = [(t.output_region, runner.run(tile_exec.slice_region(x, t.input_region), t.crop))
+                  for t in entry.tiles]
+        y = tile_exec.stitch(out.shape, out.dtype, pieces)
+    except ValueError as exc:  # regions that do not fit the tensors: a bad manifest
+        raise ManifestError(f"{entry.file}: tiles do not fit the part ({exc})") from None
+    return {out.name: y}
 
 
 def _check(entry: PartEntry, spec: TensorSpec, arr: np.ndarray) -> None:
