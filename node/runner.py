@@ -1,8 +1,9 @@
 """Run one part with the TFLite runtime, on whole tensors or on one spatial tile.
 
-A tile runner resizes the part's inputs to the tile's input window once at load time
-and crops the halo off its outputs; it gets one interpreter thread unless the stage
-asks otherwise (several multi-threaded interpreters in one process thrash, DESIGN.md).
+A tile stage of a one-input, one-output part runs through `node.tile_exec.TileRunner`
+(resize to the tile's input window, invoke, crop the halo); a tile stage with several
+inputs resizes them all once at load time. Tile stages get one interpreter thread
+unless the stage asks otherwise (several multi-threaded interpreters thrash, DESIGN.md).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from node.errors import DeployError
 from node.runtime import RuntimeSettings, make_interpreter
+from node.tile_exec import TileRunner
 from node.wire.frames import Region
 from node.wire.messages import StageSpec
 
@@ -49,6 +51,14 @@ class PartRunner:
         self.out_shapes = {d["name"]: tuple(int(x) for x in d["shape"]) for d in outs}
         self.out_dtypes = {d["name"]: np.dtype(d["dtype"]).name for d in outs}
         self.crop: Region | None = None
+        self.tile_runner: TileRunner | None = None
+        if spec.tile is not None and len(ins) == 1 and len(outs) == 1:
+            self.interp = None  # only read for its tensor details; TileRunner owns its own
+            self.tile_runner = TileRunner(model if isinstance(model, bytes) else str(model),
+                                          settings)
+            self.crop = spec.tile.crop
+            self._tile_io = (next(iter(ins)), outs[0]["name"])
+            return
         if spec.tile is not None:
             y0, y1, x0, x1 = spec.tile.input_region
             for name, idx in self.in_index.items():
@@ -59,6 +69,9 @@ class PartRunner:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Set inputs by name, invoke, return outputs by name (cropped for a tile)."""
+        if self.tile_runner is not None:
+            i, o = self._tile_io
+            return {o: self.tile_runner.run(inputs[i], self.crop)}  # type: ignore[arg-type]
         for name, idx in self.in_index.items():
             self.interp.set_tensor(idx, inputs[name])
         self.interp.invoke()

@@ -1,0 +1,118 @@
+"""The agent: wires store, data plane, deployments, profiler and control plane together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import zmq
+
+from node import __version__, profiler
+from node.config import NodeConfig
+from node.dataplane import DataPlane, Sender
+from node.deployments import Deployments, ExecSettings
+from node.errors import NodeError
+from node.executor import SendFn
+from node.metrics import Counters
+from node.resources import describe, micro_benchmark
+from node.runtime import RuntimeSettings
+from node.service import ServiceHandler
+from node.store import Store
+from node.wire import messages as m
+from node.wire.service import ServiceClient
+from node.wire.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    """One node agent; `start()` then `wait()`; `stop()` from a signal handler."""
+
+    def __init__(self, name: str, broker_url: str, cfg: NodeConfig, state_dir: str | Path,
+                 fleet: str = "default") -> None:
+        self.name, self.cfg = name, cfg
+        a = cfg.agent
+        self.started = time.time()
+        self.ctx = zmq.Context()
+        self.counters = Counters()
+        self.store = Store(state_dir)
+        self.settings = ExecSettings(threads=a.threads, tile_threads=a.tile_threads,
+                                     xnnpack="xnnpack" in a.delegates, queue_size=a.queue_size)
+        self.deployments = Deployments(name, self.store, self.counters, self.settings,
+                                       self._sender)
+        self.dataplane = DataPlane(self.ctx, self.counters, self.deployments.dispatch,
+                                   ServiceHandler(self.store, self.counters), a.host,
+                                   a.data_port, a.hwm, a.max_message_mb << 20, node=name)
+        self.speed_gflops = 0.0
+        # imported lazily: a data-plane-only agent (tests, benchmarks) needs no MQTT client
+        from node.control import Control
+
+        self.control = Control(name, broker_url, Topics(fleet), self.counters, self.handle,
+                               self.resources, self.metrics, a.metrics_interval_s, __version__)
+        self._done = threading.Event()
+
+    def _sender(self) -> tuple[SendFn, Any]:
+        s = Sender(self.ctx, self.counters, self.cfg.agent.hwm)
+        return s.send, s.close
+
+    def start(self) -> None:
+        parts = self.store.open()
+        log.info("store %s holds %d part(s)", self.store.root, len(parts))
+        self.dataplane.start()
+        log.info("data %s, service %s", self.dataplane.data_endpoint,
+                 self.dataplane.service_endpoint)
+        self.speed_gflops = micro_benchmark(self.cfg.agent.benchmark_s)
+        self.control.start()
+
+    def wait(self) -> None:
+        self._done.wait()
+
+    def stop(self) -> None:
+        self.control.stop()
+        self.deployments.stop()
+        self.dataplane.stop()
+        self.ctx.destroy(linger=0)
+        self._done.set()
+
+    def resources(self) -> m.Resources:
+        return describe(self.name, self.cfg, self.dataplane.data_endpoint,
+                        self.dataplane.service_endpoint, self.speed_gflops)
+
+    def metrics(self) -> m.Metrics:
+        c = self.counters.snapshot()
+        return m.Metrics(node=self.name, time=time.time(), uptime_s=time.time() - self.started,
+                         rss_bytes=psutil.Process(os.getpid()).memory_info().rss,
+                         stages=self.deployments.snapshot(), errors=c["errors"],
+                         frames_in=c["frames_in"], bytes_in=c["bytes_in"],
+                         bytes_out=c["bytes_out"])
+
+    def handle(self, cmd: Any) -> dict[str, Any]:
+        """Execute one validated command; raise NodeError for an error reply."""
+        d = self.deployments
+        if isinstance(cmd, m.Ping):
+            return {"time": time.time()}
+        if isinstance(cmd, m.StatusQuery):
+            return {"deployments": d.summary(), "parts": self.store.list(),
+                    "data_endpoint": self.dataplane.data_endpoint,
+                    "service_endpoint": self.dataplane.service_endpoint,
+                    **self.counters.snapshot()}
+        if isinstance(cmd, m.Deploy):
+            return d.deploy(cmd)
+        if isinstance(cmd, m.Undeploy):
+            return d.undeploy(cmd.deployment)
+        if isinstance(cmd, m.Activate):
+            return d.activate(cmd.deployment, cmd.epoch)
+        if isinstance(cmd, m.Retire):
+            return d.retire(cmd.deployment, cmd.epochs)
+        if isinstance(cmd, m.Profile):
+            rs = RuntimeSettings(cmd.threads or self.settings.threads, self.settings.xnnpack)
+            return profiler.profile(self.store, cmd.parts, rs, cmd.repetitions, cmd.warmup)
+        if isinstance(cmd, m.Probe):
+            with ServiceClient(cmd.endpoint, self.ctx, timeout_s=30) as c:
+                return {"endpoint": cmd.endpoint, **c.probe(cmd.nbytes, cmd.repetitions)}
+        raise NodeError(f"command {cmd.TYPE!r} not handled", code="bad_command")

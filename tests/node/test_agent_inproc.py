@@ -1,0 +1,198 @@
+"""An agent in this process (no broker needed): deploy, chain, tiles, errors, epochs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from node import config
+from node.agent import Agent
+from node.errors import DeployError
+from node.runtime import RuntimeSettings, run_whole
+from node.wire import messages as M
+from node.wire.frames import CLIENT
+from node.wire.service import ServiceClient
+from tests.node.harness import Client
+from tests.node.models import three_parts, tiled_head
+
+pytest.importorskip("planner.cut")
+
+
+@pytest.fixture
+def agent(tmp_path: Path):
+    cfg = config.for_board("laptop").override(benchmark_s=0.0)
+    a = Agent("inproc", "mqtt://127.0.0.1:9", cfg, tmp_path / "state")
+    a.start()
+    yield a
+    a.stop()
+
+
+@pytest.fixture
+def client():
+    c = Client()
+    yield c
+    c.close()
+
+
+def spec_inputs(part) -> tuple[M.InputSpec, ...]:
+    return tuple(M.InputSpec(t.name, t.dtype, t.shape) for t in part.inputs)
+
+
+def deploy_chain(agent: Agent, chain, name: str = "chain", epoch: int = 0) -> None:
+    ep = agent.dataplane.data_endpoint
+    with ServiceClient(agent.dataplane.service_endpoint) as svc:
+        for p in chain.parts:
+            svc.upload(p.data)
+    stages = []
+    for k, p in enumerate(chain.parts):
+        last = k == len(chain.parts) - 1
+        routes = tuple(M.Route(o, CLIENT if last else ep, "" if last else f"s{k + 1}")
+                       for o in p.output_names)
+        stages.append(M.StageSpec(f"s{k}", p.sha256, spec_inputs(p), routes))
+    agent.handle(M.Deploy("c1", "", name, epoch, tuple(stages)))
+
+
+def test_chain_matches_whole_model(agent: Agent, client: Client) -> None:
+    chain = three_parts()
+    deploy_chain(agent, chain)
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        x = rng.standard_normal((1, 32, 32, 3)).astype(np.float32)
+        client.send(agent.dataplane.data_endpoint, "chain", "s0", {"input": x}, f"r{i}")
+        h, arrs = client.recv()
+        assert h.kind == "result" and h.request == f"r{i}"
+        want = run_whole(chain.model, [x], RuntimeSettings(threads=1))[0]
+        assert h.tensors[0].name == chain.parts[-1].output_names[0]
+        np.testing.assert_array_equal(arrs[0], want)
+    stats = agent.metrics().stages
+    assert stats["chain/0/s1"]["frames"] == 3
+
+
+def test_tiles_2x2_match_whole_model(agent: Agent, client: Client) -> None:
+    chain, layout = tiled_head()
+    head, tail = chain.parts
+    ep = agent.dataplane.data_endpoint
+    with ServiceClient(agent.dataplane.service_endpoint) as svc:
+        svc.upload(head.data)
+        svc.upload(tail.data)
+    (mid,) = head.output_names
+    stages = [M.StageSpec("split", None, spec_inputs(head), tuple(
+        M.Route("input", ep, f"t{i}", region=t.input_region) for i, t in enumerate(layout.tiles)))]
+    for i, t in enumerate(layout.tiles):
+        stages.append(M.StageSpec(f"t{i}", head.sha256, spec_inputs(head),
+                                  (M.Route(mid, ep, "tail"),),
+                                  tile=M.TileSpec(t.input_region, t.output_region, t.crop)))
+    tail_in = tail.inputs[0]
+    stages.append(M.StageSpec("tail", tail.sha256,
+                              (M.InputSpec(tail_in.name, tail_in.dtype, tail_in.shape, 4),),
+                              tuple(M.Route(o, CLIENT) for o in tail.output_names)))
+    agent.handle(M.Deploy("c2", "", "tiles", 0, tuple(stages)))
+    x = np.random.default_rng(2).standard_normal((1, 32, 32, 3)).astype(np.float32)
+    for i in range(2):
+        client.send(ep, "tiles", "split", {"input": x}, f"q{i}")
+        h, arrs = client.recv()
+        assert h.kind == "result", h.error
+        np.testing.assert_array_equal(arrs[0], run_whole(chain.model, [x])[0])
+
+
+def test_errors_reach_the_client(agent: Agent, client: Client) -> None:
+    chain = three_parts()
+    deploy_chain(agent, chain)
+    ep = agent.dataplane.data_endpoint
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    cases = [
+        (dict(deployment="nope", stage="s0", tensors={"input": x}), "unknown_deployment"),
+        (dict(deployment="chain", stage="s0", tensors={"input": x}, epoch=7), "unknown_epoch"),
+        (dict(deployment="chain", stage="zz", tensors={"input": x}), "unknown_stage"),
+        (dict(deployment="chain", stage="s0", tensors={"input": x.astype(np.int8)}),
+         "wrong_tensor"),
+        (dict(deployment="chain", stage="s0", tensors={"input": x[:, :16]}), "wrong_tensor"),
+        (dict(deployment="chain", stage="s0", tensors={"other": x}), "wrong_tensor"),
+    ]
+    for kwargs, code in cases:
+        client.send(ep, **kwargs)
+        h, _ = client.recv()
+        assert h.kind == "error" and h.error["code"] == code, (kwargs, h.error)
+    # a frame whose size does not match its header
+    from node.wire import frames as F
+    h = F.Header("data", "chain", 0, "bad", "s0", client.reply,
+                 (F.TensorMeta("input", "float32", (1, 32, 32, 3), (1, 32, 32, 3)),))
+    client.send_frames(ep, [F.encode(h, [x])[0], b"\0" * 10])
+    eh, _ = client.recv()
+    assert eh.error["code"] == "size_mismatch" and eh.request == "bad"
+    client.send_frames(ep, [b'{"v": 99, "reply": "%s"}' % client.reply.encode()])
+    assert client.recv()[0].error["code"] == "bad_version"
+    errors = agent.metrics().errors
+    assert errors["unknown_deployment"] == 1 and errors["wrong_tensor"] == 3
+    # and it still works
+    client.send(ep, "chain", "s0", {"input": x}, "ok")
+    assert client.recv()[0].kind == "result"
+
+
+def test_oversized_message_is_refused(tmp_path: Path, client: Client) -> None:
+    cfg = config.for_board("laptop").override(benchmark_s=0.0, max_message_mb=1)
+    a = Agent("small", "mqtt://127.0.0.1:9", cfg, tmp_path / "s")
+    a.start()
+    try:
+        x = np.zeros((1, 256, 256, 3), np.float32)  # 786 KB per frame, 2 frames
+        client.send(a.dataplane.data_endpoint, "d", "s", {"a": x, "b": x})
+        h, _ = client.recv()
+        assert h.error["code"] == "oversized"
+        assert a.metrics().errors["oversized"] == 1
+    finally:
+        a.stop()
+
+
+def test_missing_and_corrupted_parts(agent: Agent) -> None:
+    chain = three_parts()
+    p = chain.parts[0]
+    spec = M.StageSpec("s0", p.sha256, spec_inputs(p), ())
+    with pytest.raises(DeployError) as e:
+        agent.handle(M.Deploy("c", "", "d", 0, (spec,)))
+    assert e.value.code == "missing_parts" and e.value.details["missing"] == [p.sha256]
+    with ServiceClient(agent.dataplane.service_endpoint) as svc:
+        corrupted = bytearray(p.data)
+        corrupted[100] ^= 0xFF
+        from node.errors import WireError
+        with pytest.raises(WireError) as w:
+            svc.upload(bytes(corrupted), sha=p.sha256)
+        assert w.value.code == "sha256_mismatch"
+        assert svc.missing([p.sha256]) == [p.sha256]
+    assert agent.metrics().errors["sha256_mismatch"] == 1
+
+
+def test_epochs_side_by_side_then_activate(agent: Agent, client: Client) -> None:
+    chain = three_parts()
+    deploy_chain(agent, chain, "e", epoch=1)
+    deploy_chain(agent, chain, "e", epoch=2)
+    ep = agent.dataplane.data_endpoint
+    x = np.ones((1, 32, 32, 3), np.float32)
+    for epoch in (1, 2):
+        client.send(ep, "e", "s0", {"input": x}, f"r{epoch}", epoch=epoch)
+        h, _ = client.recv()
+        assert h.kind == "result" and h.epoch == epoch
+    assert agent.handle(M.Activate("a", "", "e", 2))["retired"] == [1]
+    client.send(ep, "e", "s0", {"input": x}, "old", epoch=1)
+    assert client.recv()[0].error["code"] == "unknown_epoch"
+    agent.handle(M.Undeploy("u", "", "e"))
+    assert agent.deployments.summary() == {}
+
+
+def test_store_survives_restart(tmp_path: Path) -> None:
+    chain = three_parts()
+    cfg = config.for_board("laptop").override(benchmark_s=0.0)
+    a = Agent("r", "mqtt://127.0.0.1:9", cfg, tmp_path / "st")
+    a.start()
+    with ServiceClient(a.dataplane.service_endpoint) as svc:
+        svc.upload(chain.parts[0].data, chunk=1000)  # many chunks
+    a.stop()
+    b = Agent("r", "mqtt://127.0.0.1:9", cfg, tmp_path / "st")
+    b.start()
+    try:
+        with ServiceClient(b.dataplane.service_endpoint) as svc:
+            assert svc.missing([p.sha256 for p in chain.parts]) == [
+                chain.parts[1].sha256, chain.parts[2].sha256]
+    finally:
+        b.stop()
