@@ -63,7 +63,7 @@ def cut_range(graph: ModelGraph, start: int, end: int) -> Part:
     # Const-derived ops are recomputed wherever needed instead of owned by one range,
     # except when they produce a model output (then the range holding them owns it).
     core = [k for k in range(start, end)
-            if not _folds(graph, k) or any(t in outs for t in graph.ops[k].outputs)]
+            if not folds_constants(graph, k) or any(t in outs for t in graph.ops[k].outputs)]
     ops = _with_const_producers(graph, core)
     produced = {t for k in ops for t in graph.ops[k].outputs}
     in_ids = _first_use(graph, ops, produced)
@@ -142,7 +142,7 @@ def cut_between(graph: ModelGraph, input_names: list[str], output_names: list[st
         raise CutError(f"{graph.source}: part input(s) {unused} are not needed for outputs {list(output_names)}")
     ops = sorted(needed)
     _check_variables(graph, ops, set(ops))
-    real = [k for k in ops if not _folds(graph, k)] or ops
+    real = [k for k in ops if not folds_constants(graph, k)] or ops
     return _make_part(graph, ops, in_ids, out_ids, (real[0], real[-1] + 1))
 
 
@@ -159,8 +159,9 @@ def _refuse_unsupported(graph: ModelGraph) -> None:
                            f"file; such models cannot be cut")
 
 
-def _folds(graph: ModelGraph, k: int) -> bool:
-    """True for ops whose outputs are all computed from constants (fp16 DEQUANTIZE, DENSIFY)."""
+def folds_constants(graph: ModelGraph, k: int) -> bool:
+    """True for op k when it only computes from constants (fp16 DEQUANTIZE, DENSIFY): it is
+    copied into the parts that need it, so a range of only such ops is not a part."""
     outs = graph.ops[k].outputs
     return bool(outs) and all(t in graph.const_derived for t in outs)
 

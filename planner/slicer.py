@@ -79,7 +79,11 @@ def slice_model(
     for k, req in sorted((tiles or {}).items()):
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(parts):
             raise CutError(f"{graph.source}: cannot tile part {k}: the slice has parts 0..{len(parts) - 1}")
-        layouts[k] = tile_part(graph, parts[k], TileSpec.of(req))
+        try:
+            layouts[k] = tile_part(graph, parts[k], TileSpec.of(req))
+        except TileError as exc:
+            start, end = parts[k].span
+            raise TileError(f"{graph.source}: cannot tile part {k} (ops [{start}, {end})): {exc}") from None
 
     out = Path(out_dir)
     try:

@@ -15,6 +15,7 @@ import numpy as np
 
 from node import tile_exec
 from node.runtime import RuntimeSettings, make_interpreter, run_whole
+from planner.cut import Part
 from planner.errors import ModelError
 from planner.graph import ModelGraph
 from planner.manifest import (
@@ -165,6 +166,19 @@ def run_chain(manifest: Manifest, slice_dir: Path, inputs: dict[str, np.ndarray]
         for spec in entry.outputs:
             _check(entry, spec, outs[spec.name])
         env.update(outs)
+    return env
+
+
+def run_parts(parts: list[Part], inputs: dict[str, np.ndarray],
+              settings: RuntimeSettings = _DEFAULT_SETTINGS) -> dict[str, np.ndarray]:
+    """Run in-memory parts (from planner.cut) in order, following tensors by name."""
+    env = dict(inputs)
+    for k, part in enumerate(parts):
+        entry = PartEntry(f"part {k}", part.sha256, part.span, part.inputs, part.outputs)
+        missing = [s.name for s in part.inputs if s.name not in env]
+        if missing:
+            raise ManifestError(f"part {k}: inputs {missing} are not produced before it")
+        env.update(run_part(part.data, entry, {s.name: env[s.name] for s in part.inputs}, settings))
     return env
 
 
