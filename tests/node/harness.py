@@ -35,6 +35,7 @@ class AgentProc:
                  board: str = "laptop") -> None:
         self.name, self.state_dir = name, state_dir
         self.log = state_dir.parent / f"{name}.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "node.cli", "--name", name, "--broker", broker_url,
                "--board", board, "--state-dir", str(state_dir), "--host", "127.0.0.1",
                "--data-port", "0", *extra]
@@ -174,3 +175,34 @@ class Client:
 
     def close(self) -> None:
         self.ctx.destroy(linger=0)
+
+
+class Fleet:
+    """n agent processes on one broker, plus a Commander; use as a context manager."""
+
+    def __init__(self, broker_url: str, workdir: Path, n: int, prefix: str = "n") -> None:
+        self.broker_url, self.workdir = broker_url, workdir
+        self.names = [f"{prefix}{i}" for i in range(n)]
+        self.cmd = Commander(broker_url)
+        self.agents = {n: AgentProc(n, broker_url, workdir / n / "state") for n in self.names}
+        self.res: dict[str, dict[str, Any]] = {}
+
+    def __enter__(self) -> Fleet:
+        try:
+            for n in self.names:
+                self.res[n] = self.cmd.wait_online(n, timeout=30)
+        except TimeoutError:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for a in self.agents.values():
+            a.stop()
+        self.cmd.close()
+
+    def data(self, name: str) -> str:
+        return self.res[name]["data_endpoint"]
+
+    def service(self, name: str) -> str:
+        return self.res[name]["service_endpoint"]
