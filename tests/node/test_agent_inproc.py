@@ -196,3 +196,29 @@ def test_store_survives_restart(tmp_path: Path) -> None:
                 chain.parts[1].sha256, chain.parts[2].sha256]
     finally:
         b.stop()
+
+
+def test_random_frames_do_not_take_the_agent_down(agent: Agent, client: Client) -> None:
+    import zmq
+
+    chain = three_parts()
+    deploy_chain(agent, chain)
+    rng = np.random.default_rng(9)
+    ctx = zmq.Context.instance()
+    push = ctx.socket(zmq.PUSH)
+    push.connect(agent.dataplane.data_endpoint)
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.connect(agent.dataplane.service_endpoint)
+    for _ in range(200):
+        frames = [rng.bytes(int(rng.integers(0, 64))) for _ in range(int(rng.integers(1, 4)))]
+        push.send_multipart(frames)
+        dealer.send_multipart(frames)
+    for _ in range(200):  # every service request gets an answer, even garbage
+        assert dealer.poll(5000)
+        dealer.recv_multipart()
+    push.close(linger=1000)
+    dealer.close(linger=0)
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    client.send(agent.dataplane.data_endpoint, "chain", "s0", {"input": x}, "after")
+    assert client.recv()[0].kind == "result"
+    assert sum(agent.metrics().errors.values()) >= 200
