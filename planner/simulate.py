@@ -1,0 +1,157 @@
+"""Discrete-event simulation of a plan: latency, pipelined throughput, bytes, busy time, memory.
+
+Resources are devices and directed links; each serves one thing at a time in frame order
+(a node runs frames in arrival order, a socket sends messages in order). Frames are
+walked stage by stage in op order, which is a topological order of the stage DAG because
+routes only go forward. Latency is one frame alone; throughput comes from N frames
+queued at the source, measured after a warm-up, and is reported with the analytic bound
+1 / (busiest resource's seconds per frame) that it converges to on pipelines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from planner.costmodel import CostModel, TileTask
+from planner.plan import SINK, SOURCE, Plan, Stage
+
+
+@dataclass
+class Event:
+    """One busy interval of a resource, for timelines."""
+
+    frame: int
+    resource: str  # device name or "a->b"
+    kind: str  # "compute" or "send"
+    stage: int | str
+    start: float
+    end: float
+    nbytes: int = 0
+
+
+@dataclass
+class _Run:
+    dev_free: dict[str, float] = field(default_factory=dict)
+    link_free: dict[tuple[str, str], float] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+
+
+def _tasks(plan: Plan, cm: CostModel) -> dict[int, list[TileTask]]:
+    """Per stage: (device, seconds, in bytes, out bytes) of each tile, or the one task."""
+    out = {}
+    for s in plan.stages:
+        a, b = s.ops
+        if s.tiles:
+            out[s.id] = cm.tile_tasks(a, b, s.tiles.rows, s.tiles.cols, s.tiles.devices)
+        else:
+            out[s.id] = [TileTask(s.device, cm.range_seconds(s.device, a, b), 0, 0)]
+    return out
+
+
+def _send(run: _Run, cm: CostModel, frame: int, tag, src: str, dst: str, nbytes: float, ready: float) -> float:
+    """Queue one message on link src->dst; returns its arrival time."""
+    dur = cm.transfer(src, dst, nbytes)
+    if dur == 0.0:
+        return ready
+    key = (src, dst)
+    start = max(ready, run.link_free.get(key, 0.0))
+    run.link_free[key] = start + dur
+    run.events.append(Event(frame, f"{src}->{dst}", "send", tag, start, start + dur, int(nbytes)))
+    return start + dur
+
+
+def _frame(plan: Plan, cm: CostModel, tasks, run: _Run, frame: int, release: float) -> float:
+    """Push one frame through the plan; returns when its last output reaches the sink."""
+    by_dst: dict = {}
+    for r in plan.routes:
+        by_dst.setdefault(r.dst, []).append(r)
+    done: dict = {SOURCE: [(plan.source, release, None)]}  # endpoint -> [(device, ready, tile)]
+    order = sorted(plan.stages, key=lambda s: s.ops[0])
+    for s in order:
+        ts = tasks[s.id]
+        arrive = [release if s.ops[0] == 0 else 0.0] * len(ts)
+        for r in by_dst.get(s.id, []):
+            for k, t in enumerate(ts):
+                for dev, ready, src_tile in done[r.src]:
+                    nbytes = _bytes(r.bytes, src_tile, t, s)
+                    arrive[k] = max(arrive[k], _send(run, cm, frame, r.src, dev, t.device, nbytes, ready))
+        outs = []
+        for k, t in enumerate(ts):
+            start = max(arrive[k], run.dev_free.get(t.device, 0.0))
+            run.dev_free[t.device] = start + t.seconds
+            run.events.append(Event(frame, t.device, "compute", s.id, start, start + t.seconds))
+            outs.append((t.device, start + t.seconds, t if s.tiles else None))
+        done[s.id] = outs
+    finish = release
+    for r in by_dst.get(SINK, []):
+        for dev, ready, src_tile in done[r.src]:
+            nbytes = src_tile.out_bytes if src_tile else r.bytes
+            finish = max(finish, _send(run, cm, frame, r.src, dev, plan.sink, nbytes, ready))
+    return finish
+
+
+def _bytes(route_bytes: int, src_tile: TileTask | None, dst_tile: TileTask, dst: Stage) -> float:
+    """Bytes of one message: a tile's share when scattering to or gathering from tiles."""
+    if dst.tiles:
+        return dst_tile.in_bytes
+    if src_tile is not None:
+        return src_tile.out_bytes
+    return route_bytes
+
+
+def run_frames(plan: Plan, cm: CostModel, frames: int, gap: float = 0.0) -> tuple[list[float], _Run]:
+    """Completion time of each of `frames` frames released every `gap` seconds."""
+    tasks = _tasks(plan, cm)
+    run = _Run()
+    finish = [_frame(plan, cm, tasks, run, f, f * gap) for f in range(frames)]
+    return finish, run
+
+
+def simulate(plan: Plan, cm: CostModel, frames: int = 32) -> dict:
+    """The `simulate --json` document of INTERFACES.md, plus links and the bottleneck."""
+    (latency,), one = run_frames(plan, cm, 1)
+    busy: dict[str, float] = {}
+    links: dict[str, dict] = {}
+    for e in one.events:
+        busy[e.resource] = busy.get(e.resource, 0.0) + (e.end - e.start)
+    for e in one.events:
+        if e.kind == "send":
+            a, b = e.resource.split("->", 1)
+            rec = links.setdefault(e.resource, {"from": a, "to": b, "bytes": 0, "busy_s": 0.0})
+            rec["bytes"] += e.nbytes
+            rec["busy_s"] += e.end - e.start
+    bottleneck = max(busy, key=busy.get) if busy else None
+    bound = 1.0 / busy[bottleneck] if bottleneck and busy[bottleneck] > 0 else float("inf")
+    frames = max(frames, 2)
+    finish, _ = run_frames(plan, cm, frames)
+    warm = frames // 4
+    span = finish[-1] - finish[warm]
+    measured = (frames - 1 - warm) / span if span > 0 else bound
+    devices = {}
+    mem = plan_memory(plan, cm)
+    for name in plan.devices():
+        devices[name] = {"busy_s": busy.get(name, 0.0), "memory_bytes": mem.get(name, 0),
+                         "memory_budget_bytes": cm.profile.devices[name].memory_bytes}
+    return {"latency_s": latency, "throughput_fps": measured, "throughput_bound_fps": bound,
+            "bytes_per_frame": sum(rec["bytes"] for rec in links.values()), "devices": devices,
+            "links": list(links.values()), "bottleneck": bottleneck, "frames": frames}
+
+
+def plan_memory(plan: Plan, cm: CostModel) -> dict[str, int]:
+    """Peak memory per device: every part it holds (weights + activations + overhead)."""
+    mem: dict[str, int] = {}
+    for s in plan.stages:
+        a, b = s.ops
+        if s.tiles:
+            n = len(s.tiles.devices)
+            for d in s.tiles.devices:
+                mem[d] = mem.get(d, 0) + cm.tile_memory(a, b, 1.0 / n, d)
+        else:
+            mem[s.device] = mem.get(s.device, 0) + cm.memory(s.device, a, b)
+    return mem
+
+
+def timeline(plan: Plan, cm: CostModel, frames: int = 3) -> list[Event]:
+    """Busy intervals of every resource for a few pipelined frames (for explain --png)."""
+    _, run = run_frames(plan, cm, frames)
+    return run.events

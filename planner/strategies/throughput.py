@@ -1,0 +1,15 @@
+"""Strategy 'throughput' (stub, being implemented)."""
+
+from __future__ import annotations
+
+from planner.constraints import Constraints
+from planner.errors import PlanError
+from planner.plan import Plan
+from planner.profile import Profile
+
+NAME = "throughput"
+
+
+def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
+    """Not implemented yet."""
+    raise PlanError("strategy 'throughput' is not available yet")
