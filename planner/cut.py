@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import operator
 from dataclasses import dataclass
 
 import flatbuffers
@@ -85,9 +86,14 @@ def cut_at(graph: ModelGraph, points: list[int] | tuple[int, ...]) -> list[Part]
     """Cut the model into a chain of parts at the cut points (part k: [p_k, p_k+1))."""
     n = len(graph.ops)
     pts = list(points)
-    for p in pts:
-        if isinstance(p, bool) or not isinstance(p, int):
+    for i, p in enumerate(pts):
+        try:
+            pts[i] = operator.index(p)  # ints and numpy integers, never bools or floats
+        except TypeError:
+            raise CutError(f"{graph.source}: cut point {p!r} is not an op index") from None
+        if isinstance(p, bool):
             raise CutError(f"{graph.source}: cut point {p!r} is not an op index")
+    for p in pts:
         if not 0 < p < n:
             raise CutError(f"{graph.source}: cut point {p} out of range: must be 1..{n - 1} "
                            f"(the model has {n} ops)")
@@ -149,14 +155,25 @@ def cut_between(graph: ModelGraph, input_names: list[str], output_names: list[st
 # ---- boundary analysis -------------------------------------------------------------
 def _refuse_unsupported(graph: ModelGraph) -> None:
     flow = graph.control_flow_ops()
+    # Besides WHILE/IF/CALL_ONCE, StableHLO ops (composite, reduce, sort...) name subgraphs
+    # in their options; only subgraph 0 is copied, so refuse any op that refers to one.
+    flow += [op for op in graph.ops if op not in flow and _refers_to_subgraph(graph, op.index)]
     if flow:
-        op = flow[0]
+        op = min(flow, key=lambda o: o.index)
         raise CutError(f"{graph.source}: op {op.index} ({op.type}) calls another subgraph; "
                        f"models with control flow cannot be cut")
     for t in graph.subgraph.tensors or []:
         if getattr(t, "externalBuffer", 0):
             raise CutError(f"{graph.source}: tensor {t.name!r} keeps its weights in an external "
                            f"file; such models cannot be cut")
+
+
+def _refers_to_subgraph(graph: ModelGraph, k: int) -> bool:
+    op = graph.subgraph.operators[k]
+    for opts in (op.builtinOptions, getattr(op, "builtinOptions2", None)):
+        if opts is not None and any("ubgraph" in key for key in vars(opts)):
+            return True
+    return False
 
 
 def folds_constants(graph: ModelGraph, k: int) -> bool:

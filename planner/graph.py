@@ -157,6 +157,9 @@ class ModelGraph:
         if buf.data is not None and len(buf.data) > 0:
             return memoryview(np.ascontiguousarray(buf.data)).cast("B")
         if buf.offset > 1 and buf.size > 0:
+            if buf.offset + buf.size > len(self.data):  # a silent short slice would corrupt weights
+                raise ModelError(f"{self.source}: buffer {buffer_index} lies outside the file "
+                                 f"(bytes {buf.offset}..{buf.offset + buf.size} of {len(self.data)}; truncated?)")
             return memoryview(self.data)[buf.offset : buf.offset + buf.size]
         return None
 

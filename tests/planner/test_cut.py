@@ -9,7 +9,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from node.runtime import make_interpreter
 from planner.cut import cut_at, cut_between, cut_range
-from planner.errors import CutError
+from planner.errors import CutError, ModelError
 from planner.graph import ModelGraph
 from tests.planner.cutkit import (
     SETTINGS,
@@ -300,3 +300,29 @@ def test_cutting_does_not_touch_the_source_and_is_deterministic() -> None:
     assert repack(g.model) == before
     assert [p.sha256 for p in a] == [p.sha256 for p in b]
     assert np.all([len(p.data) > 0 for p in a])
+
+
+def test_truncated_offset_buffers_are_refused() -> None:
+    data = offset_buffers(graph_of("vgg", "float32").data)
+    with pytest.raises(ModelError, match="lies outside the file"):
+        ModelGraph(data[: len(data) - 1000], "short.tflite")
+
+
+def test_subgraph_references_are_refused() -> None:
+    m = unpack(model_bytes("vgg", "float32"))
+    op = m.subgraphs[0].operators[4]
+    code = schema.OperatorCodeT()
+    code.builtinCode = schema.BuiltinOperator.STABLEHLO_COMPOSITE
+    m.operatorCodes.append(code)
+    op.opcodeIndex = len(m.operatorCodes) - 1
+    op.builtinOptions, op.builtinOptionsType = None, 0
+    op.builtinOptions2Type = schema.BuiltinOptions2.StableHLOCompositeOptions
+    op.builtinOptions2 = schema.StableHLOCompositeOptionsT()
+    g = ModelGraph(repack(m))
+    with pytest.raises(CutError, match=r"op 4 \(STABLEHLO_COMPOSITE\) calls another subgraph"):
+        cut_at(g, [8])
+
+
+def test_numpy_cut_points_are_accepted() -> None:
+    g = graph_of("vgg", "float32")
+    assert [p.span for p in cut_at(g, [np.int64(5)])] == [(0, 5), (5, len(g.ops))]

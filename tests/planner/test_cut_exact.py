@@ -29,7 +29,7 @@ def chains(draw, graph):
 @pytest.mark.parametrize("mode", sorted(SETTINGS))
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
 @pytest.mark.parametrize("name", MODELS)
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_random_chains_are_exact(name: str, dtype: str, mode: str, data) -> None:
     graph = graph_of(name, dtype)
