@@ -43,13 +43,14 @@ class TileRunner:
         if len(ins) != 1 or len(outs) != 1:
             raise ValueError(f"a tiled part needs one input and one output, got {len(ins)} and {len(outs)}")
         self._in, self._out = ins[0]["index"], outs[0]["index"]
-        self.dtype = np.dtype(ins[0]["dtype"])
+        self.input_dtype = np.dtype(ins[0]["dtype"])
+        self.output_dtype = np.dtype(outs[0]["dtype"])
         self._shape = tuple(int(d) for d in ins[0]["shape"])
 
     def run(self, inputs_region: np.ndarray, crop: Region) -> np.ndarray:
         """Run the part on one tile's input region; return the crop of its output (a copy)."""
-        if inputs_region.dtype != self.dtype or inputs_region.ndim != 4:
-            raise ValueError(f"tile input must be a 4-D {self.dtype} array, got "
+        if inputs_region.dtype != self.input_dtype or inputs_region.ndim != 4:
+            raise ValueError(f"tile input must be a 4-D {self.input_dtype} array, got "
                              f"{inputs_region.ndim}-D {inputs_region.dtype}")
         shape = tuple(int(d) for d in inputs_region.shape)
         if shape != self._shape:

@@ -105,6 +105,29 @@ def _splits(spec: int | Sequence[int], size: int, what: str) -> tuple[int, ...]:
     return tuple(points)
 
 
+def _fit(graph: ModelGraph, prog: Program, axis: int, out: tuple[int, int], region: tuple[int, int],
+         stride: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(input interval, crop) for output interval `out`, starting from `region` and, only if
+    that tile cannot run (e.g. its outputs are pure PAD rows past the image), growing it by
+    whole strides (which keeps the alignment) until the trace proves the crop exact."""
+    (o0, o1), (a, b), size = out, region, graph.tensors[prog.input].shape[axis]
+    a = min(a, (size - 1) // stride * stride)  # outputs past the image (PAD): keep one stride
+    for grow in range(0, size // stride + 2):
+        lo, hi = max(a - grow * stride, 0), min(b + grow * stride, size)
+        for a2, b2 in dict.fromkeys([(lo, b), (a, hi), (lo, hi)] if grow else [(max(a, 0), b)]):
+            if a2 >= b2:
+                continue
+            try:
+                span = trace(graph, prog, axis, a2, b2)[prog.output]
+            except TileError:
+                continue  # too small for a VALID window: grow
+            c0, c1 = o0 - span.p, o1 - span.p
+            if 0 <= c0 and c1 <= span.n and span.valid[c0:c1].all():
+                return (a2, b2), (c0, c1)
+    raise TileError(f"ops [{prog.start}, {prog.end}): output {'rows' if axis == 1 else 'columns'} "
+                    f"[{o0}, {o1}) cannot be computed exactly from any input window")
+
+
 def _axis(graph: ModelGraph, prog: Program, axis: int, splits: tuple[int, ...], stride: int,
           before: int, after: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     """(input interval, crop interval) of each output interval along one axis."""
@@ -112,16 +135,10 @@ def _axis(graph: ModelGraph, prog: Program, axis: int, splits: tuple[int, ...], 
     # Tile lengths congruent to the image's modulo S keep every SAME layer's padding
     # equal to the full image's (it depends on length mod stride); a no-op when S | size.
     extra = size % stride
-    out = []
-    for o0, o1 in pairwise(splits):
-        a, b = max(o0 * stride - before, 0), min(o1 * stride + after + extra, size)
-        span = trace(graph, prog, axis, a, b)[prog.output]
-        c0, c1 = o0 - span.p, o1 - span.p
-        if c0 < 0 or c1 > span.n or not span.valid[c0:c1].all():
-            raise TileError(f"ops [{prog.start}, {prog.end}): output {'rows' if axis == 1 else 'columns'} "
-                            f"[{o0}, {o1}) cannot be computed exactly from input [{a}, {b})")
-        out.append(((a, b), (c0, c1)))
-    return out
+    return [
+        _fit(graph, prog, axis, (o0, o1), (o0 * stride - before, min(o1 * stride + after + extra, size)), stride)
+        for o0, o1 in pairwise(splits)
+    ]
 
 
 def tile_layout(graph: ModelGraph, start: int, end: int, rows: int | Sequence[int],

@@ -1,0 +1,74 @@
+"""Small conv stacks for the tiling tests, described as layer tuples, plus a tiled runner.
+
+Layers (all NHWC, `c` channels kept small so interpreters build in milliseconds):
+  ("conv", k, s, padding, d, act)  ("dw", k, s, padding, d)  ("max"|"avg", k, s, padding)
+  ("pad", top, bottom, left, right)  ("res", k, d)  — x + conv(x), SAME, stride 1
+  ("cat", k)  — conv1x1(concat(x, dw(x)))          ("relu6",) ("hswish",) ("leaky",)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from node.runtime import RuntimeSettings, run_whole
+from node.tile_exec import TileRunner, slice_region, stitch
+from planner.modelbuild import GraphBuilder
+from planner.tile import TileLayout
+
+
+def stack_graph(size: int | tuple[int, int], layers: list[tuple], c: int = 4) -> GraphBuilder:
+    """A GraphBuilder holding the layer stack on a [1, H, W, 3] input (ValueError if empty)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    g = GraphBuilder("stack")
+    x = g.conv2d(g.input([1, h, w, 3]), c, 1, name="stem")
+    for kind, *a in layers:
+        if kind == "conv":
+            x = g.conv2d(x, c, a[0], a[1], a[2], dilation=a[3], activation=a[4])
+        elif kind == "dw":
+            x = g.depthwise_conv2d(x, a[0], a[1], a[2], dilation=a[3])
+        elif kind in ("max", "avg"):
+            pool = g.max_pool if kind == "max" else g.avg_pool
+            x = pool(x, a[0], a[1], a[2])
+        elif kind == "pad":
+            x = g.pad(x, ((a[0], a[1]), (a[2], a[3])))
+        elif kind == "res":
+            x = g.add(x, g.conv2d(x, c, a[0], 1, "SAME", dilation=a[1]))
+        elif kind == "cat":
+            x = g.conv2d(g.concatenation([x, g.depthwise_conv2d(x, a[0])]), c, 1)
+        elif kind == "relu6":
+            x = g.relu6(x)
+        elif kind == "hswish":
+            x = g.hard_swish(x)
+        elif kind == "leaky":
+            x = g.leaky_relu(x, 0.2)
+        else:
+            raise ValueError(f"unknown layer {kind!r}")
+    g.output(x)
+    return g
+
+
+def build_stack(size: int | tuple[int, int], layers: list[tuple], dtype: str = "float32",
+                seed: int = 0) -> bytes:
+    """The stack as .tflite bytes (int8 models keep int8 input and output)."""
+    return stack_graph(size, layers).build(dtype, seed=seed)
+
+
+def random_input(shape: tuple[int, ...], dtype: str, seed: int = 0) -> np.ndarray:
+    """Deterministic test input: normal floats or the full int8 range."""
+    rng = np.random.default_rng(seed)
+    if dtype == "int8":
+        return rng.integers(-128, 128, size=shape, dtype=np.int8)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def run_tiled(part: bytes, layout: TileLayout, x: np.ndarray,
+              settings: RuntimeSettings | None = None) -> np.ndarray:
+    """Run a part tile by tile with one re-resized interpreter and stitch the crops."""
+    runner = TileRunner(part, settings)
+    pieces = [(t.output_region, runner.run(slice_region(x, t.input_region), t.crop)) for t in layout.tiles]
+    return stitch(layout.halo.out_shape, runner.output_dtype, pieces)
+
+
+def run_untiled(part: bytes, x: np.ndarray, settings: RuntimeSettings | None = None) -> np.ndarray:
+    """The reference: the same part on the whole input, same runtime settings."""
+    return run_whole(part, [x], settings or RuntimeSettings())[0]
