@@ -1,0 +1,152 @@
+"""`Fleet`: the entry point of the Python API (nodes, profile, deploy, deployments)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from planner.errors import FleetError
+from planner.fleet.control import Control
+from planner.fleet.deployment import Deployment
+from planner.fleet.record import Record
+from planner.graph import ModelGraph
+from planner.layout import StageLayout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """An online node as announced on its retained resources topic."""
+
+    name: str
+    board: str
+    runtime: str
+    runtime_version: str
+    cores: int
+    threads: int
+    memory_budget_bytes: int
+    speed_gflops: float
+    data_endpoint: str
+    service_endpoint: str
+    resources: dict[str, Any]
+
+    @classmethod
+    def of(cls, name: str, r: dict[str, Any]) -> NodeInfo:
+        return cls(name, r.get("board", ""), r.get("runtime", ""), r.get("runtime_version", ""),
+                   int(r.get("cores", 0)), int(r.get("threads", 1)),
+                   int(r.get("memory_budget_bytes", 0)), float(r.get("speed_gflops", 0.0)),
+                   r.get("data_endpoint", ""), r.get("service_endpoint", ""), r)
+
+
+def load_model(model: str | Path | bytes | ModelGraph) -> ModelGraph:
+    """A ModelGraph from a path, .tflite bytes or a graph."""
+    if isinstance(model, ModelGraph):
+        return model
+    if isinstance(model, (bytes, bytearray)):
+        return ModelGraph(bytes(model), "<bytes>")
+    return ModelGraph.load(model)
+
+
+class Fleet:
+    """A connection to one fleet over MQTT; use `Fleet.connect(url)`."""
+
+    def __init__(self, control: Control) -> None:
+        self.control = control
+        self._deployments: list[Deployment] = []
+
+    @classmethod
+    def connect(cls, url: str, fleet: str = "default", timeout_s: float = 5.0) -> Fleet:
+        """Connect to the broker; FleetError "broker unreachable: ..." if it cannot."""
+        return cls(Control(url, fleet, timeout_s))
+
+    def close(self) -> None:
+        for d in self._deployments:
+            d.close()
+        self.control.close()
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- nodes ----------------------------------------------------------------------
+    def nodes(self) -> list[NodeInfo]:
+        """Online nodes that announced their resources, by name."""
+        return [NodeInfo.of(n, r) for n, r in self.control.online().items() if r]
+
+    def node(self, name: str) -> NodeInfo:
+        for n in self.nodes():
+            if n.name == name:
+                return n
+        raise FleetError(f"unknown node {name!r} (online: "
+                         f"{', '.join(n.name for n in self.nodes()) or 'none'})")
+
+    def wait_for_nodes(self, count: int, timeout_s: float = 30.0) -> list[NodeInfo]:
+        """Wait until at least `count` nodes are online; FleetError on time-out."""
+        deadline = time.monotonic() + timeout_s
+        while len(nodes := self.nodes()) < count:
+            if time.monotonic() > deadline:
+                raise FleetError(f"only {len(nodes)} of {count} node(s) online after "
+                                 f"{timeout_s:.0f} s")
+            time.sleep(0.05)
+        return nodes
+
+    # ---- deployments ----------------------------------------------------------------
+    def deployments(self) -> list[str]:
+        return sorted(self.control.records)
+
+    def deployment(self, name: str, **client: Any) -> Deployment:
+        """Attach to a running deployment by name (timeout_s, retries, window)."""
+        doc = self.control.record(name)
+        if doc is None:
+            raise FleetError(f"unknown deployment {name!r} (known: "
+                             f"{', '.join(self.deployments()) or 'none'})")
+        d = Deployment(self, Record.from_json(doc), **client)
+        self._deployments.append(d)
+        return d
+
+    def profile(self, model: str | Path | bytes | ModelGraph, nodes: list[str] | None = None,
+                **options: Any) -> Any:
+        """Profile (cached) of the online nodes for this model; see planner.profiling."""
+        from planner.profiling import profile_fleet
+
+        return profile_fleet(self, load_model(model), nodes, **options)
+
+    def deploy(self, model: str | Path | bytes | ModelGraph, name: str = "default",
+               strategy: str = "auto", layout: tuple[StageLayout, ...] | None = None,
+               constraints: Any = None, profile: Any = None, progress: bool = True,
+               timeout_s: float = 60.0, **client: Any) -> Deployment:
+        """Plan (unless `layout` is given), ship and start `model`; returns its handle."""
+        from planner.deploy import deploy_layout
+
+        graph = load_model(model)
+        plan_doc, predicted = None, None
+        if layout is None:
+            from planner.fleet.planning import plan_for_fleet
+
+            plan = plan_for_fleet(self, graph, strategy, constraints, profile, progress)
+            plan_doc, predicted = plan.to_json(), dict(plan.predicted)
+            from planner.layout import from_plan
+
+            layout = from_plan(plan)
+        else:
+            strategy = strategy if strategy != "auto" else "manual"
+        rec = deploy_layout(self.control, graph, tuple(layout), name, strategy=strategy,
+                            plan=plan_doc, predicted=predicted, timeout_s=timeout_s,
+                            progress=progress)
+        d = Deployment(self, rec, **client)
+        self._deployments.append(d)
+        return d
+
+    def undeploy(self, name: str) -> dict[str, Any]:
+        """Free deployment `name` on every node and clear its record."""
+        from planner.deploy import undeploy
+
+        for d in [d for d in self._deployments if d.name == name]:
+            d.close()
+        return undeploy(self.control, name)

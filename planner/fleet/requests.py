@@ -1,0 +1,185 @@
+"""Request book-keeping of the client (pure: no sockets): results, errors, retries.
+
+Each request keeps its id across attempts, so nodes re-execute idempotently and the
+first complete result wins; later copies are counted as duplicates and dropped. Pieces
+of a result are stitched per epoch (tile layouts differ between epochs). An attempt is
+recognised by the `t0` it was sent with (nodes carry it end to end), so an error from
+an older attempt does not trigger a second retry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from node.errors import WireError
+from node.gather import Gather, Want
+from node.wire.frames import Header
+from planner.errors import FleetError
+
+# Error codes worth another attempt: the request may succeed once a stage drains, a
+# re-plan finishes, or a restarted node is back. Anything else is the request's fault.
+TRANSIENT = frozenset({"send_timeout", "send_failed", "evicted", "incomplete", "busy",
+                       "unknown_epoch", "unknown_stage", "unknown_deployment", "no_reply",
+                       "timeout"})
+
+
+class RequestError(FleetError):
+    """A request that failed for good; names the stage and node that reported it."""
+
+    def __init__(self, message: str, request: str, code: str = "error", src: str = "") -> None:
+        super().__init__(message)
+        self.request, self.code, self.src = request, code, src
+
+
+@dataclass
+class Request:
+    """One in-flight request and its attempts."""
+
+    rid: str
+    inputs: dict[str, np.ndarray]
+    future: Future[dict[str, np.ndarray]]
+    started: float  # monotonic, first attempt
+    deadline: float = 0.0
+    attempts: int = 0
+    t0: float = 0.0  # wall time the current attempt was sent with
+    retry_at: float | None = None
+    gathers: dict[int, Gather] = field(default_factory=dict)
+    last_error: str = ""
+
+
+@dataclass
+class Stats:
+    """Counters a bench or monitor can read."""
+
+    sent: int = 0
+    retries: int = 0
+    delivered: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    stray: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class Tracker:
+    """Pending requests by id; the I/O layer calls `sent`, `result`, `error`, `due`."""
+
+    def __init__(self, timeout_s: float = 10.0, retries: int = 2,
+                 remember: int = 100_000) -> None:
+        self.timeout_s, self.retries, self.remember = timeout_s, retries, remember
+        self.pending: dict[str, Request] = {}
+        self.done: OrderedDict[str, None] = OrderedDict()
+        self.wants: dict[int, dict[str, Want]] = {}
+        self.stats = Stats()
+
+    def set_results(self, epoch: int, results: dict[str, dict[str, Any]]) -> None:
+        """The result tensors (shape, dtype, pieces) an epoch delivers."""
+        self.wants[epoch] = {n: Want(r["dtype"], tuple(r["shape"]), int(r.get("pieces", 1)))
+                             for n, r in results.items()}
+
+    def add(self, rid: str, inputs: dict[str, np.ndarray], now: float | None = None
+            ) -> Request:
+        now = time.monotonic() if now is None else now
+        req = Request(rid, inputs, Future(), now)
+        self.pending[rid] = req
+        return req
+
+    def sent(self, req: Request, t0: float, now: float | None = None) -> None:
+        """Record an attempt that left with wall time t0."""
+        now = time.monotonic() if now is None else now
+        req.attempts += 1
+        req.t0, req.deadline, req.retry_at = t0, now + self.timeout_s, None
+        self.stats.sent += 1
+        if req.attempts > 1:
+            self.stats.retries += 1
+
+    def _finish(self, req: Request) -> None:
+        self.pending.pop(req.rid, None)
+        self.done[req.rid] = None
+        while len(self.done) > self.remember:
+            self.done.popitem(last=False)
+
+    def result(self, h: Header, arrays: list[np.ndarray]) -> Request | None:
+        """A result message; returns the request when it completed."""
+        req = self.pending.get(h.request)
+        if req is None:
+            if h.request in self.done:
+                self.stats.duplicates += 1
+            else:
+                self.stats.stray += 1
+            return None
+        wants = self.wants.get(h.epoch)
+        if wants is None:
+            return self._fail(req, "unknown_epoch", f"result of epoch {h.epoch}, which this "
+                              "client does not know", h.src)
+        g = req.gathers.setdefault(h.epoch, Gather(wants))
+        try:
+            out, _ = g.add(h.request, h.tensors, arrays)
+        except WireError as exc:
+            return self._fail(req, exc.code, str(exc), h.src)
+        if out is None:
+            return None
+        self._finish(req)
+        self.stats.delivered += 1
+        if not req.future.done():
+            req.future.set_result({n: np.array(a) for n, a in out.items()})
+        return req
+
+    def error(self, h: Header, now: float | None = None) -> Request | None:
+        """An error message; schedules a retry or fails the request (returned)."""
+        now = time.monotonic() if now is None else now
+        err = h.error or {}
+        code, msg = err.get("code", "error"), err.get("message", "")
+        self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
+        req = self.pending.get(h.request)
+        if req is None or h.t0 != req.t0 or req.retry_at is not None:
+            return None  # finished, or an older attempt's error: the retry is under way
+        req.last_error = f"{_where(h.src)}: {code}: {msg}"
+        if code in TRANSIENT and req.attempts <= self.retries:
+            req.retry_at = now + min(0.05 * 2 ** req.attempts, 1.0)
+            return None
+        return self._fail(req, code, msg, h.src)
+
+    def _fail(self, req: Request, code: str, msg: str, src: str = "") -> Request:
+        self._finish(req)
+        self.stats.failed += 1
+        text = f"request {req.rid}: {_where(src)}: {code}: {msg}" if src else \
+            f"request {req.rid}: {code}: {msg}"
+        if not req.future.done():
+            req.future.set_exception(RequestError(text, req.rid, code, src))
+        return req
+
+    def due(self, now: float | None = None) -> list[Request]:
+        """Requests to send again now (scheduled retries, expired attempts).
+
+        Requests out of attempts are failed here and not returned.
+        """
+        now = time.monotonic() if now is None else now
+        out = []
+        for req in list(self.pending.values()):
+            if req.retry_at is not None and now >= req.retry_at:
+                out.append(req)
+            elif req.retry_at is None and req.attempts and now >= req.deadline:
+                if req.attempts > self.retries:
+                    why = f" (last error: {req.last_error})" if req.last_error else ""
+                    self._fail(req, "timeout", f"no result after {req.attempts} attempt(s) of "
+                               f"{self.timeout_s:g} s{why}")
+                else:
+                    req.last_error = req.last_error or "timed out"
+                    out.append(req)
+        return out
+
+    def fail_all(self, message: str) -> None:
+        for req in list(self.pending.values()):
+            self._fail(req, "closed", message)
+
+
+def _where(src: str) -> str:
+    """'node/stage' -> 'stage s1 on node n2'."""
+    node, _, stage = src.partition("/")
+    return f"stage {stage} on node {node}" if stage else (f"node {node}" if node else "fleet")
