@@ -25,7 +25,7 @@ from node.wire.frames import Header, decode, encode, error_header
 
 log = logging.getLogger(__name__)
 
-Dispatch = Callable[[Header, list[np.ndarray]], bool]
+Dispatch = Callable[[Header, list[np.ndarray], Callable[[str, list[Any]], int]], bool]
 Service = Callable[[list[zmq.Frame]], list[Any]]
 
 
@@ -100,6 +100,7 @@ class DataPlane:
         self.pull: zmq.Socket | None = None
         self.router: zmq.Socket | None = None
         self.sender: Sender | None = None
+        self.forwarder: Sender | None = None
 
     @property
     def data_endpoint(self) -> str:
@@ -152,7 +153,8 @@ class DataPlane:
 
     def _loop(self) -> None:
         assert self.pull is not None and self.router is not None
-        self.sender = Sender(self.ctx, self.counters, self.hwm, timeout_ms=1000)
+        self.sender = Sender(self.ctx, self.counters, self.hwm, timeout_ms=1000)  # errors
+        self.forwarder = Sender(self.ctx, self.counters, self.hwm)  # inline forward stages
         poller = zmq.Poller()
         poller.register(self.pull, zmq.POLLIN)
         poller.register(self.router, zmq.POLLIN)
@@ -170,6 +172,7 @@ class DataPlane:
                 if held is not None:
                     poller.unregister(self.pull)
         self.sender.close()
+        self.forwarder.close()
         self.pull.close(linger=0)
         self.router.close(linger=0)
 
@@ -185,7 +188,7 @@ class DataPlane:
 
     def _dispatch(self, header: Header, arrays: list[np.ndarray]) -> bool:
         try:
-            return self.dispatch(header, arrays)
+            return self.dispatch(header, arrays, self.forwarder.send)
         except NodeError as exc:
             self._error(exc.code, str(exc), header.reply, header.request, header.deployment,
                         header.epoch, header.t0)

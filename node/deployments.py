@@ -119,7 +119,8 @@ class Deployments:
     def retire(self, deployment: str, epochs: tuple[int, ...]) -> dict[str, Any]:
         return {"deployment": deployment, "retired": self._drop(deployment, list(epochs))}
 
-    def dispatch(self, header: Header, arrays: list[np.ndarray]) -> bool:
+    def dispatch(self, header: Header, arrays: list[np.ndarray], inline: SendFn | None = None
+                 ) -> bool:
         """Queue a data message at its stage; False if that queue is full."""
         if header.kind != "data":
             raise DeployError(f"a node accepts data messages, not {header.kind!r}",
@@ -136,7 +137,7 @@ class Deployments:
         if stage is None:
             raise DeployError(f"deployment {header.deployment!r} epoch {header.epoch} has no "
                               f"stage {header.stage!r} on this node", code="unknown_stage")
-        return stage.offer(header, arrays)
+        return stage.offer(header, arrays, inline)
 
     def summary(self) -> dict[str, dict[int, list[str]]]:
         with self._lock:

@@ -47,6 +47,7 @@ class Stage:
                              window)
         self.gather_timeout_s = gather_timeout_s
         self._waiting: dict[str, Header] = {}
+        self._busy = threading.Lock()  # one message at a time, worker or inline
         self._sender_factory = sender_factory
         self._coverage, self._full = self._coverage_table()
         self._thread = threading.Thread(target=self._loop, daemon=True,
@@ -82,10 +83,23 @@ class Stage:
         except queue.Full:
             log.warning("stage %s did not drain; abandoning it", self.spec.id)
 
-    def offer(self, header: Header, arrays: list[np.ndarray]) -> bool:
-        """Queue a message; False when the queue is full (caller retries later)."""
+    def offer(self, header: Header, arrays: list[np.ndarray], inline: SendFn | None = None
+              ) -> bool:
+        """Queue a message; False when the queue is full (caller retries later).
+
+        A forward stage (no part) with nothing queued handles the message right here with
+        `inline` (the receiving thread's sender): forwarding is a slice and a send, and
+        skipping the thread hand-off halves the hop's overhead.
+        """
         for m in header.tensors:  # reject bad pieces early, in the receiving thread
             self.gather.check(m)
+        if inline is not None and self.runner is None and self.queue.empty() \
+                and self._busy.acquire(blocking=False):
+            try:
+                self._handle(inline, header, arrays, time.perf_counter())
+            finally:
+                self._busy.release()
+            return True
         try:
             self.queue.put_nowait((header, arrays, time.perf_counter()))
             return True
@@ -99,11 +113,13 @@ class Stage:
                 try:
                     item = self.queue.get(timeout=1.0)
                 except queue.Empty:
-                    self._expire(send)
+                    with self._busy:
+                        self._expire(send)
                     continue
                 if item is _STOP:
                     return
-                self._handle(send, *item)
+                with self._busy:
+                    self._handle(send, *item)
         finally:
             close()
 
