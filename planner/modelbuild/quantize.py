@@ -1,0 +1,176 @@
+"""Full-integer int8 quantization without TensorFlow: calibration and parameter choice.
+
+Activations: asymmetric int8 per tensor from min/max seen when the float32 model runs
+on a few representative inputs (uniform on [-1, 1]). Weights: symmetric per-channel
+int8 for convolutions, per-tensor for FULLY_CONNECTED; bias int32 with scale
+input_scale * weight_scale[c]. Ops whose int8 kernels move raw values (pool, pad,
+reshape, resize, concatenation) get one shared scale for their inputs and output;
+SOFTMAX and LOGISTIC outputs are fixed at scale 1/256, zero point -128.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from node.runtime import runtime_name
+from planner.modelbuild.graph import FIXED_OUTPUT_OPS, SAME_SCALE_OPS, GraphIR
+
+FIXED_PARAMS = (1.0 / 256.0, -128)
+_MIN_RANGE = 1e-4  # an all-zero tensor still needs a usable scale
+
+
+def random_images(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """One float32 sample in [-1, 1]: per-channel offset + smooth field + fine noise.
+
+    Pure white noise makes every sample look alike after global pooling (classifier
+    outputs would hardly depend on the input); images differ globally, and so do these.
+    """
+    offset = rng.uniform(-0.5, 0.5, size=(1,) * (len(shape) - 1) + (shape[-1],))
+    noise = rng.uniform(-1.0, 1.0, size=shape)
+    if len(shape) != 4:
+        return np.clip(offset + 0.5 * noise, -1.0, 1.0).astype(np.float32)
+    _, h, w, c = shape
+    gh, gw = max(2, h // 8), max(2, w // 8)
+    coarse = rng.uniform(-1.0, 1.0, size=(shape[0], gh, gw, c))
+    smooth = _bilinear(coarse, np.linspace(0, gh - 1, h), np.linspace(0, gw - 1, w))
+    return np.clip(offset + 0.5 * smooth + 0.3 * noise, -1.0, 1.0).astype(np.float32)
+
+
+def _bilinear(x: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    y0 = np.minimum(np.floor(ys).astype(int), x.shape[1] - 2)
+    x0 = np.minimum(np.floor(xs).astype(int), x.shape[2] - 2)
+    fy, fx = (ys - y0)[None, :, None, None], (xs - x0)[None, None, :, None]
+    rows = x[:, y0] * (1 - fy) + x[:, y0 + 1] * fy
+    return rows[:, :, x0] * (1 - fx) + rows[:, :, x0 + 1] * fx
+
+
+def sample_floats(shapes: list[tuple[int, ...]], seed: int, count: int) -> list[list[np.ndarray]]:
+    """`count` deterministic float32 input sets in [-1, 1] (see random_images)."""
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xCA11B])
+    return [[random_images(rng, s) for s in shapes] for _ in range(count)]
+
+
+def _interpreter_class() -> Any:
+    # The calibration interpreter needs preserve_all_tensors and no delegate (XNNPACK
+    # keeps intermediates inside its own partitions), which RuntimeSettings cannot express.
+    if runtime_name() == "tflite_runtime":
+        from tflite_runtime import interpreter as mod  # type: ignore[import-not-found]
+    else:
+        from ai_edge_litert import interpreter as mod
+    return mod
+
+
+def calibrate(
+    model: bytes, tensor_index: dict[int, int], samples: list[list[np.ndarray]]
+) -> dict[int, tuple[float, float]]:
+    """Run a float32 model on `samples`; return min/max per IR tensor id."""
+    mod = _interpreter_class()
+    interp = mod.Interpreter(
+        model_content=model,
+        num_threads=1,
+        experimental_op_resolver_type=mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        experimental_preserve_all_tensors=True,
+    )
+    interp.allocate_tensors()
+    inputs = [d["index"] for d in interp.get_input_details()]
+    ranges: dict[int, tuple[float, float]] = {}
+    for sample in samples:
+        for idx, arr in zip(inputs, sample, strict=True):
+            interp.set_tensor(idx, arr)
+        interp.invoke()
+        for ir_t, model_t in tensor_index.items():
+            v = interp.get_tensor(model_t)
+            lo, hi = float(v.min()), float(v.max())
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ValueError(f"calibration: tensor {model_t} has non-finite values")
+            old = ranges.get(ir_t, (lo, hi))
+            ranges[ir_t] = (min(old[0], lo), max(old[1], hi))
+    return ranges
+
+
+def _round_out(v: float) -> float:
+    # Snap a range end outward to ~1.5% steps so that float noise between CPUs or
+    # kernel paths does not change the chosen scale (same seed -> same bytes).
+    if v == 0.0:
+        return 0.0
+    step = 2.0 ** (math.floor(math.log2(abs(v))) - 6)
+    return math.copysign(math.ceil(abs(v) / step) * step, v)
+
+
+def affine_params(lo: float, hi: float) -> tuple[float, int]:
+    """Asymmetric int8 (scale, zero_point) covering [lo, hi] and exactly representing 0."""
+    lo, hi = min(_round_out(lo), 0.0), max(_round_out(hi), 0.0)
+    if hi - lo < _MIN_RANGE:
+        hi = lo + _MIN_RANGE
+    scale = float(np.float32((hi - lo) / 255.0))
+    zero_point = int(np.clip(round(-128 - lo / scale), -128, 127))
+    return scale, zero_point
+
+
+def activation_params(
+    ir: GraphIR, ranges: dict[int, tuple[float, float]]
+) -> dict[int, tuple[float, int]]:
+    """(scale, zero_point) for every IR tensor, honouring the int8 kernels' constraints."""
+    parent = list(range(len(ir.tensor_names)))
+
+    def find(t: int) -> int:
+        while parent[t] != t:
+            parent[t] = parent[parent[t]]
+            t = parent[t]
+        return t
+
+    fixed: set[int] = set()
+    for op in ir.ops:
+        if op.kind in SAME_SCALE_OPS:
+            for t in op.inputs:
+                parent[find(t)] = find(op.output)
+        if op.kind in FIXED_OUTPUT_OPS:
+            fixed.add(op.output)
+    group_range: dict[int, tuple[float, float]] = {}
+    for t, (lo, hi) in ranges.items():
+        g = find(t)
+        old = group_range.get(g, (lo, hi))
+        group_range[g] = (min(old[0], lo), max(old[1], hi))
+    fixed_groups = {find(t) for t in fixed}
+    params: dict[int, tuple[float, int]] = {}
+    for t in ranges:
+        g = find(t)
+        # A fixed-output tensor forces its whole group (values outside [0, 1) clip).
+        params[t] = FIXED_PARAMS if g in fixed_groups else affine_params(*group_range[g])
+    return params
+
+
+def quantize_activation(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Float array -> int8 with the given affine parameters."""
+    return np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
+
+
+def quantize_weights(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 weights, per channel along `axis` (None: per tensor); returns q, scales."""
+    if axis is None:
+        amax = np.array([np.max(np.abs(w))], dtype=np.float32)
+        shaped = amax
+    else:
+        other = tuple(i for i in range(w.ndim) if i != axis)
+        amax = np.max(np.abs(w), axis=other).astype(np.float32)
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        shaped = amax.reshape(shape)
+    scales = np.maximum(amax, np.float32(1e-12)) / np.float32(127.0)
+    divisor = scales if axis is None else scales.reshape(shaped.shape)
+    q = np.clip(np.round(w / divisor), -127, 127).astype(np.int8)
+    return q, scales.astype(np.float32)
+
+
+def quantize_bias(
+    b: np.ndarray, input_scale: float, weight_scales: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """int32 bias with scale input_scale * weight_scale (per channel or broadcast)."""
+    scales = (np.float32(input_scale) * weight_scales).astype(np.float32)
+    q = np.clip(np.round(b.astype(np.float64) / scales), -(2**31), 2**31 - 1).astype(np.int32)
+    if scales.size == 1 and b.size > 1:
+        scales = scales[:1]
+    return q, scales

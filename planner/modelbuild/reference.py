@@ -1,0 +1,108 @@
+"""A float64 numpy forward pass of the IR ops, following TFLite's float kernel semantics.
+
+Used to normalise weights at build time (BatchNorm statistics) and, in tests, to
+cross-check the emitted models. Batch-first: axis 0 holds several samples at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from planner.modelbuild.graph import Op
+
+
+def _same_pads(size: int, out: int, k: int, s: int, d: int) -> tuple[int, int]:
+    total = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def _windows(x: np.ndarray, p: dict[str, Any], out_hw: tuple[int, int], fill: float):
+    """Yield (i, j, view) for every kernel tap: the input pixels that tap sees, per output pixel."""
+    (kh, kw), (sh, sw), (dh, dw) = p["kernel"], p["stride"], p["dilation"]
+    oh, ow = out_hw
+    if p["padding"] == "SAME":
+        pt, pb = _same_pads(x.shape[1], oh, kh, sh, dh)
+        pl, pr = _same_pads(x.shape[2], ow, kw, sw, dw)
+        x = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=fill)
+    for i in range(kh):
+        for j in range(kw):
+            y0, x0 = i * dh, j * dw
+            yield i, j, x[:, y0 : y0 + (oh - 1) * sh + 1 : sh, x0 : x0 + (ow - 1) * sw + 1 : sw, :]
+
+
+def activation(z: np.ndarray, act: str) -> np.ndarray:
+    """Fused activation NONE / RELU / RELU6."""
+    if act == "RELU":
+        return np.maximum(z, 0.0)
+    if act == "RELU6":
+        return np.clip(z, 0.0, 6.0)
+    return z
+
+
+def linear_part(op: Op, x: np.ndarray, w: np.ndarray, out_shape: tuple[int, ...]) -> np.ndarray:
+    """Conv / depthwise / FC output before bias and activation."""
+    n = x.shape[0]
+    if op.kind == "fully_connected":
+        return x.reshape(n, -1) @ w.T
+    oh, ow = out_shape[1], out_shape[2]
+    if op.kind == "conv2d":
+        z = np.zeros((n, oh, ow, w.shape[0]))
+        for i, j, v in _windows(x, op.params, (oh, ow), 0.0):
+            z += v @ w[:, i, j, :].T
+        return z
+    mult = op.params["multiplier"]
+    if mult > 1:  # output channel c*mult+m reads input channel c
+        x = np.repeat(x, mult, axis=3)
+    z = np.zeros((n, oh, ow, w.shape[3]))
+    for i, j, v in _windows(x, op.params, (oh, ow), 0.0):
+        z += v * w[0, i, j, :]
+    return z
+
+
+def run_op(op: Op, xs: list[np.ndarray], out_shape: tuple[int, ...]) -> np.ndarray:
+    """Output of a weight-free op for batched inputs `xs`."""
+    k, p, n = op.kind, op.params, xs[0].shape[0]
+    if k == "add":
+        return activation(xs[0] + xs[1], p["activation"])
+    if k == "mul":
+        return activation(xs[0] * xs[1], p["activation"])
+    if k == "concatenation":
+        return np.concatenate(xs, axis=p["axis"])
+    if k in ("max_pool", "avg_pool"):
+        p = {**p, "dilation": (1, 1)}
+        hw = (out_shape[1], out_shape[2])
+        if k == "max_pool":
+            return np.max([v for _, _, v in _windows(xs[0], p, hw, -np.inf)], axis=0)
+        # TFLite averages over the pixels inside the image only.
+        total = sum(v for _, _, v in _windows(xs[0], p, hw, 0.0))
+        count = sum(v for _, _, v in _windows(np.ones((1, *xs[0].shape[1:3], 1)), p, hw, 0.0))
+        return total / count
+    if k == "pad":
+        (t, b), (lft, r) = p["paddings"]
+        return np.pad(xs[0], ((0, 0), (t, b), (lft, r), (0, 0)))
+    if k == "reshape":
+        return xs[0].reshape((n, *out_shape[1:]))
+    if k == "mean":
+        return xs[0].mean(axis=(1, 2), keepdims=p["keep_dims"])
+    if k == "softmax":
+        z = p["beta"] * (xs[0] - xs[0].max(axis=-1, keepdims=True))
+        e = np.exp(z)
+        return e / e.sum(axis=-1, keepdims=True)
+    if k == "resize_nearest_neighbor":
+        (ih, iw), (oh, ow) = xs[0].shape[1:3], p["size"]
+        rows = np.minimum(np.floor(np.arange(oh) * (ih / oh)).astype(int), ih - 1)
+        cols = np.minimum(np.floor(np.arange(ow) * (iw / ow)).astype(int), iw - 1)
+        return xs[0][:, rows][:, :, cols]
+    if k == "relu":
+        return np.maximum(xs[0], 0.0)
+    if k == "relu6":
+        return np.clip(xs[0], 0.0, 6.0)
+    if k == "logistic":
+        return 1.0 / (1.0 + np.exp(-xs[0]))
+    if k == "hard_swish":
+        return xs[0] * np.clip(xs[0] + 3.0, 0.0, 6.0) / 6.0
+    if k == "leaky_relu":
+        return np.where(xs[0] >= 0, xs[0], p["alpha"] * xs[0])
+    raise ValueError(f"reference: op {op.name!r} has unknown kind {k!r}")
