@@ -54,12 +54,19 @@ def deploy_chain(agent: Agent, chain, name: str = "chain", epoch: int = 0) -> No
     agent.handle(M.Deploy("c1", "", name, epoch, tuple(stages)))
 
 
-def test_chain_matches_whole_model(agent: Agent, client: Client) -> None:
-    chain = three_parts()
+def sample(dtype: str, rng: np.random.Generator) -> np.ndarray:
+    if dtype == "int8":
+        return rng.integers(-128, 128, (1, 32, 32, 3), dtype=np.int8)
+    return rng.standard_normal((1, 32, 32, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_chain_matches_whole_model(agent: Agent, client: Client, dtype: str) -> None:
+    chain = three_parts(dtype)
     deploy_chain(agent, chain)
     rng = np.random.default_rng(1)
     for i in range(3):
-        x = rng.standard_normal((1, 32, 32, 3)).astype(np.float32)
+        x = sample(dtype, rng)
         client.send(agent.dataplane.data_endpoint, "chain", "s0", {"input": x}, f"r{i}")
         h, arrs = client.recv()
         assert h.kind == "result" and h.request == f"r{i}"
@@ -70,8 +77,9 @@ def test_chain_matches_whole_model(agent: Agent, client: Client) -> None:
     assert stats["chain/0/s1"]["frames"] == 3
 
 
-def test_tiles_2x2_match_whole_model(agent: Agent, client: Client) -> None:
-    chain, layout = tiled_head()
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_tiles_2x2_match_whole_model(agent: Agent, client: Client, dtype: str) -> None:
+    chain, layout = tiled_head(dtype)
     head, tail = chain.parts
     ep = agent.dataplane.data_endpoint
     with ServiceClient(agent.dataplane.service_endpoint) as svc:
@@ -89,7 +97,7 @@ def test_tiles_2x2_match_whole_model(agent: Agent, client: Client) -> None:
                               (M.InputSpec(tail_in.name, tail_in.dtype, tail_in.shape, 4),),
                               tuple(M.Route(o, CLIENT) for o in tail.output_names)))
     agent.handle(M.Deploy("c2", "", "tiles", 0, tuple(stages)))
-    x = np.random.default_rng(2).standard_normal((1, 32, 32, 3)).astype(np.float32)
+    x = sample(dtype, np.random.default_rng(2))
     for i in range(2):
         client.send(ep, "tiles", "split", {"input": x}, f"q{i}")
         h, arrs = client.recv()
