@@ -1,15 +1,221 @@
-"""Strategy 'latency' (stub, being implemented)."""
+"""Strategy 'latency': minimum single-frame latency with layer ranges, optimal under the cost model.
+
+Problem solved exactly: choose cuts 0 = c0 < c1 < ... < cm = n and pairwise distinct
+devices d1..dm (m <= --max-nodes) minimising
+
+    latency = max over stages k with graph outputs of (T_k + send(d_k -> sink, outputs of k))
+    T_k     = T_{k-1} + send(d_{k-1} -> d_k, live bytes at c_{k-1}) + compute(d_k, [c_{k-1}, c_k))
+
+with T_0 = release at the source (d_0 = source), where every range fits its device's
+memory and pinned ops run on their node. "Live bytes" are all tensors crossing the cut
+(residuals included; graph outputs nobody reads later go to the sink instead).
+
+Method: a shortest path over (cut position, device) solves the relaxation in which a
+device may host several non-adjacent ranges, in O(n^2 D + n D^2) with numpy. Branch
+and bound restores distinctness: when device v hosts ranges [a1, b1) and a later one, any
+distinct solution has v's range entirely before op b1, entirely after it, or containing
+it; the three branches forbid or force v there. Best-first on the relaxed bound, the
+first distinct solution popped is optimal. With early graph outputs the objective is a
+max; a bisection on the bound L (early arrivals <= L) makes it exact.
+"""
 
 from __future__ import annotations
 
+import heapq
+import math
+
+import numpy as np
+
 from planner.constraints import Constraints
+from planner.costmodel import CostModel
 from planner.errors import PlanError
 from planner.plan import Plan
+from planner.planbuild import make_plan, ranges_to_stages
 from planner.profile import Profile
+from planner.strategies._common import allowed, candidates, setup
 
 NAME = "latency"
+MAX_BRANCHES = 400  # nodes of the branch and bound before settling for the best distinct plan
+
+
+class _Model:
+    """Arrays of the chain DP for one cost model and candidate list."""
+
+    def __init__(self, cm: CostModel, names: list[str]) -> None:
+        p = cm.profile
+        self.cm, self.names, self.n, D = cm, names, cm.n, len(names)
+        self.P = np.stack([cm.prefix[d] for d in names], axis=1)  # (n+1, D)
+        lat = np.array([[p.link(a, b).latency for b in names] for a in names])
+        bw = np.array([[p.link(a, b).bandwidth for b in names] for a in names])
+        self.lat, self.inv_bw = lat, 1.0 / bw
+        self.same = np.eye(D, dtype=bool)
+        self.src_send = np.array([cm.transfer(p.source, d, cm.cut_bytes[0]) for d in names])
+        sink = [p.link(d, p.sink) for d in names]
+        self.sink_lat = np.array([0.0 if d == p.sink else s.latency for d, s in zip(names, sink, strict=True)])
+        self.sink_inv_bw = np.array([0.0 if d == p.sink else 1.0 / s.bandwidth for d, s in zip(names, sink, strict=True)])
+        self.reach = np.stack([cm.memory_reach(d) for d in names], axis=1)  # (n+1, D)
+
+    def sink_send(self, out_bytes: np.ndarray) -> np.ndarray:
+        """(A, D) seconds to send (A,) output byte counts from each device to the sink."""
+        ob = out_bytes[:, None]
+        return np.where(ob > 0, self.sink_lat[None, :] + ob * self.sink_inv_bw[None, :], 0.0)
+
+    def solve(self, ok: np.ndarray, layers: int | None, bound: float):
+        """Relaxed optimum (value, cuts, devices) with early arrivals <= bound; value inf if none."""
+        n, D, P, cm = self.n, len(self.names), self.P, self.cm
+        # lastbad[b, d]: start of the allowed run ending at op b-1 on d.
+        first_ok = np.zeros((n + 1, D), dtype=int)
+        for b in range(1, n + 1):
+            first_ok[b] = np.where(ok[b - 1], first_ok[b - 1], b)
+        inf = math.inf
+        n_layers = layers or 1
+        g = np.full((n_layers + 1, n + 1, D), inf)
+        g[0, 0] = self.src_send
+        parent = {}
+        best = (inf, None)
+        for k in range(1, n_layers + 1):
+            src = g[k - 1] if layers else g[0]
+            dst = g[k] if layers else g[0]
+            for b in range(1, n + 1):
+                vals = src[:b] + (P[b][None, :] - P[:b])  # (b, D) finish of a stage [a, b)
+                a_idx = np.arange(b)[:, None]
+                bad = (a_idx < first_ok[b][None, :]) | (self.reach[:b] < b)
+                out = self.sink_send(cm.out_prefix[b] - cm.out_prefix[:b])
+                if b < n:
+                    bad |= vals + out > bound
+                else:
+                    vals = vals + out  # the last stage's outputs close the frame
+                vals = np.where(bad, inf, vals)
+                a_best = np.argmin(vals, axis=0)
+                f = vals[a_best, np.arange(D)]
+                if b == n:
+                    d = int(np.argmin(f))
+                    if f[d] < best[0]:
+                        best = (float(f[d]), (k, b, d, int(a_best[d])))
+                    continue
+                # Early outputs may arrive later than the chain's end: keep their max.
+                send = self.lat + cm.cut_bytes[b] * self.inv_bw  # (D, D) e -> d
+                cand = np.where(self.same, inf, f[:, None] + send)
+                e_best = np.argmin(cand, axis=0)
+                gv = cand[e_best, np.arange(D)]
+                better = gv < dst[b]
+                dst[b] = np.where(better, gv, dst[b])
+                for d in np.nonzero(better)[0]:
+                    parent[(k, b, int(d))] = (int(a_best[e_best[d]]), int(e_best[d]))
+            if not layers:
+                break
+        if best[1] is None:
+            return inf, None, None
+        k, b, d, a = best[1]
+        cuts, devs = [n], [d]
+        while a > 0:
+            cuts.append(a)
+            pa, pe = parent[(k - 1 if layers else 1, a, d)]
+            k, d, a = k - 1, pe, pa
+            devs.append(d)
+        cuts.append(0)
+        return best[0], cuts[::-1], [self.names[i] for i in devs[::-1]]
+
+
+def chain_latency(cm: CostModel, cuts: list[int], devices: list[str]) -> float:
+    """The latency formula of the module docstring for one chain (used by tests and bisection)."""
+    p = cm.profile
+    t, prev, worst = 0.0, p.source, 0.0
+    for a, b, d in zip(cuts, cuts[1:], devices, strict=False):
+        t += cm.transfer(prev, d, cm.cut_bytes[a]) + cm.range_seconds(d, a, b)
+        out = cm.out_bytes(a, b)
+        if out > 0:
+            worst = max(worst, t + cm.transfer(d, p.sink, out))
+        prev = d
+    return worst
+
+
+def _solve_bounded(m: _Model, ok: np.ndarray, layers: int | None):
+    """Exact relaxed optimum including early outputs: bisection on the early-arrival bound."""
+    val, cuts, devs = m.solve(ok, layers, math.inf)
+    if cuts is None:
+        return math.inf, None, None
+    true = chain_latency(m.cm, cuts, devs)
+    if true <= val * (1 + 1e-12):
+        return true, cuts, devs
+    lo, hi, best = val, true, (true, cuts, devs)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        v, c, d = m.solve(ok, layers, mid)
+        if c is not None and v <= mid:
+            best, hi = (chain_latency(m.cm, c, d), c, d), mid
+        else:
+            lo = mid
+        if hi - lo <= 1e-12 * hi:
+            break
+    return best
+
+
+def _repeat(devs: list[str], cuts: list[int]):
+    """(device, end of its first range) for the first device used twice, else None."""
+    seen = {}
+    for i, d in enumerate(devs):
+        if d in seen:
+            return d, cuts[seen[d] + 1]
+        seen[d] = i
+    return None
+
+
+def solve(cm: CostModel, names: list[str], constraints: Constraints):
+    """Optimal (latency, cuts, devices, branch count) under the constraints; PlanError if none."""
+    m = _Model(cm, names)
+    base = allowed(cm, names, constraints)
+    k = constraints.max_nodes
+    layers = k if k is not None and k < len(names) else None
+    heap, tick, fallback = [], 0, None
+    val, cuts, devs = _solve_bounded(m, base, layers)
+    heapq.heappush(heap, (val, tick, base, cuts, devs))
+    while heap and tick < MAX_BRANCHES:
+        val, _, ok, cuts, devs = heapq.heappop(heap)
+        if cuts is None:
+            break
+        rep = _repeat(devs, cuts)
+        if rep is None:
+            return val, cuts, devs, tick, True
+        v, x = rep
+        j = names.index(v)
+        for kind in ("before", "after", "contains"):
+            child = ok.copy()
+            if kind == "before":
+                child[x:, j] = False
+            elif kind == "after":
+                child[: x + 1, j] = False
+            else:
+                child[x, :] = False
+                child[x, j] = ok[x, j]
+            tick += 1
+            cv, cc, cd = _solve_bounded(m, child, layers)
+            if cc is not None:
+                heapq.heappush(heap, (cv, tick, child, cc, cd))
+                if _repeat(cd, cc) is None and (fallback is None or cv < fallback[0]):
+                    fallback = (cv, cc, cd)
+    if fallback is not None:
+        return fallback[0], fallback[1], fallback[2], tick, False
+    raise no_fit_error(cm, names)
+
+
+def no_fit_error(cm: CostModel, names: list[str]) -> PlanError:
+    """Why no chain exists: the op or range that no candidate device can hold."""
+    for i in range(cm.n):
+        need = {d: cm.memory(d, i, i + 1) for d in names}
+        if all(need[d] > cm.profile.devices[d].memory_bytes for d in names):
+            d = min(names, key=lambda d: need[d] - cm.profile.devices[d].memory_bytes)
+            return PlanError(f"plan does not fit memory: op {i} alone needs {need[d]} bytes on {d!r}, "
+                             f"whose budget is {cm.profile.devices[d].memory_bytes} bytes (the largest fit)")
+    return PlanError(f"plan does not fit memory: the model needs more than the {len(names)} allowed "
+                     f"devices can hold ({', '.join(names)})")
 
 
 def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
-    """Not implemented yet."""
-    raise PlanError("strategy 'latency' is not available yet")
+    """Minimum-latency layer-range chain (see module docstring for the exact problem)."""
+    cm = setup(graph, profile, constraints)
+    names = candidates(cm, constraints)
+    val, cuts, devs, branches, optimal = solve(cm, names, constraints)
+    notes = {"problem": "min single-frame latency, contiguous ranges on distinct devices, memory per device",
+             "dp_latency_s": val, "optimal": optimal, "branches": branches}
+    return make_plan(cm, ranges_to_stages(cuts, devs), NAME, constraints, notes=notes)
