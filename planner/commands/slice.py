@@ -87,7 +87,13 @@ def run(args: argparse.Namespace) -> int:
     for part in manifest.parts:
         size = (Path(args.out) / part.file).stat().st_size
         rows.append([part.file, f"[{part.ops[0]}, {part.ops[1]})", human_bytes(size),
-                     ", ".join(t.name for t in part.inputs), ", ".join(t.name for t in part.outputs),
+                     _names(part.inputs), _names(part.outputs),
                      len(part.tiles) or "-"])
     print_table(["file", "ops", "size", "inputs", "outputs", "tiles"], rows)
     return 0
+
+
+def _names(tensors) -> str:
+    """Tensor names for the table; converter names can be hundreds of characters long."""
+    short = [t.name if len(t.name) <= 32 else t.name[:14] + "..." + t.name[-15:] for t in tensors]
+    return ", ".join(short[:3]) + (f" (+{len(short) - 3})" if len(short) > 3 else "")
