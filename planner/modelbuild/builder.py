@@ -365,7 +365,7 @@ class GraphBuilder:
         signature: bool = False,
         metadata: bool = False,
         duplicate_names: bool = False,
-        calibration_samples: int = 2,
+        calibration_samples: int = 4,
     ) -> bytes:
         """Emit the graph as .tflite bytes; same arguments, same bytes."""
         from planner.modelbuild.emit import BuildOptions, build_model

@@ -42,7 +42,7 @@ class BuildOptions:
     signature: bool = False
     metadata: bool = False
     duplicate_names: bool = False
-    calibration_samples: int = 2
+    calibration_samples: int = 4
 
     def check(self) -> None:
         """Raise ValueError for an invalid combination."""
@@ -268,10 +268,10 @@ class Emitter:
 def quant_params(
     scales: list[float] | np.ndarray, zero_points: list[int] | np.ndarray, dim: int = 0
 ) -> fb.QuantizationParametersT:
-    """QuantizationParametersT with plain Python lists (deterministic packing)."""
+    """QuantizationParametersT; numpy vectors pack in one copy, not one call per value."""
     return fb.QuantizationParametersT(
-        scale=[float(s) for s in scales],
-        zeroPoint=[int(z) for z in zero_points],
+        scale=np.asarray(scales, dtype=np.float32),
+        zeroPoint=np.asarray(zero_points, dtype=np.int64),
         quantizedDimension=dim,
     )
 

@@ -19,7 +19,10 @@ from node.runtime import runtime_name
 from planner.modelbuild.graph import FIXED_OUTPUT_OPS, SAME_SCALE_OPS, GraphIR
 
 FIXED_PARAMS = (1.0 / 256.0, -128)
-_MIN_RANGE = 1e-4  # an all-zero tensor still needs a usable scale
+# A dead (all-zero) tensor still needs a scale; a tiny one makes requantization
+# multipliers that XNNPACK refuses (it fails instead of falling back).
+_MIN_RANGE = 1e-2
+RANGE_MARGIN = 0.1  # fraction of the calibrated range added at each non-zero end
 
 
 def random_images(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -102,6 +105,11 @@ def _round_out(v: float) -> float:
 
 def affine_params(lo: float, hi: float) -> tuple[float, int]:
     """Asymmetric int8 (scale, zero_point) covering [lo, hi] and exactly representing 0."""
+    # Few calibration samples see less than the extremes of other inputs: widen the
+    # non-zero ends (a ReLU output's 0 stays put, so no code is wasted below it).
+    span = hi - lo
+    lo = lo - RANGE_MARGIN * span if lo < 0 else lo
+    hi = hi + RANGE_MARGIN * span if hi > 0 else hi
     lo, hi = min(_round_out(lo), 0.0), max(_round_out(hi), 0.0)
     if hi - lo < _MIN_RANGE:
         hi = lo + _MIN_RANGE

@@ -57,7 +57,8 @@ class _Dag:
         self, x: Tensor, kernels: list[int], dilations: list[int]
     ) -> tuple[int, int, str, int]:
         """Random kernel, stride, padding, dilation that give a non-empty output."""
-        k, d = self.pick(kernels), self.pick(dilations)
+        k = self.pick(kernels)
+        d = self.pick(dilations) if k > 1 else 1
         small = min(x.shape[1], x.shape[2])
         s = self.pick([1, 2]) if small >= 4 else 1
         padding = self.pick(["SAME", "VALID"]) if d * (k - 1) + 1 <= small else "SAME"

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from planner.modelbuild.graph import Op
+from planner.modelbuild.graph import GraphIR, Op
 
 
 def _same_pads(size: int, out: int, k: int, s: int, d: int) -> tuple[int, int]:
@@ -106,3 +106,20 @@ def run_op(op: Op, xs: list[np.ndarray], out_shape: tuple[int, ...]) -> np.ndarr
     if k == "leaky_relu":
         return np.where(xs[0] >= 0, xs[0], p["alpha"] * xs[0])
     raise ValueError(f"reference: op {op.name!r} has unknown kind {k!r}")
+
+
+def forward(
+    ir: GraphIR, weights: dict[int, dict[str, np.ndarray]], inputs: list[np.ndarray]
+) -> dict[int, np.ndarray]:
+    """Every IR tensor's value (float64) for batched graph inputs, given built weights."""
+    values = {t: np.asarray(x, dtype=np.float64) for t, x in zip(ir.inputs, inputs, strict=True)}
+    for i, op in enumerate(ir.ops):
+        xs = [values[t] for t in op.inputs]
+        shape = ir.tensor_shapes[op.output]
+        if i in weights:
+            w = weights[i]
+            z = linear_part(op, xs[0], w["weights"].astype(np.float64), shape) + w["bias"]
+            values[op.output] = activation(z, op.params["activation"])
+        else:
+            values[op.output] = run_op(op, xs, shape)
+    return values

@@ -24,6 +24,7 @@ GAMMA_RANGE = (0.6, 1.4)  # per-channel output standard deviation
 # per layer stays near 1, so int8 models track their float twins through 50+ layers.
 BETA_MEAN = 1.5
 BETA_STD = 0.5
+_MIN_VALUES = 32  # values per channel needed for per-channel statistics
 _GRID = 2.0**-10  # statistics snap to this relative grid (see _snap)
 _INIT_STREAM = 0x1417
 
@@ -68,12 +69,13 @@ def _fold(
     gamma = rng.uniform(*GAMMA_RANGE, size=channels)
     beta = gamma * (BETA_MEAN + rng.standard_normal(channels) * BETA_STD)
     z = linear_part(op, x, raw, out_shape)
-    # Spatial outputs: per-channel statistics over samples and pixels (BatchNorm).
-    # Pooled/flattened outputs ([N, units]): one mean and variance over samples and
-    # units, so the spread between units stays (a few samples cannot estimate a
-    # per-unit variance, and centring each unit would leave only the small
-    # sample-to-sample part, which int8 rounding then swamps).
-    axes = tuple(range(z.ndim - 1)) if z.ndim > 2 else None
+    # Per-channel statistics over samples and pixels, as BatchNorm. Where a channel
+    # has only a few values ([N, units] after pooling, or 1x1 maps) use one mean and
+    # variance for the whole layer: a per-channel variance from a handful of values has
+    # a heavy-tailed inverse, and centring each unit would keep only the small
+    # sample-to-sample part, which int8 rounding then swamps.
+    per_channel = z.size // channels >= _MIN_VALUES
+    axes = tuple(range(z.ndim - 1)) if per_channel else None
     var = np.broadcast_to(z.var(axis=axes), (channels,))
     sigma = np.sqrt(var + 1e-3 * var.mean() + 1e-12)  # dead channels must not blow up
     sigma = _snap(sigma, 2.0 ** np.floor(np.log2(sigma)) * _GRID)
