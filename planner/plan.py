@@ -69,6 +69,7 @@ class Plan:
     routes: tuple[Route, ...]
     predicted: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)  # strategy-specific: problem solved, optimality
+    profile_file: str = ""  # where the profile was read from, when it came from a file
 
     def stage(self, sid: int) -> Stage:
         """Stage by id."""
@@ -99,7 +100,7 @@ class Plan:
         return {
             "version": VERSION,
             "model": {"file": self.model_file, "sha256": self.model_sha256},
-            "profile_sha256": self.profile_sha256, "strategy": self.strategy, "objective": self.objective,
+            "profile_sha256": self.profile_sha256, "profile_file": self.profile_file, "strategy": self.strategy, "objective": self.objective,
             "source": self.source, "sink": self.sink,
             "stages": [stage(s) for s in self.stages],
             "routes": [{"from": r.src, "to": r.dst, "tensors": list(r.tensors), "bytes": r.bytes}
@@ -183,7 +184,8 @@ def plan_from_json(doc: object, where: str = "<plan>") -> Plan:
         objective=_need(doc, "objective", str, where), source=_need(doc, "source", str, where),
         sink=_need(doc, "sink", str, where), stages=stages, routes=tuple(routes),
         predicted=doc.get("predicted", {}) if isinstance(doc.get("predicted", {}), dict) else {},
-        notes=doc.get("notes", {}) if isinstance(doc.get("notes", {}), dict) else {})
+        notes=doc.get("notes", {}) if isinstance(doc.get("notes", {}), dict) else {},
+        profile_file=doc.get("profile_file", "") if isinstance(doc.get("profile_file", ""), str) else "")
 
 
 def load_plan(path: str | Path) -> Plan:

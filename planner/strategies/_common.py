@@ -76,3 +76,16 @@ def source_first(cm: CostModel, names: list[str]) -> list[str]:
     """Candidate order for the simple baselines: the source device first when it computes."""
     src = cm.profile.source
     return ([src] if src in names else []) + [d for d in names if d != src]
+
+
+def device_and_servers(cm: CostModel, names: list[str]) -> tuple[str, list[str]]:
+    """Split-computing roles: the source if it computes (else the first 'device'-tier
+    candidate) is the device; edge/cloud candidates (else all others) are servers."""
+    p = cm.profile
+    if p.source in names:
+        dev = p.source
+    else:
+        tiers = [d for d in names if p.devices[d].tier == "device"]
+        dev = tiers[0] if tiers else min(names, key=lambda d: p.devices[d].speed)
+    servers = [d for d in names if d != dev and p.devices[d].tier != "device"] or [d for d in names if d != dev]
+    return dev, servers

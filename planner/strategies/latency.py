@@ -217,5 +217,5 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     names = candidates(cm, constraints)
     val, cuts, devs, branches, optimal = solve(cm, names, constraints)
     notes = {"problem": "min single-frame latency, contiguous ranges on distinct devices, memory per device",
-             "dp_latency_s": val, "optimal": optimal, "branches": branches}
+             "dp_latency_s": float(val), "optimal": optimal, "branches": branches}
     return make_plan(cm, ranges_to_stages(cuts, devs), NAME, constraints, notes=notes)

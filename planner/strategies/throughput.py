@@ -263,6 +263,6 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     names = candidates(cm, constraints)
     period, cuts, devs, optimal, method = solve(cm, names, constraints)
     notes = {"problem": "min pipeline period, contiguous ranges on distinct devices, memory per device",
-             "dp_period_s": period, "dp_throughput_fps": 1.0 / period if period > 0 else math.inf,
+             "dp_period_s": float(period), "dp_throughput_fps": 1.0 / period if period > 0 else math.inf,
              "optimal": optimal, "method": method}
     return make_plan(cm, ranges_to_stages(cuts, devs), NAME, constraints, notes=notes)

@@ -1,0 +1,121 @@
+"""Layer ranges for the rest of a model: best finish of ops [i, n) from any cut, for every device.
+
+The tile strategies fix a head (a device tier, a fused-tile stack) and need, for every
+cut i where the head might end and every device k that might run the next range, the best
+way to finish the model. One backward DP over (cut, device) gives all of them at once:
+
+    latency:    F[i, k] = min_j  C(k, i, j) + max(send(k -> sink, outputs of [i, j)), G[j, k])
+    throughput: F[i, k] = min_j  max(C(k, i, j), send(k -> sink, ...), G[j, k])
+    G[j, k]     = min_k' hop(k -> k', live bytes at j) (+ or max) F[j, k'];  G[n, k] = 0
+
+with C the range's compute seconds, hop 0 on one device, ranges within the device's memory
+and pinned ops only on their node. Like the core `latency` DP's relaxation, a device may
+host several ranges; that is harmless for one frame's latency, and for throughput the
+caller forbids the repeated device after its first range and solves again (`distinct`).
+Cost O(n^2 D + n D^2) with numpy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from planner.costmodel import CostModel
+from planner.plan import Stage
+
+INF = math.inf
+
+
+class Suffix:
+    """F (cut, device) table and the argmins to rebuild the ranges behind each entry."""
+
+    def __init__(self, cm: CostModel, names: list[str], objective: str, ok: np.ndarray | None = None) -> None:
+        self.cm, self.names, self.objective = cm, list(names), objective
+        n, D, p = cm.n, len(names), cm.profile
+        self.n = n
+        ok = np.ones((n, D), dtype=bool) if ok is None else ok
+        P = np.stack([cm.prefix[d] for d in names], axis=1) if D else np.zeros((n + 1, 0))
+        lat = np.array([[0.0 if a == b else p.link(a, b).latency for b in names] for a in names]).reshape(D, D)
+        inv = np.array([[0.0 if a == b else 1.0 / p.link(a, b).bandwidth for b in names] for a in names]).reshape(D, D)
+        sink = [p.link(d, p.sink) for d in names]
+        s_lat = np.array([0.0 if d == p.sink else s.latency for d, s in zip(names, sink, strict=True)])
+        s_inv = np.array([0.0 if d == p.sink else 1.0 / s.bandwidth for d, s in zip(names, sink, strict=True)])
+        reach = np.stack([cm.memory_reach(d) for d in names], axis=1) if D else np.zeros((n + 1, 0), int)
+        # okrun[i, k]: last op end j such that ops [i, j) are all allowed on k.
+        okrun = np.zeros((n + 1, D), dtype=int)
+        okrun[n] = n
+        for i in range(n - 1, -1, -1):
+            okrun[i] = np.where(ok[i], okrun[i + 1], i)
+        limit = np.minimum(reach, okrun)
+        add = objective == "latency"
+        F = np.full((n + 1, D), INF)
+        G = np.full((n + 1, D), INF)
+        G[n] = 0.0
+        self.jbest = np.zeros((n + 1, D), dtype=int)
+        self.kbest = np.zeros((n + 1, D), dtype=int)
+        outp = cm.out_prefix
+        for i in range(n - 1, -1, -1):
+            js = np.arange(i + 1, n + 1)
+            comp = P[i + 1:] - P[i][None, :]  # (n-i, D)
+            ob = (outp[i + 1:] - outp[i])[:, None]
+            out = np.where(ob > 0, s_lat[None, :] + ob * s_inv[None, :], 0.0)
+            tail = G[i + 1:]
+            vals = comp + np.maximum(out, tail) if add else np.maximum(np.maximum(comp, out), tail)
+            vals = np.where(js[:, None] <= limit[i][None, :], vals, INF)
+            jb = np.argmin(vals, axis=0) if D else np.zeros(0, int)
+            F[i] = vals[jb, np.arange(D)]
+            self.jbest[i] = js[jb] if D else jb
+            if i == 0:
+                continue
+            hop = lat + cm.cut_bytes[i] * inv  # (D, D) k -> k'
+            cand = hop + F[i][None, :] if add else np.maximum(hop, F[i][None, :])
+            kb = np.argmin(cand, axis=1)
+            G[i] = cand[np.arange(D), kb]
+            self.kbest[i] = kb
+        self.F, self.G = F, G
+
+    def best_from(self, i: int, holder: str | None, nbytes: float | None = None) -> tuple[float, int]:
+        """(seconds, device index) to finish from cut i with its tensors on `holder`."""
+        if i >= self.n:
+            return 0.0, -1
+        cm, b = self.cm, self.cm.cut_bytes[i] if nbytes is None else nbytes
+        hop = np.array([cm.transfer(holder, d, b) if holder else 0.0 for d in self.names])
+        vals = hop + self.F[i] if self.objective == "latency" else np.maximum(hop, self.F[i])
+        k = int(np.argmin(vals)) if len(vals) else -1
+        return (float(vals[k]) if k >= 0 else INF), k
+
+    def stages(self, i: int, k: int, first_id: int) -> list[Stage]:
+        """The ranges behind F[i, k]: first on names[k], then the argmin chain to op n."""
+        out: list[Stage] = []
+        while i < self.n:
+            j = int(self.jbest[i, k])
+            out.append(Stage(first_id + len(out), (i, j), self.names[k]))
+            if j < self.n:
+                k = int(self.kbest[j, k])
+            i = j
+        return out
+
+
+def distinct(cm: CostModel, names: list[str], objective: str, ok: np.ndarray, start: int,
+             first: str | None, tries: int = 4) -> tuple[Suffix, list[Stage] | None]:
+    """Suffix from `start` (first range on `first`, else the best) with each device used once,
+    by forbidding a repeated device after its first range (a heuristic, not an optimum)."""
+    ok = ok.copy()
+    for _ in range(tries):
+        sfx = Suffix(cm, names, objective, ok)
+        k = names.index(first) if first in names else sfx.best_from(start, None)[1]
+        if k < 0 or not math.isfinite(sfx.F[start, k]):
+            return sfx, None
+        stages = sfx.stages(start, k, 0)
+        seen: dict[str, int] = {}
+        repeat = None
+        for s in stages:
+            if s.device in seen:
+                repeat = (s.device, seen[s.device])
+                break
+            seen[s.device] = s.ops[1]
+        if repeat is None:
+            return sfx, stages
+        ok[repeat[1]:, names.index(repeat[0])] = False
+    return sfx, stages
