@@ -9,6 +9,7 @@ on one tile: which tile rows equal which full-image rows) run one axis at a time
 from __future__ import annotations
 
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
@@ -123,7 +124,8 @@ def part_io(graph: ModelGraph, start: int, end: int) -> tuple[list[int], list[in
 def _spatial_const(graph: ModelGraph, t: int) -> bool:
     """True when a static operand varies over H or W (it cannot follow a resized tile)."""
     shape = graph.tensors[t].shape
-    return (len(shape) >= 3 and shape[-3] > 1) or (len(shape) == 4 and shape[-2] > 1)
+    # Broadcasting aligns from the right: [..., H, W, C].
+    return (len(shape) >= 3 and shape[-3] > 1) or (len(shape) >= 2 and shape[-2] > 1)
 
 
 def _window(graph: ModelGraph, i: int) -> tuple[Win, Win]:
@@ -155,8 +157,24 @@ def _pads(graph: ModelGraph, i: int) -> tuple[Win, Win]:
     return Win(p0=int(t0), p1=int(t1)), Win(p0=int(l0), p1=int(l1))
 
 
+_STEPS: WeakKeyDictionary[ModelGraph, dict[int, Step | None | TileError]] = WeakKeyDictionary()
+
+
 def _step(graph: ModelGraph, i: int) -> Step | None:
     """The step of op i, None for ops computing only constants; TileError when untileable."""
+    # Memoised per graph: the planner asks for many overlapping ranges (tileable_prefix).
+    cache = _STEPS.setdefault(graph, {})
+    if i not in cache:
+        try:
+            cache[i] = _make_step(graph, i)
+        except TileError as exc:
+            cache[i] = exc
+    if isinstance(cache[i], TileError):
+        raise TileError(str(cache[i]))
+    return cache[i]
+
+
+def _make_step(graph: ModelGraph, i: int) -> Step | None:
     op = graph.ops[i]
     if all(graph.is_static(t) for t in op.outputs):
         return None  # fp16 weight DEQUANTIZE etc.: the cutter copies it, not spatial
@@ -164,6 +182,8 @@ def _step(graph: ModelGraph, i: int) -> Step | None:
         raise TileError(f"{_name(graph, i)} cannot be tiled: {_REFUSED_WHY[op.type]}")
     if op.type not in WINDOWED | PADS | UNARY | BINARY | {"CONCATENATION"}:
         raise TileError(f"{_name(graph, i)} cannot be tiled")
+    if any(t >= 0 and graph.tensors[t].is_variable for t in op.inputs):
+        raise TileError(f"{_name(graph, i)} cannot be tiled: it reads a variable tensor")
     acts = tuple(t for t in op.inputs if t >= 0 and not graph.is_static(t))
     consts = [t for t in op.inputs if t >= 0 and graph.is_static(t)]
     if len(op.outputs) != 1 or not acts:
@@ -215,18 +235,33 @@ def check_tileable(graph: ModelGraph, start: int, end: int) -> None:
 
 def tileable_prefix(graph: ModelGraph, start: int) -> int:
     """Largest end such that [start, end) is tileable; start itself when none is."""
-    best = start
-    for end in range(start + 1, len(graph.ops) + 1):
+    # One incremental sweep (the planner calls this for every start): part inputs and
+    # unequal strides only accumulate, so either one ends the search; open outputs
+    # (residual branches) may close again, so those only skip an end.
+    best, inputs, produced, open_ = start, set(), set(), set()
+    stride: dict[int, tuple[int, int]] = {}
+    for i in range(start, len(graph.ops)):
         try:
-            _step(graph, end - 1)
+            st = _step(graph, i)
         except TileError:
-            break  # every longer range holds this op too
-        try:
-            check_tileable(graph, start, end)
-            best = end
-        except TileError:
-            continue  # e.g. a residual branch still open: a longer range may close it
+            break
+        if st is not None:
+            inputs.update(t for t in st.inputs if t not in produced)
+            js = {stride.get(t, (1, 1)) for t in st.inputs}
+            if len(inputs) > 1 or len(js) > 1:
+                break
+            (jy, jx), = js
+            stride[st.output] = (jy * st.y.s, jx * st.x.s)
+            produced.add(st.output)
+            open_.add(st.output)
+        open_ = {t for t in open_ if t in graph.outputs or _last_use(graph, t) > i}
+        if len(inputs) == 1 and len(open_) == 1:
+            best = i + 1
     return best
+
+
+def _last_use(graph: ModelGraph, t: int) -> int:
+    return max(graph.consumers.get(t, [-1]))
 
 
 def halo(graph: ModelGraph, start: int, end: int) -> Halo:
