@@ -58,7 +58,7 @@ class Stage:
         full: dict[str, tuple[int, ...]] = {}
         for i in self.spec.inputs:
             full[i.name] = i.shape
-            cov[i.name] = self.gather._window(i.name)
+            cov[i.name] = self.gather.window_of(i.name)
         if self.runner is not None:
             for name, shape in self.runner.out_shapes.items():
                 full[name] = shape

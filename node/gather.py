@@ -68,7 +68,8 @@ class Gather:
         self.max_pending = max_pending
         self._pending: dict[str, _Pending] = {}
 
-    def _window(self, name: str) -> Region | None:
+    def window_of(self, name: str) -> Region | None:
+        """The region of input `name` this stage needs (None: a whole non-4-d tensor)."""
         return self.window if self.window is not None else full_region(
             self.wants[name].full_shape)
 
@@ -82,7 +83,7 @@ class Gather:
             raise WireError(f"tensor {meta.name!r}: got {meta.dtype}{list(meta.full_shape)}, "
                             f"stage wants {want.dtype}{list(want.full_shape)}",
                             code="wrong_tensor")
-        win = self._window(meta.name)
+        win = self.window_of(meta.name)
         have = meta.region or full_region(meta.full_shape)
         if not (contains(win, have) or (want.pieces == 1 and contains(have, win))):
             raise WireError(f"tensor {meta.name!r}: region {have} does not fit the stage "
@@ -98,7 +99,7 @@ class Gather:
         if key not in self._pending and len(names) == len(self.wants) == len(set(names)) \
                 and all(self.wants[n].pieces == 1 for n in names):
             # fast path: one message carries every input whole -> no copy, no state
-            return {m.name: cut(a, m.region or full_region(m.full_shape), self._window(m.name))
+            return {m.name: cut(a, m.region or full_region(m.full_shape), self.window_of(m.name))
                     for m, a in zip(metas, arrays, strict=True)}, []
         evicted = []
         p = self._pending.get(key)
@@ -117,7 +118,7 @@ class Gather:
 
     def _stitch(self, name: str, pieces: dict[Region | None, np.ndarray]) -> np.ndarray:
         want = self.wants[name]
-        win = self._window(name)
+        win = self.window_of(name)
         if len(pieces) == 1:
             (region, arr), = pieces.items()
             return cut(arr, region or full_region(want.full_shape), win)
