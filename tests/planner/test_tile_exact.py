@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from node.runtime import RuntimeSettings
 from planner.cut import cut_range
 from planner.graph import ModelGraph
+from planner.halo import program
 from planner.tile import check_tileable, tile_layout
 from tests.planner.tile_models import build_stack, random_input, run_tiled, run_untiled
 
@@ -44,11 +45,13 @@ def _uneven(n: int) -> list[int]:
     return sorted({0, 1, max(n * 2 // 3, 1), n}) if n > 1 else [0, n]
 
 
-def assert_tiles_exact(data: bytes, start: int, end: int, rows, cols, dtype: str,
+def assert_tiles_exact(data: bytes, start: int, end: int, rows, cols,
                        rt: RuntimeSettings | None = None) -> None:
+    """Tiles of ops [start, end) stitched == the untiled part (cut unless the whole model)."""
     graph = ModelGraph(data)
     part = data if (start, end) == (0, len(graph.ops)) else cut_range(graph, start, end).data
     layout = tile_layout(graph, start, end, rows, cols)
+    dtype = graph.tensors[program(graph, start, end).input].dtype
     x = random_input(layout.halo.in_shape, dtype, seed=start + end)
     ref = run_untiled(part, x, rt)
     got = run_tiled(part, layout, x, rt)
@@ -66,7 +69,7 @@ def test_whole_stack_tiles_are_bit_exact(name: str, grid, dtype: str) -> None:
     out = graph.tensors[graph.outputs[0]].shape
     rows = _uneven(out[1]) if grid[0] == "uneven" else min(grid[0], out[1])
     cols = _uneven(out[2]) if grid[1] == "uneven" else min(grid[1], out[2])
-    assert_tiles_exact(data, 0, len(graph.ops), rows, cols, dtype)
+    assert_tiles_exact(data, 0, len(graph.ops), rows, cols)
 
 
 @pytest.mark.parametrize("name", ["same_s2", "pad", "concat_pool"])
@@ -74,8 +77,8 @@ def test_non_square_and_builtin_kernels(name: str) -> None:
     data = stack(name, (24, 41), "int8")
     graph = ModelGraph(data)
     n, out = len(graph.ops), graph.tensors[graph.outputs[0]].shape
-    assert_tiles_exact(data, 0, n, 3, 4, "int8", RuntimeSettings(xnnpack=False))
-    assert_tiles_exact(data, 0, n, _uneven(out[1]), 2, "int8", RuntimeSettings(xnnpack=False))
+    assert_tiles_exact(data, 0, n, 3, 4, RuntimeSettings(xnnpack=False))
+    assert_tiles_exact(data, 0, n, _uneven(out[1]), 2, RuntimeSettings(xnnpack=False))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
@@ -86,7 +89,21 @@ def test_middle_range_cut_from_a_model(dtype: str) -> None:
     # each starting where a residual block starts (one activation input).
     for start, end in [(1, len(graph.ops) - 1), (3, len(graph.ops))]:
         check_tileable(graph, start, end)
-        assert_tiles_exact(data, start, end, 2, 3, dtype)
+        assert_tiles_exact(data, start, end, 2, 3)
+
+
+@pytest.mark.parametrize(("dtype", "build"), [("int8", {"io": "float"}), ("float32", {"fp16_weights": True})])
+def test_quantize_dequantize_and_fp16_weights(dtype: str, build: dict) -> None:
+    # io="float": QUANTIZE first and DEQUANTIZE last; fp16 weights: DEQUANTIZE ops that only
+    # compute constants (skipped by the analysis, copied by the cutter).
+    data = build_stack(32, STACKS["residual"], dtype, **build)
+    graph = ModelGraph(data)
+    types = {op.type for op in graph.ops}
+    assert "DEQUANTIZE" in types and (dtype == "float32" or "QUANTIZE" in types)
+    for grid in [(2, 2), (3, 1)]:
+        assert_tiles_exact(data, 0, len(graph.ops), *grid)
+    middle = [k for k, op in enumerate(graph.ops) if op.type == "CONV_2D"][1]
+    assert_tiles_exact(data, middle, len(graph.ops), 2, 2)
 
 
 LAYER = st.one_of(
@@ -124,8 +141,8 @@ def configs(draw):
     return data, dtype, _splits(draw, out[1]), _splits(draw, out[2])
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(configs())
 def test_random_stacks_and_splits_are_bit_exact(cfg) -> None:
     data, dtype, rows, cols = cfg
-    assert_tiles_exact(data, 0, len(ModelGraph(data).ops), rows, cols, dtype)
+    assert_tiles_exact(data, 0, len(ModelGraph(data).ops), rows, cols)

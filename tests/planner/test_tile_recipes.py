@@ -60,9 +60,9 @@ def test_recipe_segments_tile_bit_exact(name: str, dtype: str) -> None:
     for start, end in segments[:3]:
         out = halo(graph, start, end).out_shape
         rows, cols = min(2, out[1]), min(3, out[2])
-        assert_tiles_exact(data, start, end, rows, cols, dtype)
+        assert_tiles_exact(data, start, end, rows, cols)
         if out[1] > 2:
-            assert_tiles_exact(data, start, end, [0, 1, out[1]], 1, dtype)
+            assert_tiles_exact(data, start, end, [0, 1, out[1]], 1)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
@@ -71,7 +71,7 @@ def test_early_mobilenet_layers_with_a_4x4_grid(dtype: str) -> None:
     data = model("mobilenet_v2", dtype)
     graph = ModelGraph(data)
     end = max(e for e in range(1, 16) if _is_tileable(graph, 0, e))
-    assert_tiles_exact(data, 0, end, 4, 4, dtype)
+    assert_tiles_exact(data, 0, end, 4, 4)
 
 
 def _is_tileable(graph: ModelGraph, start: int, end: int) -> bool:

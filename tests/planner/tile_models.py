@@ -48,9 +48,9 @@ def stack_graph(size: int | tuple[int, int], layers: list[tuple], c: int = 4) ->
 
 
 def build_stack(size: int | tuple[int, int], layers: list[tuple], dtype: str = "float32",
-                seed: int = 0) -> bytes:
-    """The stack as .tflite bytes (int8 models keep int8 input and output)."""
-    return stack_graph(size, layers).build(dtype, seed=seed)
+                seed: int = 0, **build) -> bytes:
+    """The stack as .tflite bytes (int8 models keep int8 input and output unless io="float")."""
+    return stack_graph(size, layers).build(dtype, seed=seed, **build)
 
 
 def random_input(shape: tuple[int, ...], dtype: str, seed: int = 0) -> np.ndarray:
