@@ -1,0 +1,45 @@
+"""Loading helpers shared by plan, simulate and explain: plan + model + profile, one-line errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from planner.costmodel import CostModel
+from planner.errors import PlanError
+from planner.graph import ModelGraph
+from planner.plan import Plan, check_plan, load_plan
+from planner.profile import load_profile
+
+
+def _resolve(name: str, base: Path) -> Path:
+    """A path recorded in a plan: as written, else relative to the plan's directory."""
+    p = Path(name)
+    return p if p.exists() or p.is_absolute() else base / p
+
+
+def load_context(plan_path: str, model: str | None, profile: str | None, need: bool = True):
+    """(plan, cost model or None): the model and profile come from options or the plan."""
+    plan = load_plan(plan_path)
+    base = Path(plan_path).parent
+    model_path = Path(model) if model else _resolve(plan.model_file, base)
+    prof_path = Path(profile) if profile else (_resolve(plan.profile_file, base) if plan.profile_file else None)
+    if not need and (not model_path.exists() or prof_path is None or not prof_path.exists()):
+        return plan, None
+    if prof_path is None:
+        raise PlanError(f"{plan_path}: the plan names no profile file; pass --profile FILE")
+    graph = ModelGraph.load(model_path)
+    prof = load_profile(prof_path)
+    check_plan(plan, graph, prof.devices)
+    if prof.sha256() != plan.profile_sha256:
+        print(f"tilefleet: note: {prof_path} differs from the profile the plan was made with", file=sys.stderr)
+    return plan, CostModel(graph, _with_ends(prof, plan))
+
+
+def _with_ends(prof, plan: Plan):
+    from dataclasses import replace
+
+    for end in (plan.source, plan.sink):
+        if end not in prof.devices:
+            raise PlanError(f"plan sends frames from/to {end!r}, which the profile does not know")
+    return replace(prof, source=plan.source, sink=plan.sink)

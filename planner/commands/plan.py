@@ -1,0 +1,79 @@
+"""`tilefleet plan MODEL --profile FILE --strategy S -o PLAN`: partition a model over a fleet."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from planner.commands._common import human_bytes, print_json, print_table
+from planner.constraints import Constraints, parse_pin
+from planner.errors import PlanError
+from planner.graph import ModelGraph
+from planner.plan import save_plan
+from planner.profile import load_profile
+from planner.strategies import STRATEGIES
+
+# INTERFACES.md order; names not in the registry yet answer "not available yet".
+NAMES = ["auto", "latency", "throughput", "tiles", "hybrid", "neurosurgeon", "dads", "ftp", "even", "memory"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="partition a model over the devices of a profile")
+    p.add_argument("model", help=".tflite file")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--profile", help="profile JSON (see PROFILE_AND_PLAN.md)")
+    src.add_argument("--broker", help="MQTT broker URL: profile the online nodes")
+    p.add_argument("--strategy", required=True, help=" ".join(NAMES))
+    p.add_argument("-o", "--output", required=True, help="plan file to write")
+    p.add_argument("--json", action="store_true", help="print the plan as one JSON document")
+    p.add_argument("--source", help="node where input frames originate")
+    p.add_argument("--sink", help="node where results go")
+    p.add_argument("--pin", action="append", default=[], metavar="OPS@NODE", help="e.g. 0:5@camera")
+    p.add_argument("--exclude", action="append", default=[], metavar="NODE")
+    p.add_argument("--max-nodes", type=int)
+    p.add_argument("--objective", choices=["latency", "throughput"])
+    p.add_argument("--no-memory-check", action="store_true", help="ignore memory budgets")
+    p.add_argument("--partial-from", metavar="OLD_PLAN", help="re-plan moving only nearby boundaries")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.strategy not in NAMES:
+        raise PlanError(f"--strategy {args.strategy!r}: choose one of {', '.join(NAMES)}")
+    if args.broker:
+        raise PlanError("planning from a live fleet (--broker) is not available yet; use --profile FILE")
+    fn = STRATEGIES.get(args.strategy)
+    if fn is None:
+        raise PlanError(f"strategy {args.strategy!r} is not available yet")
+    if args.partial_from:
+        raise PlanError("--partial-from is not available yet")
+    graph = ModelGraph.load(args.model)
+    profile = load_profile(args.profile)
+    objective = args.objective or ("throughput" if args.strategy == "throughput" else "latency")
+    constraints = Constraints(source=args.source, sink=args.sink, pins=tuple(parse_pin(x) for x in args.pin),
+                              exclude=tuple(args.exclude), max_nodes=args.max_nodes,
+                              memory=not args.no_memory_check, objective=objective)
+    plan = fn(graph, profile, constraints)
+    plan = replace(plan, profile_file=str(Path(args.profile)))
+    save_plan(plan, args.output)
+    if args.json:
+        print_json(plan.to_json())
+        return 0
+    print_summary(plan)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def print_summary(plan) -> None:
+    """Stages table and predicted figures."""
+    pr = plan.predicted
+    rows = []
+    for s in plan.stages:
+        where = s.device if s.device else f"tiles {len(s.tiles.rows) - 1}x{len(s.tiles.cols) - 1}: " + ",".join(s.tiles.devices)
+        rows.append([s.id, f"[{s.ops[0]}, {s.ops[1]})", where])
+    print(f"strategy {plan.strategy}  objective {plan.objective}  {plan.source} -> ... -> {plan.sink}")
+    print_table(["stage", "ops", "device"], rows)
+    if pr:
+        print(f"predicted latency {pr['latency_s'] * 1e3:.2f} ms  throughput {pr['throughput_fps']:.2f} fps  "
+              f"network {human_bytes(pr['bytes_per_frame'])}/frame  bottleneck {pr.get('bottleneck')}")
