@@ -11,7 +11,7 @@ way to finish the model. One backward DP over (cut, device) gives all of them at
 with C the range's compute seconds, hop 0 on one device, ranges within the device's memory
 and pinned ops only on their node. Like the core `latency` DP's relaxation, a device may
 host several ranges; that is harmless for one frame's latency, and for throughput the
-caller forbids the repeated device after its first range and solves again (`distinct`).
+callers simulate the built plans, which charge a repeated device for all its ranges.
 Cost O(n^2 D + n D^2) with numpy.
 """
 
@@ -90,32 +90,13 @@ class Suffix:
         out: list[Stage] = []
         while i < self.n:
             j = int(self.jbest[i, k])
-            out.append(Stage(first_id + len(out), (i, j), self.names[k]))
+            if out and out[-1].device == self.names[k]:
+                # A hop to the same device costs nothing, so ties split ranges needlessly.
+                out[-1] = Stage(out[-1].id, (out[-1].ops[0], j), out[-1].device)
+            else:
+                out.append(Stage(first_id + len(out), (i, j), self.names[k]))
             if j < self.n:
                 k = int(self.kbest[j, k])
             i = j
         return out
 
-
-def distinct(cm: CostModel, names: list[str], objective: str, ok: np.ndarray, start: int,
-             first: str | None, tries: int = 4) -> tuple[Suffix, list[Stage] | None]:
-    """Suffix from `start` (first range on `first`, else the best) with each device used once,
-    by forbidding a repeated device after its first range (a heuristic, not an optimum)."""
-    ok = ok.copy()
-    for _ in range(tries):
-        sfx = Suffix(cm, names, objective, ok)
-        k = names.index(first) if first in names else sfx.best_from(start, None)[1]
-        if k < 0 or not math.isfinite(sfx.F[start, k]):
-            return sfx, None
-        stages = sfx.stages(start, k, 0)
-        seen: dict[str, int] = {}
-        repeat = None
-        for s in stages:
-            if s.device in seen:
-                repeat = (s.device, seen[s.device])
-                break
-            seen[s.device] = s.ops[1]
-        if repeat is None:
-            return sfx, stages
-        ok[repeat[1]:, names.index(repeat[0])] = False
-    return sfx, stages
