@@ -1,9 +1,9 @@
 """Receptive-field (halo) analysis of an op range for fused spatial tiles.
 
 A tileable range is turned into a per-axis "program" of steps (windowed op, PAD,
-pointwise/join). Rows and columns are independent, so both `halo` (DESIGN.md's J/L/R
-formulas on the full image) and `trace` (an exact replay of what the runtime computes
-on one tile: which tile rows equal which full-image rows) run one axis at a time.
+pointwise/join). Rows and columns are independent, so `halo` (DESIGN.md's J/L/R
+formulas on the full image) and `tile.trace` (an exact replay of one tile) run one
+axis at a time.
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ class Halo:
     out_shape: tuple[int, ...]
 
 
-def _name(graph: ModelGraph, i: int) -> str:
+def op_label(graph: ModelGraph, i: int) -> str:
+    """How errors name an op: "op 17 (FULLY_CONNECTED)"."""
     return f"op {i} ({graph.ops[i].type})"
 
 
@@ -131,11 +132,11 @@ def _spatial_const(graph: ModelGraph, t: int) -> bool:
 def _window(graph: ModelGraph, i: int) -> tuple[Win, Win]:
     op, opts = graph.ops[i], graph.options(i)
     if opts is None or len(op.inputs) < 1:
-        raise TileError(f"{_name(graph, i)} has no options; cannot derive its window")
+        raise TileError(f"{op_label(graph, i)} has no options; cannot derive its window")
     same = opts.padding == schema.Padding.SAME
     if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         if len(op.inputs) < 2 or op.inputs[1] < 0 or not graph.is_static(op.inputs[1]):
-            raise TileError(f"{_name(graph, i)} has non-constant weights and cannot be tiled")
+            raise TileError(f"{op_label(graph, i)} has non-constant weights and cannot be tiled")
         _, kh, kw, _ = graph.tensors[op.inputs[1]].shape
         dy, dx = max(opts.dilationHFactor, 1), max(opts.dilationWFactor, 1)
     else:
@@ -149,10 +150,10 @@ def _pads(graph: ModelGraph, i: int) -> tuple[Win, Win]:
     info = graph.tensors[t] if t >= 0 else None
     data = graph.buffer_bytes(int(graph.subgraph.tensors[t].buffer)) if t >= 0 else None
     if info is None or data is None or info.dtype not in ("int32", "int64"):
-        raise TileError(f"{_name(graph, i)} has non-constant paddings and cannot be tiled")
+        raise TileError(f"{op_label(graph, i)} has non-constant paddings and cannot be tiled")
     pads = np.frombuffer(data, dtype=info.dtype).reshape(-1, 2)
     if pads.shape[0] != 4 or (pads < 0).any():
-        raise TileError(f"{_name(graph, i)} has paddings {pads.tolist()}; tiles need NHWC pads >= 0")
+        raise TileError(f"{op_label(graph, i)} has paddings {pads.tolist()}; tiles need NHWC pads >= 0")
     (t0, t1), (l0, l1) = pads[1], pads[2]
     return Win(p0=int(t0), p1=int(t1)), Win(p0=int(l0), p1=int(l1))
 
@@ -179,37 +180,37 @@ def _make_step(graph: ModelGraph, i: int) -> Step | None:
     if all(graph.is_static(t) for t in op.outputs):
         return None  # fp16 weight DEQUANTIZE etc.: the cutter copies it, not spatial
     if op.type in _REFUSED_WHY:
-        raise TileError(f"{_name(graph, i)} cannot be tiled: {_REFUSED_WHY[op.type]}")
+        raise TileError(f"{op_label(graph, i)} cannot be tiled: {_REFUSED_WHY[op.type]}")
     if op.type not in WINDOWED | PADS | UNARY | BINARY | {"CONCATENATION"}:
-        raise TileError(f"{_name(graph, i)} cannot be tiled")
+        raise TileError(f"{op_label(graph, i)} cannot be tiled")
     if any(t >= 0 and graph.tensors[t].is_variable for t in op.inputs):
-        raise TileError(f"{_name(graph, i)} cannot be tiled: it reads a variable tensor")
+        raise TileError(f"{op_label(graph, i)} cannot be tiled: it reads a variable tensor")
     acts = tuple(t for t in op.inputs if t >= 0 and not graph.is_static(t))
     consts = [t for t in op.inputs if t >= 0 and graph.is_static(t)]
     if len(op.outputs) != 1 or not acts:
-        raise TileError(f"{_name(graph, i)} cannot be tiled: expected one output and an activation input")
+        raise TileError(f"{op_label(graph, i)} cannot be tiled: expected one output and an activation input")
     for t in acts + op.outputs:
         if len(graph.tensors[t].shape) != 4:
-            raise TileError(f"{_name(graph, i)} cannot be tiled: tensor {graph.tensors[t].name!r} "
+            raise TileError(f"{op_label(graph, i)} cannot be tiled: tensor {graph.tensors[t].name!r} "
                             f"has shape {list(graph.tensors[t].shape)}, tiles need NHWC")
     if op.type in WINDOWED:
         if acts != (op.inputs[0],):
-            raise TileError(f"{_name(graph, i)} cannot be tiled: its only activation must be input 0")
+            raise TileError(f"{op_label(graph, i)} cannot be tiled: its only activation must be input 0")
         return Step(i, "window", acts, op.outputs[0], *_window(graph, i))
     if op.type in PADS:
         if acts != (op.inputs[0],):
-            raise TileError(f"{_name(graph, i)} cannot be tiled: its only activation must be input 0")
+            raise TileError(f"{op_label(graph, i)} cannot be tiled: its only activation must be input 0")
         return Step(i, "pad", acts, op.outputs[0], *_pads(graph, i))
     if op.type == "CONCATENATION" and (graph.options(i) is None or graph.options(i).axis % 4 != 3):
-        raise TileError(f"{_name(graph, i)} cannot be tiled: it concatenates along a non-channel axis")
+        raise TileError(f"{op_label(graph, i)} cannot be tiled: it concatenates along a non-channel axis")
     for t in consts:
         if _spatial_const(graph, t):
-            raise TileError(f"{_name(graph, i)} cannot be tiled: constant {graph.tensors[t].name!r} "
+            raise TileError(f"{op_label(graph, i)} cannot be tiled: constant {graph.tensors[t].name!r} "
                             f"has spatial extent {list(graph.tensors[t].shape)}")
     if op.type in UNARY and len(acts) != 1:
-        raise TileError(f"{_name(graph, i)} cannot be tiled: it has {len(acts)} activation inputs")
+        raise TileError(f"{op_label(graph, i)} cannot be tiled: it has {len(acts)} activation inputs")
     if len({graph.tensors[t].shape[1:3] for t in acts + op.outputs}) != 1:
-        raise TileError(f"{_name(graph, i)} cannot be tiled: its activations differ in H, W (broadcast)")
+        raise TileError(f"{op_label(graph, i)} cannot be tiled: its activations differ in H, W (broadcast)")
     return Step(i, "point", acts, op.outputs[0], Win(), Win())
 
 
@@ -274,7 +275,7 @@ def halo(graph: ModelGraph, start: int, end: int) -> Halo:
             w = st.y if axis == 1 else st.x
             js = {state[t][0] for t in st.inputs}
             if len(js) != 1:
-                raise TileError(f"{_name(graph, st.op)} joins tensors of unequal strides {sorted(js)}")
+                raise TileError(f"{op_label(graph, st.op)} joins tensors of unequal strides {sorted(js)}")
             j = js.pop()
             lo = max(state[t][1] for t in st.inputs)
             hi = max(state[t][2] for t in st.inputs)
@@ -291,53 +292,3 @@ def halo(graph: ModelGraph, start: int, end: int) -> Halo:
         after.append(max(-(-(hi - s + 1) // s), 0) * s)
     return Halo(strides[0], strides[1], before[0], after[0], before[1], after[1],
                 graph.tensors[prog.input].shape, graph.tensors[prog.output].shape)
-
-
-@dataclass(frozen=True)
-class Span:
-    """One tensor of one tile along one axis: tile row j holds full row p + j when valid[j]."""
-
-    p: int
-    n: int
-    valid: np.ndarray
-
-
-def trace(graph: ModelGraph, prog: Program, axis: int, a: int, b: int) -> dict[int, Span]:
-    """Replay what the runtime computes for tile input rows [a, b) along axis 1 (H) or 2 (W).
-
-    Exact, not a bound: SAME padding is recomputed from the tile's own sizes (as the
-    runtime does after a resize), a tap outside the tile reads zero (or is skipped by a
-    pool), which is right only where the full image also reads padding there.
-    """
-    spans = {prog.input: Span(a, b - a, np.ones(b - a, dtype=bool))}
-    for st in prog.steps:
-        w = st.y if axis == 1 else st.x
-        src = spans[st.inputs[0]]
-        full_in, full_out = graph.tensors[st.inputs[0]].shape[axis], graph.tensors[st.output].shape[axis]
-        if st.kind == "window":
-            n = w.out_size(src.n)
-            if n < 1:
-                raise TileError(f"tile [{a}, {b}) on axis {axis} is too small for {_name(graph, st.op)}")
-            offset = src.p - w.pad_before(src.n) + w.pad_before(full_in)
-            p = offset // w.s
-            taps = np.arange(n)[:, None] * w.s - w.pad_before(src.n) + np.arange(w.k)[None, :] * w.d
-            inside = (taps >= 0) & (taps < src.n)
-            outside_full = (src.p + taps < 0) | (src.p + taps >= full_in)
-            ok = np.where(inside, src.valid[np.clip(taps, 0, src.n - 1)], outside_full)
-            valid = ok.all(axis=1) & (offset % w.s == 0)  # misaligned: every row is shifted
-        elif st.kind == "pad":
-            n, p = src.n + w.p0 + w.p1, src.p
-            rows = np.arange(n) - w.p0
-            inside = (rows >= 0) & (rows < src.n)
-            full_is_pad = (p + np.arange(n) < w.p0) | (p + np.arange(n) >= w.p0 + full_in)
-            valid = np.where(inside, src.valid[np.clip(rows, 0, src.n - 1)], full_is_pad)
-        else:
-            ins = [spans[t] for t in st.inputs]
-            if len({s.n for s in ins}) != 1:
-                raise TileError(f"tile [{a}, {b}) on axis {axis}: inputs of {_name(graph, st.op)} "
-                                f"differ in size {[s.n for s in ins]}")
-            n, p = src.n, src.p
-            valid = np.logical_and.reduce([s.valid for s in ins]) & (len({s.p for s in ins}) == 1)
-        q = p + np.arange(n)
-        spans[st.output] = Span(p, n, valid & (q >= 0) & (q < full_out))
-    return spans

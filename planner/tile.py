@@ -2,7 +2,7 @@
 
 Regions follow DESIGN.md: for output rows [o0, o1) a tile reads input rows
 [o0*S - hb, o1*S + ha) clipped to the image (hb, ha from `halo`). Every tile is then
-replayed exactly (`halo.trace`) to find its crop and to prove the crop equals the
+replayed exactly (`trace`) to find its crop and to prove the crop equals the
 untiled result; a tile that would not be exact is refused, never approximated.
 """
 
@@ -13,13 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
+import numpy as np
+
 from planner.errors import TileError
 from planner.graph import ModelGraph
-from planner.halo import Halo, Program, check_tileable, halo, program, tileable_prefix, trace
+from planner.halo import Halo, Program, check_tileable, halo, op_label, program, tileable_prefix
 
 __all__ = [
     "Halo", "Tile", "TileLayout", "check_tileable", "tileable_prefix", "halo", "tile_layout",
-    "split_by_weights", "tile_macs", "tile_io_bytes",
+    "split_by_weights", "tile_macs", "tile_io_bytes", "trace",
 ]
 
 Region = tuple[int, int, int, int]
@@ -60,6 +62,56 @@ class TileLayout:
     col_splits: tuple[int, ...]
     halo: Halo
     tiles: tuple[Tile, ...]
+
+
+@dataclass(frozen=True)
+class Span:
+    """One tensor of one tile along one axis: tile row j holds full row p + j when valid[j]."""
+
+    p: int
+    n: int
+    valid: np.ndarray
+
+
+def trace(graph: ModelGraph, prog: Program, axis: int, a: int, b: int) -> dict[int, Span]:
+    """Replay what the runtime computes for tile input rows [a, b) along axis 1 (H) or 2 (W).
+
+    Exact, not a bound: SAME padding is recomputed from the tile's own sizes (as the
+    runtime does after a resize), a tap outside the tile reads zero (or is skipped by a
+    pool), which is right only where the full image also reads padding there.
+    """
+    spans = {prog.input: Span(a, b - a, np.ones(b - a, dtype=bool))}
+    for st in prog.steps:
+        w = st.y if axis == 1 else st.x
+        src = spans[st.inputs[0]]
+        full_in, full_out = graph.tensors[st.inputs[0]].shape[axis], graph.tensors[st.output].shape[axis]
+        if st.kind == "window":
+            n = w.out_size(src.n)
+            if n < 1:
+                raise TileError(f"tile [{a}, {b}) on axis {axis} is too small for {op_label(graph, st.op)}")
+            offset = src.p - w.pad_before(src.n) + w.pad_before(full_in)
+            p = offset // w.s
+            taps = np.arange(n)[:, None] * w.s - w.pad_before(src.n) + np.arange(w.k)[None, :] * w.d
+            inside = (taps >= 0) & (taps < src.n)
+            outside_full = (src.p + taps < 0) | (src.p + taps >= full_in)
+            ok = np.where(inside, src.valid[np.clip(taps, 0, src.n - 1)], outside_full)
+            valid = ok.all(axis=1) & (offset % w.s == 0)  # misaligned: every row is shifted
+        elif st.kind == "pad":
+            n, p = src.n + w.p0 + w.p1, src.p
+            rows = np.arange(n) - w.p0
+            inside = (rows >= 0) & (rows < src.n)
+            full_is_pad = (p + np.arange(n) < w.p0) | (p + np.arange(n) >= w.p0 + full_in)
+            valid = np.where(inside, src.valid[np.clip(rows, 0, src.n - 1)], full_is_pad)
+        else:
+            ins = [spans[t] for t in st.inputs]
+            if len({s.n for s in ins}) != 1:
+                raise TileError(f"tile [{a}, {b}) on axis {axis}: inputs of {op_label(graph, st.op)} "
+                                f"differ in size {[s.n for s in ins]}")
+            n, p = src.n, src.p
+            valid = np.logical_and.reduce([s.valid for s in ins]) & (len({s.p for s in ins}) == 1)
+        q = p + np.arange(n)
+        spans[st.output] = Span(p, n, valid & (q >= 0) & (q < full_out))
+    return spans
 
 
 def split_by_weights(total: int, weights: Sequence[float], multiple: int = 1) -> list[int]:
