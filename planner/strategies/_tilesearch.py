@@ -198,7 +198,8 @@ class Search:
 
 def tile_stage(cm: CostModel, sid: int, ops: tuple[int, int], rows, cols, devices) -> Stage:
     """A tile Stage with the manifest tile records (TileError when the layout is not exact)."""
-    layout = tile_layout(cm.graph, ops[0], ops[1], list(rows), list(cols))
+    spec = [r if isinstance(r, int) else list(r) for r in (rows, cols)]
+    layout = tile_layout(cm.graph, ops[0], ops[1], *spec)
     regions = tuple(t.to_json() for t in layout.tiles)
     return Stage(sid, ops, None, TileSpec(tuple(layout.row_splits), tuple(layout.col_splits),
                                           tuple(devices), regions))
