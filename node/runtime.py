@@ -8,6 +8,7 @@ Interpreter API, so the rest of tilefleet only talks to `make_interpreter`.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,13 +25,14 @@ def _import_runtime() -> tuple[str, str, Any]:
     for name in order:
         try:
             if name == "ai_edge_litert":
-                from ai_edge_litert import interpreter as mod  # type: ignore[import-not-found]
                 from importlib.metadata import version
+
+                from ai_edge_litert import interpreter as mod  # type: ignore[import-not-found]
 
                 return name, version("ai-edge-litert"), mod
             if name == "tflite_runtime":
-                from tflite_runtime import interpreter as mod  # type: ignore[import-not-found]
                 import tflite_runtime  # type: ignore[import-not-found]
+                from tflite_runtime import interpreter as mod  # type: ignore[import-not-found]
 
                 return name, getattr(tflite_runtime, "__version__", "unknown"), mod
             errors.append(f"{name}: unknown runtime")
@@ -82,7 +84,34 @@ def make_interpreter(model: bytes | str, settings: RuntimeSettings = RuntimeSett
         kwargs["experimental_op_resolver_type"] = (
             mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         )
-    return mod.Interpreter(**kwargs)
+    interp = mod.Interpreter(**kwargs)
+    global _BANNER_DONE
+    if settings.xnnpack and not _BANNER_DONE:
+        _BANNER_DONE = True
+        _allocate_quietly(interp)
+    return interp
+
+
+# The runtime prints "INFO: Created TensorFlow Lite XNNPACK delegate" on fd 2 at the
+# first allocation in a process. Commands promise ONE line on stderr for bad input, so
+# the first allocation runs with fd 2 pointed at /dev/null; later ones print nothing.
+_BANNER_DONE = False
+
+
+def _allocate_quietly(interp: Any) -> None:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        try:
+            interp.allocate_tensors()
+        except Exception:
+            pass  # the caller's own allocate_tensors() reports the real error
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def run_whole(model: bytes | str, inputs: list, settings: RuntimeSettings = RuntimeSettings()) -> list:
