@@ -89,8 +89,8 @@ def wire(graph: ModelGraph, layout: tuple[StageLayout, ...], endpoints: Mapping[
     for s in layout:
         for d in s.devices:
             if d not in endpoints:
-                raise PlanError(f"layout uses node {d!r}, which is not online "
-                                f"(online: {', '.join(sorted(endpoints)) or 'none'})")
+                raise PlanError(f"unknown node {d!r}: the layout uses it but it is not "
+                                f"online (online: {', '.join(sorted(endpoints)) or 'none'})")
     w = Wiring()
     holders: dict[str, list[_Holder]] = {graph.tensors[i].name: [_Holder(CLIENT, None)]
                                          for i in graph.inputs}

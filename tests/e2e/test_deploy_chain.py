@@ -1,0 +1,94 @@
+"""Deploy layer-range chains and tile stages on real agents; results equal a local run."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from node.wire import messages as m
+from planner.errors import FleetError, TilefleetError
+from planner.fleet.reference import LocalModel, mismatches, random_inputs
+from planner.layout import StageLayout, chain
+from tests.e2e import _fleet
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(not _fleet.HAVE_MOSQUITTO, reason="mosquitto not installed")]
+
+
+@pytest.fixture(scope="module")
+def env():
+    yield from _fleet.start("mosquitto")
+
+
+def _check(env, name, dtype, layout):
+    g = _fleet.graph(dtype)
+    dep = env.fleet.deploy(g, name=name, layout=layout, progress=False, timeout_s=5)
+    local = LocalModel(_fleet.model(dtype))
+    xs = [random_inputs(dep.record.model["inputs"], seed) for seed in range(12)]
+    want = [local.run(x) for x in xs]
+    assert not mismatches(dep.infer(xs[0], timeout=30), want[0])
+    got = list(dep.infer_many(xs, window=4))  # pipelined; must come back in input order
+    assert [mismatches(g_, w) for g_, w in zip(got, want, strict=True)] == [[]] * len(xs)
+    assert dep.stats()["failed"] == 0 and dep.stats()["duplicates"] == 0
+    return dep
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_three_stage_chain_is_bit_identical(env, dtype):
+    n = len(_fleet.graph(dtype).ops)
+    dep = _check(env, f"chain-{dtype}", dtype, chain(n, [20, 45], env.names))
+    assert [s["node"] for s in dep.record.stages.values()] == env.names
+    dep.undeploy()
+    assert env.fleet.control.record(f"chain-{dtype}") is None
+    for node in env.names:  # every node freed the stages
+        st = env.fleet.control.command(node, m.StatusQuery, 10)
+        assert f"chain-{dtype}" not in st["deployments"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_tile_stage_then_chain_is_bit_identical(env, dtype):
+    n = len(_fleet.graph(dtype).ops)
+    a, b, c = env.names
+    layout = (StageLayout(0, 11, (a, b, c, a), 2, 2), StageLayout(11, 40, (b,)),
+              StageLayout(40, n, (c,)))
+    dep = _check(env, f"tiles-{dtype}", dtype, layout)
+    assert sum(1 for s in dep.record.stages.values() if s["tile"]) == 4
+    dep.undeploy()
+
+
+def test_redeploy_moves_to_the_next_epoch_and_old_handles_follow(env):
+    g = _fleet.graph()
+    n = len(g.ops)
+    first = env.fleet.deploy(g, name="epochs", layout=chain(n, [30], env.names[:2]),
+                             progress=False)
+    other = env.fleet.deployment("epochs")  # a second client attached by name
+    x = random_inputs(first.record.model["inputs"], 3)
+    want = LocalModel(_fleet.model()).run(x)
+    e1 = first.epoch
+    second = env.fleet.deploy(g, name="epochs", layout=chain(n, [10], env.names[1:]),
+                              progress=False)
+    assert second.epoch == e1 + 1
+    deadline = time.monotonic() + 5
+    while other.epoch != second.epoch and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert other.epoch == first.epoch == second.epoch  # handles follow the retained record
+    assert not mismatches(other.infer(x, timeout=30), want)
+    second.undeploy()
+    with pytest.raises(FleetError, match="unknown deployment"):
+        env.fleet.deployment("epochs")
+
+
+def test_wrong_inputs_and_unknown_nodes_are_refused(env):
+    g = _fleet.graph()
+    with pytest.raises(TilefleetError, match="unknown node 'nope'"):
+        env.fleet.deploy(g, name="bad", layout=chain(len(g.ops), [5], ["nope", env.names[0]]),
+                         progress=False)
+    dep = env.fleet.deploy(g, name="shape", layout=chain(len(g.ops), [], env.names[:1]),
+                           progress=False)
+    with pytest.raises(FleetError, match=r"expected float32\[1, 64, 64, 3\]"):
+        dep.infer(np.zeros((1, 32, 32, 3), np.float32))
+    with pytest.raises(FleetError, match="expected float32"):
+        dep.infer(np.zeros((1, 64, 64, 3), np.int8))
+    dep.undeploy()
