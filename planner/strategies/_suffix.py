@@ -10,8 +10,9 @@ way to finish the model. One backward DP over (cut, device) gives all of them at
 
 with C the range's compute seconds, hop 0 on one device, ranges within the device's memory
 and pinned ops only on their node. Like the core `latency` DP's relaxation, a device may
-host several ranges; that is harmless for one frame's latency, and for throughput the
-callers simulate the built plans, which charge a repeated device for all its ranges.
+host several ranges, which is harmless for one frame's latency. For throughput a device
+hosting two ranges is charged for both, so there the chain uses devices in the order of
+`names` (each at most once): exact for interchangeable devices, a heuristic otherwise.
 Cost O(n^2 D + n D^2) with numpy.
 """
 
@@ -49,6 +50,9 @@ class Suffix:
             okrun[i] = np.where(ok[i], okrun[i + 1], i)
         limit = np.minimum(reach, okrun)
         add = objective == "latency"
+        # Throughput charges a device for all its ranges, so the chain must not revisit one:
+        # devices are taken in `names` order (callers sort them fastest first).
+        later = np.triu(np.ones((D, D), dtype=bool), 1)
         F = np.full((n + 1, D), INF)
         G = np.full((n + 1, D), INF)
         G[n] = 0.0
@@ -69,7 +73,7 @@ class Suffix:
             if i == 0:
                 continue
             hop = lat + cm.cut_bytes[i] * inv  # (D, D) k -> k'
-            cand = hop + F[i][None, :] if add else np.maximum(hop, F[i][None, :])
+            cand = hop + F[i][None, :] if add else np.maximum(np.where(later, hop, INF), F[i][None, :])
             kb = np.argmin(cand, axis=1)
             G[i] = cand[np.arange(D), kb]
             self.kbest[i] = kb

@@ -49,7 +49,8 @@ def tiers(cm, names: list[str], head: str | None) -> tuple[list[str], list[str]]
 def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     """Device-tier head, edge-tier tile stack, then edge/cloud layer ranges, chosen jointly."""
     cm = setup(graph, profile, constraints)
-    names = candidates(cm, constraints)
+    # Fastest first: the throughput suffix takes devices in this order.
+    names = sorted(candidates(cm, constraints), key=lambda d: cm.range_seconds(d, 0, cm.n))
     ok = allowed(cm, names, constraints)
     pin_c, pin_node = leading_pin(constraints)
     src = cm.profile.source

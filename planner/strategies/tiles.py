@@ -98,13 +98,14 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     if len(names) < 2:
         raise PlanError(f"strategy {NAME!r} needs at least 2 nodes that compute, the profile "
                         f"offers {len(names)} ({', '.join(names)})")
-    ok = allowed(cm, names, constraints)
     c, head = leading_pin(constraints)
     ends = stack_ends(single_cuts(graph), tileable_ops(graph), c, first_pinned(constraints, c, cm.n))
     if not ends:
         raise untileable_error(graph, c, NAME)
     objective = constraints.objective
     ranked = sorted(names, key=lambda d: cm.range_seconds(d, 0, cm.n))
+    names = ranked  # fastest first: the throughput suffix takes devices in this order
+    ok = allowed(cm, names, constraints)
     cap = constraints.max_nodes - (1 if head else 0) if constraints.max_nodes else None
     sizes = group_sizes(len(ranked), cap)
     if not sizes:
