@@ -9,10 +9,7 @@ import random
 from planner.costmodel import CostModel
 from planner.profile import Device, Link, Profile
 from planner.strategies.latency import chain_latency
-try:
-    from planner.strategies.throughput import chain_period
-except ImportError:
-    chain_period = None
+from planner.strategies.throughput import chain_period
 
 
 def random_profile(seed: int, n_devices: int, memory: tuple[int, int] = (1 << 40, 1 << 40),
