@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     if args.png:
         try:
             import matplotlib  # noqa: F401
-        except ModuleNotFoundError:
+        except ImportError:
             raise PlanError("explain --png needs matplotlib: pip install 'tilefleet[plot]'") from None
     plan, cm = load_context(args.plan, args.model, args.profile, need=bool(args.png))
     print(f"plan: strategy {plan.strategy}, objective {plan.objective}, model {plan.model_file} "
