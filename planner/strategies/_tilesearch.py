@@ -116,6 +116,19 @@ class Search:
         self.add = objective == "latency"
         self.suffixes: dict[tuple[str, ...], Suffix] = {}
         self.found: list[Candidate] = []
+        # Link matrices over every device (sources and sinks included): transfers in numpy.
+        prof = cm.profile
+        every = list(prof.devices)
+        self.at = {d: i for i, d in enumerate(every)}
+        self.lat = np.array([[0.0 if a == b else prof.link(a, b).latency for b in every] for a in every])
+        self.inv = np.array([[0.0 if a == b else 1.0 / prof.link(a, b).bandwidth for b in every] for a in every])
+
+    def sends(self, src: list[str], dst: list[str], nbytes: np.ndarray) -> np.ndarray:
+        """(len(src), len(dst)) seconds to send nbytes[i] from src[i] to each of dst."""
+        i = [self.at[d] for d in src]
+        j = [self.at[d] for d in dst]
+        t = self.lat[np.ix_(i, j)] + nbytes[:, None] * self.inv[np.ix_(i, j)]
+        return np.where((nbytes[:, None] > 0) & (self.inv[np.ix_(i, j)] > 0), t, 0.0)
 
     def suffix(self, key: tuple[str, ...]) -> Suffix:
         """The suffix DP over devices `key` (cached: several groups share one)."""
@@ -157,13 +170,11 @@ class Search:
                 comp = area * secs[order]
                 inb = area * H * W * in_px
                 outb = np.outer(np.diff(rows), np.diff(cols)).reshape(-1) * out_px
-                scatter = np.array([cm.transfer(holder, d, b) for d, b in zip(tdev, inb, strict=True)])
+                scatter = self.sends([holder] * len(tdev), tdev, inb).diagonal()
                 if sfx is None:
-                    gather = np.array([[cm.transfer(d, p.sink, b)] for d, b in zip(tdev, outb, strict=True)])
-                    tail = np.zeros(1)
+                    gather, tail = self.sends(tdev, [p.sink], outb), np.zeros(1)
                 else:
-                    gather = np.array([[cm.transfer(d, x, b) for x in sfx.names] for d, b in zip(tdev, outb, strict=True)])
-                    tail = sfx.F[e]
+                    gather, tail = self.sends(tdev, sfx.names, outb), sfx.F[e]
                 if self.add:
                     stage = ((scatter + comp)[:, None] + gather).max(axis=0)
                 else:
