@@ -45,7 +45,7 @@ class TileRunner:
         self._in, self._out = ins[0]["index"], outs[0]["index"]
         self.input_dtype = np.dtype(ins[0]["dtype"])
         self.output_dtype = np.dtype(outs[0]["dtype"])
-        self._shape = tuple(int(d) for d in ins[0]["shape"])
+        self._shape: tuple[int, ...] | None = tuple(int(d) for d in ins[0]["shape"])
 
     def run(self, inputs_region: np.ndarray, crop: Region) -> np.ndarray:
         """Run the part on one tile's input region; return the crop of its output (a copy)."""
@@ -55,14 +55,22 @@ class TileRunner:
         shape = tuple(int(d) for d in inputs_region.shape)
         if shape != self._shape:
             # Only on a shape change: allocate_tensors re-plans memory and re-prepares ops.
+            # Shape unknown until it succeeds (a too-small tile fails in prepare).
+            self._shape = None
             self._interp.resize_tensor_input(self._in, list(shape), strict=False)
             self._interp.allocate_tensors()
             self._shape = shape
         self._interp.set_tensor(self._in, np.ascontiguousarray(inputs_region))
         self._interp.invoke()
-        out = self._interp.get_tensor(self._out)
-        y0, y1, x0, x1 = _check_region(crop, out.shape[1], out.shape[2], "crop")
-        return out[:, y0:y1, x0:x1, :].copy()
+        # A view of the runtime's buffer (no full-size copy on the board); only the crop is
+        # copied out. The view must not outlive this call (not even in a traceback): the
+        # runtime refuses to invoke or resize while its buffers are referenced.
+        out = self._interp.tensor(self._out)()
+        try:
+            y0, y1, x0, x1 = _check_region(crop, out.shape[1], out.shape[2], "crop")
+            return out[:, y0:y1, x0:x1, :].copy()
+        finally:
+            del out
 
 
 def stitch(full_shape: Sequence[int], dtype: np.dtype | str,

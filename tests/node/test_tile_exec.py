@@ -92,5 +92,13 @@ def test_runner_rejects_bad_input() -> None:
         runner.run(x[0], (0, 1, 0, 1))
     with pytest.raises(ValueError, match="crop"):
         runner.run(x, (0, 7, 0, 10))
+    assert runner.run(x, (0, 6, 0, 10)).shape == (1, 6, 10, 4)  # still usable after an error
+    assert runner.run(x[:, :5], (0, 5, 0, 10)).shape == (1, 5, 10, 4)  # and resizable
+    g = GraphBuilder()
+    g.output(g.conv2d(g.input([1, 12, 10, 3]), 4, 5, padding="VALID"))
+    valid = TileRunner(g.build("float32"))
+    with pytest.raises(RuntimeError):
+        valid.run(x[:, :3], (0, 1, 0, 1))  # too small for a VALID 5x5: prepare fails
+    assert valid.run(np.zeros((1, 12, 10, 3), np.float32), (0, 8, 0, 6)).shape == (1, 8, 6, 4)
     with pytest.raises(ValueError, match="one input and one output"):
         TileRunner(_model(outputs=2))
