@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,15 +47,20 @@ def run(args: argparse.Namespace) -> int:
     fn = STRATEGIES.get(args.strategy)
     if fn is None:
         raise PlanError(f"strategy {args.strategy!r} is not available yet")
-    if args.partial_from:
-        raise PlanError("--partial-from is not available yet")
     graph = ModelGraph.load(args.model)
     profile = load_profile(args.profile)
     objective = args.objective or ("throughput" if args.strategy == "throughput" else "latency")
     constraints = Constraints(source=args.source, sink=args.sink, pins=tuple(parse_pin(x) for x in args.pin),
                               exclude=tuple(args.exclude), max_nodes=args.max_nodes,
                               memory=not args.no_memory_check, objective=objective)
-    plan = fn(graph, profile, constraints)
+    if args.partial_from:  # D3 partial adjustment of a running plan (planner/partial.py)
+        from planner.partial import replan
+        from planner.plan import load_plan
+
+        plan = replan(graph, load_plan(args.partial_from), profile, constraints, fn)
+        print(f"replan: {plan.notes['replan']['mode']} ({plan.notes['replan']['reason']})", file=sys.stderr)
+    else:
+        plan = fn(graph, profile, constraints)
     plan = replace(plan, profile_file=str(Path(args.profile)))
     save_plan(plan, args.output)
     if args.json:
