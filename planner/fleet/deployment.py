@@ -20,6 +20,7 @@ from planner.errors import FleetError
 from planner.fleet.dataclient import DataClient, Entry, local_address_towards
 from planner.fleet.record import Record
 from planner.fleet.requests import Tracker
+from planner.live.resend import resend_in_flight
 
 if TYPE_CHECKING:
     from planner.fleet.client import Fleet
@@ -67,6 +68,8 @@ class Deployment:
             self.record = rec
             self._entry = Entry(rec.name, rec.epoch, rec.entry_routes())
         log.info("deployment %s: now on epoch %d", rec.name, rec.epoch)
+        if self._data is not None:  # in-flight requests of the old epoch go again, now
+            resend_in_flight(self.tracker, self._data._lock)
 
     def _current(self) -> Entry:
         return self._entry
@@ -144,6 +147,12 @@ class Deployment:
     def stats(self) -> dict[str, Any]:
         """Client-side counters: sent, retries, delivered, failed, duplicates, errors."""
         return self._data.stats() if self._data else {"sent": 0, "delivered": 0}
+
+    def enable_replanning(self, model: Any, **options: Any) -> Any:
+        """Re-plan this deployment live on node loss or drift; see planner.live.watch."""
+        from planner.live.watcher import watch
+
+        return watch(self.fleet, self.name, model, **options)
 
     def close(self) -> None:
         """Stop the client side (pending requests fail); the deployment keeps running."""

@@ -1,0 +1,161 @@
+"""Drift detection (pure): per-stage and per-link sample histories and the sustained-drift rule.
+
+A stage's sample is the agent's `run_mean_s` for that stage in one metrics message
+(mean over its last frames, so the throttled bursts of a CPU quota count; a median
+would hide them). A link's sample is a probed bandwidth. The reference a sample is
+compared with is the stage's own baseline — the median of its first `warmup` samples
+after a (re)deploy — or a given prediction. The baseline makes the rule insensitive to
+a constant prediction error and measures what changed since the deploy.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DriftRule:
+    """When a change counts: beyond `threshold` for `intervals` samples in a row."""
+
+    threshold: float = 0.3  # relative change, both ways (+-30 %)
+    intervals: int = 3  # consecutive informative samples beyond the threshold
+    warmup: int = 2  # informative samples that set a new stage's baseline
+    min_frames: int = 3  # a stage sample needs this many new frames to say anything
+
+    def beyond(self, ratio: float) -> int:
+        """+1 if ratio is too high, -1 if too low, 0 inside the band."""
+        if ratio > 1.0 + self.threshold:
+            return 1
+        if ratio < 1.0 - self.threshold:
+            return -1
+        return 0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One observation: seconds per frame (stage) or bytes/s (link) at `time`."""
+
+    time: float
+    value: float
+    frames: int = -1  # cumulative frames of the stage; -1 for links (always informative)
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A sustained change of one stage or link."""
+
+    key: str  # stage key "dep/epoch/stage" or link "a->b"
+    subject: str  # the node (stage) or "a->b" (link)
+    kind: str  # "stage" or "link"
+    baseline: float
+    measured: float
+    since: float  # time of the first sample of the run beyond the threshold
+
+    @property
+    def ratio(self) -> float:
+        return self.measured / self.baseline if self.baseline > 0 else float("inf")
+
+    def describe(self) -> str:
+        what = "stage time" if self.kind == "stage" else "bandwidth"
+        return (f"{what} of {self.key} on {self.subject} {self.baseline:.4g} -> "
+                f"{self.measured:.4g} ({self.ratio:.2f}x)")
+
+
+def informative(samples: Sequence[Sample], min_frames: int) -> list[Sample]:
+    """Samples that carry news: links always, stages only after min_frames new frames."""
+    out: list[Sample] = []
+    last = None
+    for s in samples:
+        if s.frames < 0:
+            out.append(s)
+        elif s.value > 0 and (last is None or s.frames - last >= min_frames):
+            out.append(s)
+            last = s.frames
+    return out
+
+
+def drift_of(key: str, subject: str, kind: str, samples: Sequence[Sample], rule: DriftRule,
+             baseline: float | None = None) -> Drift | None:
+    """The drift of one history under `rule`, or None (also while warming up)."""
+    xs = informative(samples, rule.min_frames)
+    if baseline is None:
+        if len(xs) < rule.warmup + rule.intervals:
+            return None
+        baseline = statistics.median(s.value for s in xs[:rule.warmup])
+        xs = xs[rule.warmup:]
+    if baseline <= 0 or len(xs) < rule.intervals:
+        return None
+    last = xs[-rule.intervals:]
+    signs = {rule.beyond(s.value / baseline) for s in last}
+    if len(signs) != 1 or 0 in signs:
+        return None
+    return Drift(key, subject, kind, baseline, statistics.median(s.value for s in last),
+                 last[0].time)
+
+
+@dataclass
+class History:
+    """Bounded sample histories of one deployment epoch's stages and links."""
+
+    deployment: str
+    epoch: int
+    keep: int = 32
+    stages: dict[str, deque[Sample]] = field(default_factory=dict)
+    stage_node: dict[str, str] = field(default_factory=dict)
+    links: dict[str, deque[Sample]] = field(default_factory=dict)
+
+    def add_metrics(self, node: str, doc: Mapping[str, Any], now: float) -> int:
+        """Take this epoch's stage samples from one `metrics` message; returns how many."""
+        prefix = f"{self.deployment}/{self.epoch}/"
+        n = 0
+        for key, st in (doc.get("stages") or {}).items():
+            if not key.startswith(prefix) or not isinstance(st, Mapping):
+                continue
+            try:
+                s = Sample(now, float(st.get("run_mean_s", 0.0)), int(st.get("frames", 0)))
+            except (TypeError, ValueError):
+                continue  # a malformed entry from some agent must not stop the watcher
+            self.stages.setdefault(key, deque(maxlen=self.keep)).append(s)
+            self.stage_node[key] = node
+            n += 1
+        return n
+
+    def add_link(self, a: str, b: str, bandwidth: float, now: float) -> None:
+        self.links.setdefault(f"{a}->{b}", deque(maxlen=self.keep)).append(
+            Sample(now, bandwidth))
+
+    def drifts(self, rule: DriftRule, link_baselines: Mapping[str, float] | None = None
+               ) -> list[Drift]:
+        """Every sustained drift now: stages against their baseline, links against the profile."""
+        out = [d for key, xs in sorted(self.stages.items())
+               if (d := drift_of(key, self.stage_node[key], "stage", xs, rule))]
+        for key, xs in sorted(self.links.items()):
+            base = (link_baselines or {}).get(key)
+            if (d := drift_of(key, key, "link", xs, rule, base)):
+                out.append(d)
+        return out
+
+
+def device_factors(drifts: Sequence[Drift]) -> dict[str, float]:
+    """Per node: how much slower its stages got (sum measured / sum baseline)."""
+    num: dict[str, float] = {}
+    den: dict[str, float] = {}
+    for d in drifts:
+        if d.kind == "stage":
+            num[d.subject] = num.get(d.subject, 0.0) + d.measured
+            den[d.subject] = den.get(d.subject, 0.0) + d.baseline
+    return {n: num[n] / den[n] for n in num if den[n] > 0}
+
+
+def link_bandwidths(drifts: Sequence[Drift]) -> dict[tuple[str, str], float]:
+    """Measured bytes/s of every drifting link, by (from, to)."""
+    out = {}
+    for d in drifts:
+        if d.kind == "link":
+            a, _, b = d.key.partition("->")
+            out[(a, b)] = d.measured
+    return out
