@@ -150,7 +150,7 @@ def _quietly(control: Control, calls: Mapping[str, tuple[type, dict[str, Any]]],
     return errors
 
 
-def undeploy(control: Control, name: str, timeout_s: float = 10.0) -> dict[str, Any]:
+def undeploy(control: Control, name: str, timeout_s: float = 5.0) -> dict[str, Any]:
     """Drop every epoch of `name` on its nodes and clear the record."""
     doc = control.record(name)
     if doc is None:

@@ -36,16 +36,14 @@ def file_name(tensor: str) -> str:
 
 
 def save_outputs(outputs: dict[str, np.ndarray], target: str) -> list[str]:
-    """One output -> target.npy (or target/NAME.npy if a dir); several -> target/NAME.npy."""
+    """-o Y.npy: the one output in that file; -o DIR: one NAME.npy per output in DIR."""
     t = Path(target)
-    if len(outputs) == 1 and not t.is_dir():
-        if t.suffix != ".npy":
-            t = t.with_suffix(".npy")
+    if t.suffix == ".npy" and not t.is_dir():
+        if len(outputs) != 1:
+            raise FleetError(f"-o {target}: the deployment has {len(outputs)} outputs "
+                             f"({', '.join(outputs)}); give a directory")
         np.save(t, next(iter(outputs.values())))
         return [str(t)]
-    if t.suffix == ".npy":
-        raise FleetError(f"-o {target}: the deployment has {len(outputs)} outputs "
-                         f"({', '.join(outputs)}); give a directory")
     t.mkdir(parents=True, exist_ok=True)
     written = []
     for name, arr in outputs.items():

@@ -37,6 +37,10 @@ def run(args: argparse.Namespace) -> int:
     with connect(args) as fleet:
         dep = fleet.deployment(args.deployment, timeout_s=args.timeout)
         inputs = dep.prepare(x)  # shape/dtype errors exit 2 before anything is sent
+        outs = list(dep.record.results)
+        if args.output.endswith(".npy") and len(outs) > 1:
+            raise FleetError(f"-o {args.output}: the deployment has {len(outs)} outputs "
+                             f"({', '.join(outs)}); give a directory")
         out = dep.infer(inputs)
     files = save_outputs(out, args.output)
     if args.json:

@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     n = 0
     with connect(args) as fleet:
         try:
+            c = fleet.control
+            deadline = time.monotonic() + 2.5  # metrics are not retained: wait for a round
+            while set(c.online()) - set(c.metrics) and time.monotonic() < deadline:
+                time.sleep(0.05)
             while True:
                 if tty:
                     sys.stdout.write("\033[H\033[2J")  # clear the screen, plain text

@@ -120,8 +120,12 @@ class Fleet:
     def deploy(self, model: str | Path | bytes | ModelGraph, name: str = "default",
                strategy: str = "auto", layout: tuple[StageLayout, ...] | None = None,
                constraints: Any = None, profile: Any = None, progress: bool = True,
-               timeout_s: float = 60.0, **client: Any) -> Deployment:
-        """Plan (unless `layout` is given), ship and start `model`; returns its handle."""
+               ready_timeout_s: float = 60.0, **client: Any) -> Deployment:
+        """Plan (unless `layout` is given), ship and start `model`; returns its handle.
+
+        `ready_timeout_s` bounds the wait for each node's deploy reply; `client` options
+        (timeout_s per attempt, retries, window) configure the returned handle.
+        """
         from planner.deploy import deploy_layout
 
         graph = load_model(model)
@@ -137,7 +141,7 @@ class Fleet:
         else:
             strategy = strategy if strategy != "auto" else "manual"
         rec = deploy_layout(self.control, graph, tuple(layout), name, strategy=strategy,
-                            plan=plan_doc, predicted=predicted, timeout_s=timeout_s,
+                            plan=plan_doc, predicted=predicted, timeout_s=ready_timeout_s,
                             progress=progress)
         d = Deployment(self, rec, **client)
         self._deployments.append(d)

@@ -19,7 +19,7 @@ import numpy as np
 from planner.errors import FleetError
 from planner.fleet.dataclient import DataClient, Entry, local_address_towards
 from planner.fleet.record import Record
-from planner.fleet.requests import Tracker
+from planner.fleet.requests import Tracker, describe_src
 from planner.live.resend import resend_in_flight
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class Deployment:
         self.fleet, self.name, self.window = fleet, record.name, window
         self._lock = threading.Lock()
         self.record = record
-        self.tracker = Tracker(timeout_s=timeout_s, retries=retries)
+        self.tracker = Tracker(timeout_s=timeout_s, retries=retries, where=self._where)
         self.tracker.set_results(record.epoch, record.results)
         self._entry = Entry(record.name, record.epoch, record.entry_routes())
         self._data: DataClient | None = None
@@ -70,6 +70,10 @@ class Deployment:
         log.info("deployment %s: now on epoch %d", rec.name, rec.epoch)
         if self._data is not None:  # in-flight requests of the old epoch go again, now
             resend_in_flight(self.tracker, self._data._lock)
+
+    def _where(self, src: str) -> str:
+        return describe_src(src, lambda node: sorted(
+            sid for sid, st in self.record.stages.items() if st["node"] == node))
 
     def _current(self) -> Entry:
         return self._entry

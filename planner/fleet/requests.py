@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,8 +71,9 @@ class Tracker:
     """Pending requests by id; the I/O layer calls `sent`, `result`, `error`, `due`."""
 
     def __init__(self, timeout_s: float = 10.0, retries: int = 2,
-                 remember: int = 100_000) -> None:
+                 remember: int = 100_000, where: Callable[[str], str] | None = None) -> None:
         self.timeout_s, self.retries, self.remember = timeout_s, retries, remember
+        self.where = where or describe_src
         self.pending: dict[str, Request] = {}
         self.done: OrderedDict[str, None] = OrderedDict()
         self.wants: dict[int, dict[str, Want]] = {}
@@ -139,7 +141,7 @@ class Tracker:
         req = self.pending.get(h.request)
         if req is None or h.t0 != req.t0 or req.retry_at is not None:
             return None  # finished, or an older attempt's error: the retry is under way
-        req.last_error = f"{_where(h.src)}: {code}: {msg}"
+        req.last_error = f"{self.where(h.src)}: {code}: {msg}"
         if code in TRANSIENT and req.attempts <= self.retries:
             req.retry_at = now + min(0.05 * 2 ** req.attempts, 1.0)
             return None
@@ -148,7 +150,7 @@ class Tracker:
     def _fail(self, req: Request, code: str, msg: str, src: str = "") -> Request:
         self._finish(req)
         self.stats.failed += 1
-        text = f"request {req.rid}: {_where(src)}: {code}: {msg}" if src else \
+        text = f"request {req.rid}: {self.where(src)}: {code}: {msg}" if src else \
             f"request {req.rid}: {code}: {msg}"
         if not req.future.done():
             req.future.set_exception(RequestError(text, req.rid, code, src))
@@ -179,7 +181,12 @@ class Tracker:
             self._fail(req, "closed", message)
 
 
-def _where(src: str) -> str:
-    """'node/stage' -> 'stage s1 on node n2'."""
+def describe_src(src: str, stages_of: Callable[[str], list[str]] | None = None) -> str:
+    """'n2/s1' -> 'stage s1 on node n2'; 'n2' -> 'node n2' (+ its stages when known)."""
     node, _, stage = src.partition("/")
-    return f"stage {stage} on node {node}" if stage else (f"node {node}" if node else "fleet")
+    if stage:
+        return f"stage {stage} on node {node}"
+    known = stages_of(node) if stages_of and node else []
+    if known:
+        return f"node {node} (stage{'s' if len(known) > 1 else ''} {', '.join(known)})"
+    return f"node {node}" if node else "fleet"

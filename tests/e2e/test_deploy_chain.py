@@ -24,7 +24,7 @@ def env():
 
 def _check(env, name, dtype, layout):
     g = _fleet.graph(dtype)
-    dep = env.fleet.deploy(g, name=name, layout=layout, progress=False, timeout_s=5)
+    dep = env.fleet.deploy(g, name=name, layout=layout, progress=False, ready_timeout_s=30)
     local = LocalModel(_fleet.model(dtype))
     xs = [random_inputs(dep.record.model["inputs"], seed) for seed in range(12)]
     want = [local.run(x) for x in xs]

@@ -1,0 +1,96 @@
+"""The fleet commands from other processes: nodes, deploy, infer, bench, monitor, undeploy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from planner.fleet.reference import LocalModel, random_inputs
+from planner.layout import chain
+from tests.e2e import _fleet
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(not _fleet.HAVE_MOSQUITTO, reason="mosquitto not installed")]
+
+
+@pytest.fixture(scope="module")
+def env():
+    yield from _fleet.start("mosquitto")
+
+
+def tf(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "planner.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _one_line_exit_2(r: subprocess.CompletedProcess, text: str) -> None:
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and text in lines[0] and "Traceback" not in r.stderr
+
+
+def test_nodes_json_lists_the_agents(env):
+    r = tf("nodes", "--broker", env.broker.url, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert sorted(n["name"] for n in doc["nodes"]) == env.names
+    assert all(n["data_endpoint"].startswith("tcp://") for n in doc["nodes"])
+
+
+def test_infer_bench_monitor_undeploy_from_other_processes(env, tmp_path):
+    g = _fleet.graph()
+    model = tmp_path / "m.tflite"
+    model.write_bytes(_fleet.model())
+    dep = env.fleet.deploy(g, name="cli", layout=chain(len(g.ops), [25, 50], env.names),
+                           progress=False)
+    dep.close()
+    x = random_inputs(dep.record.model["inputs"], 7)["input"]
+    np.save(tmp_path / "x.npy", x)
+    r = tf("infer", "--broker", env.broker.url, "--deployment", "cli", "--input",
+           str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"))
+    assert r.returncode == 0, r.stderr
+    want = LocalModel(_fleet.model()).run({"input": x})
+    assert np.array_equal(np.load(tmp_path / "y.npy"), next(iter(want.values())))
+    r = tf("infer", "--broker", env.broker.url, "--deployment", "cli", "--input",
+           str(tmp_path / "x.npy"), "-o", str(tmp_path / "outdir"))  # a directory: NAME.npy
+    assert r.returncode == 0 and len(list((tmp_path / "outdir").glob("*.npy"))) == 1
+    r = tf("bench", "--broker", env.broker.url, "--deployment", "cli", "--frames", "40",
+           "--check-against", str(model), "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert {"frames", "delivered", "errors", "mismatches", "latency_p50_s", "latency_p95_s",
+            "throughput_fps"} <= set(doc)
+    assert (doc["frames"], doc["delivered"], doc["errors"], doc["mismatches"]) == (40, 40, 0, 0)
+    assert 0 < doc["latency_p50_s"] <= doc["latency_p95_s"] and doc["throughput_fps"] > 0
+    r = tf("monitor", "--broker", env.broker.url, "--count", "1")
+    assert r.returncode == 0 and "cli/" in r.stdout and "deployment cli" in r.stdout
+    r = tf("undeploy", "cli", "--broker", env.broker.url)
+    assert r.returncode == 0, r.stderr
+    _one_line_exit_2(tf("undeploy", "cli", "--broker", env.broker.url), "unknown deployment")
+
+
+def test_bad_input_exits_2_with_one_line(env, tmp_path):
+    g = _fleet.graph()
+    env.fleet.deploy(g, name="bad-input", layout=chain(len(g.ops), [], env.names[:1]),
+                     progress=False).close()
+    np.save(tmp_path / "wrong.npy", np.zeros((1, 8, 8, 3), np.float32))
+    url = env.broker.url
+    _one_line_exit_2(tf("infer", "--broker", url, "--deployment", "bad-input", "--input",
+                        str(tmp_path / "wrong.npy"), "-o", str(tmp_path / "y.npy")),
+                     "expected float32[1, 64, 64, 3]")
+    _one_line_exit_2(tf("infer", "--broker", url, "--deployment", "nope", "--input",
+                        str(tmp_path / "wrong.npy"), "-o", str(tmp_path / "y.npy")),
+                     "unknown deployment 'nope'")
+    _one_line_exit_2(tf("infer", "--broker", url, "--deployment", "bad-input", "--input",
+                        str(tmp_path / "missing.npy"), "-o", str(tmp_path / "y.npy")),
+                     "missing.npy")
+    _one_line_exit_2(tf("bench", "--broker", url, "--deployment", "nope", "--frames", "1"),
+                     "unknown deployment")
+    _one_line_exit_2(tf("nodes", "--broker", "mqtt://127.0.0.1:1"), "broker unreachable")
+    _one_line_exit_2(tf("deploy", str(tmp_path / "wrong.npy"), "--broker", url, "--name",
+                        "x"), "wrong.npy")
+    env.fleet.undeploy("bad-input")
