@@ -16,7 +16,7 @@ and bound restores distinctness: when device v hosts ranges [a1, b1) and a later
 distinct solution has v's range entirely before op b1, entirely after it, or containing
 it; the three branches forbid or force v there. Best-first on the relaxed bound, the
 first distinct solution popped is optimal. With early graph outputs the objective is a
-max; a bisection on the bound L (early arrivals <= L) makes it exact.
+max; a parametric descent on the bound for early arrivals makes it exact.
 """
 
 from __future__ import annotations
@@ -32,9 +32,11 @@ from planner.errors import PlanError
 from planner.plan import Plan
 from planner.planbuild import make_plan, ranges_to_stages
 from planner.profile import Profile
+from planner.strategies._classes import device_classes
 from planner.strategies._common import allowed, candidates, setup
 
 NAME = "latency"
+TOLERANCE = 1e-9  # relative optimality gap accepted when early outputs make latency a max
 MAX_BRANCHES = 400  # nodes of the branch and bound before settling for the best distinct plan
 
 
@@ -54,9 +56,22 @@ class _Model:
         self.sink_lat = np.array([0.0 if d == p.sink else s.latency for d, s in zip(names, sink, strict=True)])
         self.sink_inv_bw = np.array([0.0 if d == p.sink else 1.0 / s.bandwidth for d, s in zip(names, sink, strict=True)])
         self.reach = np.stack([cm.memory_reach(d) for d in names], axis=1)  # (n+1, D)
+        self._sends: dict[int, np.ndarray] = {}
+        self._cache = cm.n * cm.n * D <= 4_000_000  # bound-independent, reused by every pass
+
+    def sink_sends(self, b: int) -> np.ndarray:
+        """(b, D) seconds to send the outputs of ranges [a, b) to the sink, for all a < b."""
+        got = self._sends.get(b)
+        if got is None:
+            got = self.sink_send(self.cm.out_prefix[b] - self.cm.out_prefix[:b])
+            if self._cache:
+                self._sends[b] = got
+        return got
 
     def sink_send(self, out_bytes: np.ndarray) -> np.ndarray:
         """(A, D) seconds to send (A,) output byte counts from each device to the sink."""
+        if not out_bytes.any():
+            return np.zeros((len(out_bytes), len(self.names)))
         ob = out_bytes[:, None]
         return np.where(ob > 0, self.sink_lat[None, :] + ob * self.sink_inv_bw[None, :], 0.0)
 
@@ -80,7 +95,7 @@ class _Model:
                 vals = src[:b] + (P[b][None, :] - P[:b])  # (b, D) finish of a stage [a, b)
                 a_idx = np.arange(b)[:, None]
                 bad = (a_idx < first_ok[b][None, :]) | (self.reach[:b] < b)
-                out = self.sink_send(cm.out_prefix[b] - cm.out_prefix[:b])
+                out = self.sink_sends(b)
                 if b < n:
                     bad |= vals + out > bound
                 else:
@@ -118,7 +133,7 @@ class _Model:
 
 
 def chain_latency(cm: CostModel, cuts: list[int], devices: list[str]) -> float:
-    """The latency formula of the module docstring for one chain (used by tests and bisection)."""
+    """The latency formula of the module docstring for one chain (used by tests and the descent)."""
     p = cm.profile
     t, prev, worst = 0.0, p.source, 0.0
     for a, b, d in zip(cuts, cuts[1:], devices, strict=False):
@@ -131,24 +146,44 @@ def chain_latency(cm: CostModel, cuts: list[int], devices: list[str]) -> float:
 
 
 def _solve_bounded(m: _Model, ok: np.ndarray, layers: int | None):
-    """Exact relaxed optimum including early outputs: bisection on the early-arrival bound."""
+    """Relaxed optimum including early outputs (exact, or within TOLERANCE of it).
+
+    solve(B) gives the best final arrival among chains whose early outputs arrive before
+    B. If it is >= B, no chain beats B (a lower bound); otherwise its chain is a new
+    incumbent below B. Steps alternate between B just under the incumbent (which proves
+    the incumbent optimal when it fails) and the midpoint of the bounds.
+    """
     val, cuts, devs = m.solve(ok, layers, math.inf)
     if cuts is None:
         return math.inf, None, None
-    true = chain_latency(m.cm, cuts, devs)
-    if true <= val * (1 + 1e-12):
-        return true, cuts, devs
-    lo, hi, best = val, true, (true, cuts, devs)
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        v, c, d = m.solve(ok, layers, mid)
-        if c is not None and v <= mid:
-            best, hi = (chain_latency(m.cm, c, d), c, d), mid
-        else:
-            lo = mid
-        if hi - lo <= 1e-12 * hi:
-            break
+    lo, best = val, (chain_latency(m.cm, cuts, devs), cuts, devs)
+    step = 0
+    while best[0] - lo > TOLERANCE * best[0]:
+        bound = best[0] * (1 - 1e-12) if step % 2 == 0 else (lo + best[0]) / 2
+        step += 1
+        val, cuts, devs = m.solve(ok, layers, bound)
+        if cuts is None or val >= bound:
+            if step % 2 == 1:
+                break  # nothing arrives before the incumbent: it is optimal
+            lo = bound
+            continue
+        true = chain_latency(m.cm, cuts, devs)
+        if true < best[0]:
+            best = (true, cuts, devs)
     return best
+
+
+def _swap_twins(devs: list[str], twins: dict) -> list[str]:
+    """Replace a second use of a device by an unused identical twin: same cost, now distinct."""
+    out, used = [], set(devs)
+    for d in devs:
+        if d in out:
+            free = [t for t in twins.get(d, ()) if t not in used]
+            if free:
+                d = free[0]
+                used.add(d)
+        out.append(d)
+    return out
 
 
 def _repeat(devs: list[str], cuts: list[int]):
@@ -167,13 +202,20 @@ def solve(cm: CostModel, names: list[str], constraints: Constraints):
     base = allowed(cm, names, constraints)
     k = constraints.max_nodes
     layers = k if k is not None and k < len(names) else None
+    # Children enter the heap with the cheap bound (early outputs ignored) and are
+    # refined to their exact relaxed value only when popped.
     heap, tick, fallback = [], 0, None
-    val, cuts, devs = _solve_bounded(m, base, layers)
-    heapq.heappush(heap, (val, tick, base, cuts, devs))
+    twins = {d: cls for cls in device_classes(cm, names, base, constraints).members for d in cls}
+    heapq.heappush(heap, (0.0, tick, base, False, None, None))
     while heap and tick < MAX_BRANCHES:
-        val, _, ok, cuts, devs = heapq.heappop(heap)
-        if cuts is None:
-            break
+        val, _, ok, exact, cuts, devs = heapq.heappop(heap)
+        if not exact:
+            val, cuts, devs = _solve_bounded(m, ok, layers)
+            if cuts is not None:
+                tick += 1
+                heapq.heappush(heap, (val, tick, ok, True, cuts, devs))
+            continue
+        devs = _swap_twins(devs, twins)
         rep = _repeat(devs, cuts)
         if rep is None:
             return val, cuts, devs, tick, True
@@ -189,11 +231,13 @@ def solve(cm: CostModel, names: list[str], constraints: Constraints):
                 child[x, :] = False
                 child[x, j] = ok[x, j]
             tick += 1
-            cv, cc, cd = _solve_bounded(m, child, layers)
+            cv, cc, cd = m.solve(child, layers, math.inf)
             if cc is not None:
-                heapq.heappush(heap, (cv, tick, child, cc, cd))
-                if _repeat(cd, cc) is None and (fallback is None or cv < fallback[0]):
-                    fallback = (cv, cc, cd)
+                heapq.heappush(heap, (cv, tick, child, False, None, None))
+                if _repeat(cd, cc) is None:
+                    true = chain_latency(cm, cc, cd)
+                    if fallback is None or true < fallback[0]:
+                        fallback = (true, cc, cd)
     if fallback is not None:
         return fallback[0], fallback[1], fallback[2], tick, False
     raise no_fit_error(cm, names)

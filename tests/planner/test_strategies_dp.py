@@ -36,17 +36,22 @@ instances = st.tuples(
     st.integers(1, 4),  # devices
     st.integers(0, 10_000),  # profile seed
     st.sampled_from(["loose", "tight"]),
-    st.booleans(),  # uniform links
+    st.sampled_from(["random", "uniform", "twins"]),  # links; twins: identical devices too
 )
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _setup(inst):
-    mseed, n_ops, nd, pseed, mem, uniform = inst
+    mseed, n_ops, nd, pseed, mem, links = inst
     g = graph(mseed, n_ops)
     prof = random_profile(pseed, nd, memory=(1 << 40, 1 << 40) if mem == "loose" else (20_000, 150_000))
-    if uniform:
+    if links != "random":
         prof = replace(prof, links={})
+    if links == "twins":
+        d0 = prof.devices["d0"]
+        devs = {n: replace(d0, name=n) if n != "client" and int(n[1:]) % 2 == 0 else d
+                for n, d in prof.devices.items()}
+        prof = replace(prof, devices=devs)
     return CostModel(g, prof), [f"d{i}" for i in range(nd)]
 
 
