@@ -25,6 +25,9 @@ class DriftRule:
     intervals: int = 3  # consecutive informative samples beyond the threshold
     warmup: int = 2  # informative samples that set a new stage's baseline
     min_frames: int = 3  # a stage sample needs this many new frames to say anything
+    # The agent's mean covers its last 256 frames, the first (slow) invoke included:
+    # only trust it once that invoke has left the window.
+    settle_frames: int = 300
 
     def beyond(self, ratio: float) -> int:
         """+1 if ratio is too high, -1 if too low, 0 inside the band."""
@@ -65,14 +68,16 @@ class Drift:
                 f"{self.measured:.4g} ({self.ratio:.2f}x)")
 
 
-def informative(samples: Sequence[Sample], min_frames: int) -> list[Sample]:
-    """Samples that carry news: links always, stages only after min_frames new frames."""
+def informative(samples: Sequence[Sample], min_frames: int, settle_frames: int = 0
+                ) -> list[Sample]:
+    """Samples that carry news: links always, stages once settled and min_frames newer."""
     out: list[Sample] = []
     last = None
     for s in samples:
         if s.frames < 0:
             out.append(s)
-        elif s.value > 0 and (last is None or s.frames - last >= min_frames):
+        elif s.value > 0 and s.frames >= settle_frames and (
+                last is None or s.frames - last >= min_frames):
             out.append(s)
             last = s.frames
     return out
@@ -81,7 +86,7 @@ def informative(samples: Sequence[Sample], min_frames: int) -> list[Sample]:
 def drift_of(key: str, subject: str, kind: str, samples: Sequence[Sample], rule: DriftRule,
              baseline: float | None = None) -> Drift | None:
     """The drift of one history under `rule`, or None (also while warming up)."""
-    xs = informative(samples, rule.min_frames)
+    xs = informative(samples, rule.min_frames, rule.settle_frames)
     if baseline is None:
         if len(xs) < rule.warmup + rule.intervals:
             return None

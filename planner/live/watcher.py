@@ -102,8 +102,7 @@ class Watcher:
         if rec is None:
             return None
         if self._history is None or self._history.epoch != rec.epoch:
-            self._history = History(self.name, rec.epoch)
-            self._quiet_until = max(self._quiet_until, now + self.policy.cooldown_s)
+            self._history = History(self.name, rec.epoch)  # new stages, new baselines
         hist = self._history
         for node, doc in dict(self.fleet.control.metrics).items():
             if doc is not self._seen.get(node) and node in rec.nodes:

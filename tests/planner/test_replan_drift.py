@@ -1,0 +1,88 @@
+"""The drift detector is a pure function of sample histories: no network needed."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from planner.live.drift import DriftRule, History, Sample, device_factors, drift_of, informative
+
+RULE = DriftRule(threshold=0.3, intervals=3, warmup=2, min_frames=3, settle_frames=0)
+
+
+def stage(values, step=10, start=0):
+    """Stage samples one second apart with `step` new frames each."""
+    return [Sample(float(i), v, start + step * (i + 1)) for i, v in enumerate(values)]
+
+
+def test_sustained_slow_down_is_a_drift():
+    d = drift_of("d/1/s0", "n1", "stage", stage([1.0, 1.0, 1.0, 2.0, 2.1, 1.9]), RULE)
+    assert d is not None and d.subject == "n1" and d.baseline == 1.0
+    assert d.measured == 2.0 and abs(d.ratio - 2.0) < 1e-9 and d.since == 3.0
+
+
+def test_a_short_spike_is_not():
+    xs = stage([1.0, 1.0, 2.0, 2.0, 1.0])
+    assert drift_of("k", "n", "stage", xs, RULE) is None
+    assert drift_of("k", "n", "stage", stage([1.0, 1.0, 2.0, 2.0]), RULE) is None
+
+
+def test_within_the_band_is_not():
+    assert drift_of("k", "n", "stage", stage([1.0, 1.0, 1.29, 0.71, 1.25]), RULE) is None
+
+
+def test_mixed_directions_are_not_sustained():
+    assert drift_of("k", "n", "stage", stage([1.0, 1.0, 2.0, 0.5, 2.0]), RULE) is None
+
+
+def test_speed_up_is_a_drift_too():
+    d = drift_of("k", "n", "stage", stage([1.0, 1.0, 0.5, 0.5, 0.6]), RULE)
+    assert d is not None and d.ratio < 0.7
+
+
+def test_idle_stage_samples_say_nothing():
+    # frames do not move: the mean is stale, whatever its value
+    xs = stage([1.0, 1.0]) + [Sample(5.0 + i, 3.0, 20) for i in range(5)]
+    assert drift_of("k", "n", "stage", xs, RULE) is None
+
+
+def test_warm_up_frames_are_ignored_until_settled():
+    rule = DriftRule(settle_frames=300)
+    xs = [Sample(float(i), v, 100 * (i + 1)) for i, v in enumerate([5.0, 3.0, 1.0, 1.0, 1.0,
+                                                                     1.0, 1.0])]
+    assert len(informative(xs, rule.min_frames, rule.settle_frames)) == 5
+    assert drift_of("k", "n", "stage", xs, rule) is None
+
+
+def test_link_against_a_given_baseline():
+    xs = [Sample(float(i), 4e6) for i in range(3)]
+    d = drift_of("a->b", "a->b", "link", xs, RULE, baseline=12.5e6)
+    assert d is not None and d.kind == "link" and d.measured == 4e6
+    assert drift_of("a->b", "a->b", "link", xs[:2], RULE, baseline=12.5e6) is None
+
+
+def test_history_keeps_only_this_epoch_and_device_factors_weigh_by_time():
+    h = History("dep", 2)
+    for t in range(6):
+        slow = 1.0 if t < 2 else 3.0
+        doc = {"stages": {"dep/2/s0": {"run_mean_s": 0.01 * slow, "frames": 400 + 50 * t},
+                          "dep/2/s1": {"run_mean_s": 0.03 * slow, "frames": 400 + 50 * t},
+                          "dep/1/s0": {"run_mean_s": 9.0, "frames": 400 + 50 * t},
+                          "other/2/s0": {"run_mean_s": 9.0, "frames": 400 + 50 * t},
+                          "dep/2/bad": {"run_mean_s": "x", "frames": 1}}}
+        h.add_metrics("n1", doc, float(t))
+    assert sorted(h.stages) == ["dep/2/s0", "dep/2/s1"]
+    drifts = h.drifts(DriftRule())
+    assert {d.key for d in drifts} == {"dep/2/s0", "dep/2/s1"}
+    assert abs(device_factors(drifts)["n1"] - 3.0) < 1e-9
+
+
+@given(st.lists(st.floats(0.71, 1.29), min_size=0, max_size=30))
+def test_noise_inside_the_band_never_triggers(values):
+    assert drift_of("k", "n", "stage", stage([1.0, 1.0, *values]), RULE) is None
+
+
+@given(st.floats(1.31, 50.0), st.integers(3, 10))
+def test_any_sustained_step_up_triggers(factor, n):
+    d = drift_of("k", "n", "stage", stage([1.0, 1.0] + [factor] * n), RULE)
+    assert d is not None and abs(d.ratio - factor) < 1e-9

@@ -1,0 +1,92 @@
+"""Re-plan decisions: triggers, the updated profile, moved stages, partial-then-full."""
+
+from __future__ import annotations
+
+from planner.constraints import Constraints
+from planner.graph import ModelGraph
+from planner.live.drift import Drift
+from planner.live.policy import (
+    DRIFT,
+    NODE_LOST,
+    Trigger,
+    adjust_profile,
+    decide,
+    link_baselines,
+    moved_stages,
+)
+from planner.live.replanner import Replan, plan_next
+from planner.modelbuild import recipes
+from planner.profile import Device, Link, Profile
+
+ONLINE = {"state": "online"}
+OFFLINE = {"state": "offline"}
+
+
+def slow(node: str, factor: float = 3.0) -> Drift:
+    return Drift(f"d/1/{node}", node, "stage", 0.01, 0.01 * factor, 5.0)
+
+
+def test_a_lost_node_triggers_at_once_even_in_the_cool_down():
+    t = decide(["a", "b"], {"a": ONLINE, "b": OFFLINE}, [], now=1.0, quiet_until=99.0)
+    assert t == Trigger(NODE_LOST, ("b",))
+    assert "node b went offline" in t.describe()
+
+
+def test_unknown_status_is_not_a_loss():
+    assert decide(["a", "b"], {"a": ONLINE}, [], 1.0, 0.0) is None
+
+
+def test_drift_waits_for_the_cool_down():
+    assert decide(["a"], {"a": ONLINE}, [slow("a")], now=1.0, quiet_until=2.0) is None
+    t = decide(["a"], {"a": ONLINE}, [slow("a")], now=3.0, quiet_until=2.0)
+    assert t is not None and t.reason == DRIFT and t.drifts == (slow("a"),)
+
+
+def test_drifts_of_a_lost_node_are_dropped():
+    t = decide(["a", "b"], {"a": ONLINE, "b": OFFLINE}, [slow("b"), slow("a")], 0.0, 0.0)
+    assert t.lost == ("b",) and t.drifts == (slow("a"),)
+
+
+def _profile(sha: str) -> Profile:
+    devs = {n: Device(n, op_seconds={sha: (0.001, 0.002)}) for n in ("a", "b", "c")}
+    devs["client"] = Device("client", compute=False)
+    links = {("a", "b"): Link(1e7, 1e-3), ("b", "c"): Link(1e7, 1e-3), ("c", "a"): Link(1e7, 0)}
+    return Profile(devs, links)
+
+
+def test_adjust_profile_drops_the_dead_and_scales_the_slow():
+    p = _profile("m")
+    link = Drift("a->c", "a->c", "link", 1e7, 2e6, 0.0)
+    q = adjust_profile(p, "m", Trigger(NODE_LOST, ("b",), (slow("a", 4.0), link)))
+    assert "b" not in q.devices and all("b" not in k for k in q.links)
+    assert q.devices["a"].op_seconds["m"] == (0.004, 0.008)
+    assert q.devices["a"].speed == p.devices["a"].speed / 4
+    assert q.devices["c"] == p.devices["c"]
+    assert q.link("a", "c").bandwidth == 2e6 and q.link("a", "c").latency == 0
+    assert p.devices["a"].op_seconds["m"] == (0.001, 0.002)  # the input is not changed
+
+
+def test_link_baselines_cover_both_directions():
+    b = link_baselines(_profile("m"), ["a", "b"])
+    assert b == {"a->b": 1e7, "b->a": 1e7}
+
+
+def test_moved_stages():
+    old = {"s0": {"ops": [0, 10], "node": "a"}, "s1": {"ops": [10, 20], "node": "b"}}
+    new = {"s0": {"ops": [0, 10], "node": "a"}, "s1": {"ops": [10, 20], "node": "c"}}
+    assert moved_stages(old, new) == [{"ops": [10, 20], "from": ["b"], "to": ["c"]}]
+    assert moved_stages(old, old) == []
+
+
+def test_plan_next_avoids_the_lost_and_the_slow_node():
+    g = ModelGraph(recipes.mobilenet_v2_like(input_size=32, seed=0), "m")
+    devs = {n: Device(n) for n in ("a", "b", "c")}
+    devs["client"] = Device("client", compute=False)
+    p = adjust_profile(Profile(devs, {}), g.sha256,
+                       Trigger(NODE_LOST, ("b",), (slow("a", 50.0),)))
+    plan, mode = plan_next(g, p, None, "throughput", Constraints())
+    assert mode == "full" and "b" not in plan.devices()
+    ops = {d: sum(s.ops[1] - s.ops[0] for s in plan.stages if s.device == d) for d in "ac"}
+    assert ops["c"] > ops["a"]
+    ev = Replan("d", 2, 1, NODE_LOST, "x", mode, "throughput", [], 0.1)
+    assert ev.to_json()["mode"] == "full" and ev.to_json()["epoch"] == 2
