@@ -12,6 +12,8 @@ import numpy as np
 
 from planner.modelbuild.graph import GraphIR, Op
 
+_IM2COL_ELEMENTS = 1 << 23  # float64 values per im2col band (64 MB)
+
 
 def _same_pads(size: int, out: int, k: int, s: int, d: int) -> tuple[int, int]:
     total = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
@@ -32,6 +34,11 @@ def _windows(x: np.ndarray, p: dict[str, Any], out_hw: tuple[int, int], fill: fl
             yield i, j, x[:, y0 : y0 + (oh - 1) * sh + 1 : sh, x0 : x0 + (ow - 1) * sw + 1 : sw, :]
 
 
+def _strided(x: np.ndarray, p: dict[str, Any], out_hw: tuple[int, int]) -> np.ndarray:
+    """The pixels a 1x1 window reads (stride applied)."""
+    return next(_windows(x, {**p, "kernel": (1, 1)}, out_hw, 0.0))[2]
+
+
 def activation(z: np.ndarray, act: str) -> np.ndarray:
     """Fused activation NONE / RELU / RELU6."""
     if act == "RELU":
@@ -48,9 +55,17 @@ def linear_part(op: Op, x: np.ndarray, w: np.ndarray, out_shape: tuple[int, ...]
         return x.reshape(n, -1) @ w.T
     oh, ow = out_shape[1], out_shape[2]
     if op.kind == "conv2d":
-        z = np.zeros((n, oh, ow, w.shape[0]))
-        for i, j, v in _windows(x, op.params, (oh, ow), 0.0):
-            z += v @ w[:, i, j, :].T
+        wmat = w.reshape(w.shape[0], -1).T.astype(np.float64)  # rows in (kh, kw, C) order
+        if wmat.shape[0] == x.shape[3]:  # 1x1: one matrix product
+            return _strided(x, op.params, (oh, ow)) @ wmat
+        taps = [v for _, _, v in _windows(x, op.params, (oh, ow), 0.0)]
+        z = np.empty((n, oh, ow, w.shape[0]))
+        # im2col a band of output rows at a time: one large-K product per band is
+        # several times faster than one product per tap, and memory stays bounded.
+        band = max(1, _IM2COL_ELEMENTS // max(1, n * ow * wmat.shape[0]))
+        for r in range(0, oh, band):
+            cols = np.concatenate([v[:, r : r + band] for v in taps], axis=3)
+            z[:, r : r + band] = cols @ wmat
         return z
     mult = op.params["multiplier"]
     if mult > 1:  # output channel c*mult+m reads input channel c

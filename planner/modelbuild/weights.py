@@ -16,7 +16,10 @@ from planner.modelbuild.graph import WEIGHTED_OPS, GraphIR, Op
 from planner.modelbuild.quantize import sample_floats
 from planner.modelbuild.reference import activation, linear_part, run_op
 
-INIT_SAMPLES = 4  # sample inputs the BatchNorm statistics are measured on
+# Sample inputs the BatchNorm statistics are measured on: 4, or 2 for large inputs
+# (over 128x128), whose many pixels give per-channel statistics enough values anyway.
+INIT_SAMPLES = (2, 4)
+_INIT_PIXELS = 4 * 128 * 128
 GAMMA_RANGE = (0.6, 1.4)  # per-channel output standard deviation
 # Per-channel output mean, in units of that channel's gamma. Centred ReLU nets are
 # chaotic (every layer amplifies small perturbations such as int8 rounding by ~1.2x);
@@ -56,8 +59,9 @@ def _raw_kernel(
         )
     else:
         shape, fan_in = (p["units"], p["in_features"]), p["in_features"]
-    raw = rng.standard_normal(shape, dtype=np.float32).astype(np.float64)
-    return raw * np.sqrt(2.0 / fan_in), 0 if op.kind != "depthwise_conv2d" else 3
+    # float32 end to end: VGG's first FC alone has 100M weights.
+    raw = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+    return raw, 0 if op.kind != "depthwise_conv2d" else 3
 
 
 def _fold(
@@ -83,7 +87,7 @@ def _fold(
     scale = gamma / sigma
     shape = [1] * raw.ndim
     shape[out_axis] = channels
-    weights = (raw * scale.reshape(shape)).astype(np.float32)
+    weights = raw * scale.astype(np.float32).reshape(shape)
     bias = (beta - mu * scale).astype(np.float32)
     y = activation(z * scale + bias, op.params["activation"])
     return {"weights": weights, "bias": bias}, y
@@ -92,7 +96,9 @@ def _fold(
 def generate_weights(ir: GraphIR, seed: int) -> dict[int, dict[str, np.ndarray]]:
     """Float32 weights and biases for every weighted op, keyed by op index."""
     shapes = [ir.tensor_shapes[t] for t in ir.inputs]
-    samples = sample_floats(shapes, seed ^ _INIT_STREAM, INIT_SAMPLES)
+    pixels = max(s[1] * s[2] if len(s) == 4 else 1 for s in shapes)
+    count = int(np.clip(_INIT_PIXELS // pixels, *INIT_SAMPLES))
+    samples = sample_floats(shapes, seed ^ _INIT_STREAM, count)
     values = {
         t: np.concatenate([s[k] for s in samples]).astype(np.float64)
         for k, t in enumerate(ir.inputs)

@@ -266,7 +266,11 @@ def test_signature_def_maps_io_names_to_graph_tensors(dtype):
     assert sig.signatureKey.decode() == SIGNATURE_KEY and sig.subgraphIndex == 0
     assert [t.tensorIndex for t in sig.inputs] == list(sub.inputs)
     assert [t.tensorIndex for t in sig.outputs] == list(sub.outputs)
-    assert [t.name.decode() for t in sig.outputs] == ["exit1/softmax", "exit2/softmax", "final/softmax"]
+    assert [t.name.decode() for t in sig.outputs] == [
+        "exit1/softmax",
+        "exit2/softmax",
+        "final/softmax",
+    ]
     interp = make_interpreter(model)
     runner = interp.get_signature_runner(SIGNATURE_KEY)
     x = sample_inputs(model, 1)
