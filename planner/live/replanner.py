@@ -20,6 +20,7 @@ from planner.errors import PlanError, TilefleetError
 from planner.fleet.control import Control
 from planner.fleet.record import Record
 from planner.graph import ModelGraph
+from planner.live.drift import device_factors, link_bandwidths
 from planner.live.policy import Trigger, adjust_profile, moved_stages
 from planner.profile import Profile
 
@@ -58,24 +59,28 @@ def replans_topic(control: Control, name: str) -> str:
 
 
 def plan_next(graph: ModelGraph, profile: Profile, old_plan: dict[str, Any] | None,
-              strategy: str, constraints: Constraints, partial: bool = True
-              ) -> tuple[Any, str]:
-    """(Plan, "partial"|"full"): D3's partial adjustment of the old plan, else a full plan."""
-    if partial and old_plan:
-        try:
-            from planner.partial import partial_replan
-        except ImportError:
-            partial_replan = None  # planner/partial.py not in this checkout yet
-        if partial_replan is not None:
-            try:
-                return partial_replan(graph, profile, old_plan, constraints), "partial"
-            except TilefleetError as exc:
-                log.info("partial re-plan refused (%s); planning from scratch", exc)
+              strategy: str, constraints: Constraints, partial: bool = True,
+              changed: set[str] | None = None) -> tuple[Any, str]:
+    """(Plan, "partial"|"full"): D3's partial adjustment of the old plan, else a full plan.
+
+    planner.partial keeps the adjusted old plan only when it is within its tolerance of
+    a full re-plan with the same strategy; `changed` names the devices that drifted.
+    """
     from planner.strategies import STRATEGIES
 
     fn = STRATEGIES.get(strategy) or STRATEGIES.get(FALLBACK_STRATEGY)
     if fn is None:
         raise PlanError(f"unknown strategy {strategy!r}")
+    if partial and old_plan:
+        from planner.partial import replan as partial_replan
+        from planner.plan import plan_from_json
+
+        try:
+            plan = partial_replan(graph, plan_from_json(old_plan, "<deployment record>"),
+                                  profile, constraints, fn, changed=changed)
+            return plan, str(plan.notes.get("replan", {}).get("mode", "partial"))
+        except TilefleetError as exc:
+            log.info("partial re-plan refused (%s); planning from scratch", exc)
     return fn(graph, profile, constraints), "full"
 
 
@@ -90,7 +95,10 @@ def execute(control: Control, graph: ModelGraph, record: Record, profile: Profil
     t0 = time.monotonic() if seen_at is None else seen_at
     new_profile = adjust_profile(profile, graph.sha256, trigger)
     tp = time.monotonic()
-    plan, mode = plan_next(graph, new_profile, record.plan, strategy, constraints, partial)
+    changed = set(device_factors(trigger.drifts)) | {
+        n for a, b in link_bandwidths(trigger.drifts) for n in (a, b)}
+    plan, mode = plan_next(graph, new_profile, record.plan, strategy, constraints, partial,
+                           changed - set(trigger.lost))
     plan_s = time.monotonic() - tp
     rec = deploy_layout(control, graph, from_plan(plan), record.name, strategy=strategy,
                         plan=plan.to_json(), predicted=dict(plan.predicted),

@@ -90,3 +90,16 @@ def test_plan_next_avoids_the_lost_and_the_slow_node():
     assert ops["c"] > ops["a"]
     ev = Replan("d", 2, 1, NODE_LOST, "x", mode, "throughput", [], 0.1)
     assert ev.to_json()["mode"] == "full" and ev.to_json()["epoch"] == 2
+
+
+def test_plan_next_adjusts_the_old_plan_first():
+    g = ModelGraph(recipes.mobilenet_v2_like(input_size=32, seed=0), "m")
+    devs = {n: Device(n) for n in ("a", "b", "c", "d")}
+    devs["client"] = Device("client", compute=False)
+    base = Profile(devs, {})
+    old, _ = plan_next(g, base, None, "throughput", Constraints())
+    lost = old.devices()[0]
+    p = adjust_profile(base, g.sha256, Trigger(NODE_LOST, (lost,)))
+    plan, mode = plan_next(g, p, old.to_json(), "throughput", Constraints())
+    assert lost not in plan.devices()
+    assert mode == plan.notes["replan"]["mode"] in ("partial", "full")
