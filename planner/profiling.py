@@ -13,20 +13,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import zmq
 
 from node.config import config_dir
 from node.errors import WireError
 from node.wire import messages as m
+from node.wire.frames import CLIENT, Header, encode, meta_for
 from node.wire.service import ServiceClient
 from planner.cut import Part, cut_range
 from planner.errors import CutError, FleetError
+from planner.fleet.dataclient import local_address_towards
 from planner.graph import ModelGraph
 from planner.profile import Device, Link, Profile, analytic_op_seconds, board_device
 from planner.progress import Progress
@@ -175,22 +179,62 @@ def profile_fleet(fleet: Fleet, graph: ModelGraph, nodes: list[str] | None = Non
 
 def probe_links(fleet: Fleet, nodes: list[NodeInfo], nbytes: int = 1_000_000
                 ) -> dict[tuple[str, str], Link]:
-    """Client <-> node links measured from here, node -> node links by `probe` commands."""
+    """Links with probed bandwidth and the latency of a real data-plane hop.
+
+    Bandwidth comes from the service-socket probes (client <-> node from here, node ->
+    node by `probe` commands). Latency is half the round trip of a small tensor through
+    a forward stage on the node and back, which includes what a stage hop costs (header
+    decode/encode, sockets) and not just a ping; node -> node hops use the mean of the
+    two nodes' halves.
+    """
     links: dict[tuple[str, str], Link] = {}
     ctx = zmq.Context.instance()
+    hop = {n.name: hop_latency(fleet, n) for n in nodes}
     for n in nodes:
         with ServiceClient(n.service_endpoint, ctx, 30) as svc:
             r = svc.probe(nbytes, 3)
-        links[("client", n.name)] = links[(n.name, "client")] = _link(r)
+        links[("client", n.name)] = links[(n.name, "client")] = _link(r, hop[n.name])
     for a in nodes:
         for b in nodes:
             if a.name != b.name:
                 r = fleet.control.command(a.name, m.Probe, 60, endpoint=b.service_endpoint,
                                           nbytes=nbytes, repetitions=3)
-                links[(a.name, b.name)] = _link(r)
+                links[(a.name, b.name)] = _link(r, (hop[a.name] + hop[b.name]) / 2)
     return links
 
 
-def _link(r: dict[str, Any]) -> Link:
-    return Link(bandwidth=max(float(r["bandwidth_bps"]) / 8, 1.0),
-                latency=max(float(r["rtt_s"]) / 2, 0.0))
+def hop_latency(fleet: Fleet, node: NodeInfo, rounds: int = 30) -> float:
+    """Half the median round trip client -> forward stage on `node` -> client (seconds)."""
+    dep = f"_hop-{fleet.control.client_id[-8:]}"
+    spec = m.StageSpec("fwd", None, (m.InputSpec("x", "float32", (1, 64)),),
+                       (m.Route("x", CLIENT),))
+    fleet.control.command(node.name, m.Deploy, 30, deployment=dep, epoch=0, stages=(spec,))
+    ctx = zmq.Context.instance()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    try:
+        pull.linger = push.linger = 0
+        port = pull.bind_to_random_port("tcp://127.0.0.1" if node.data_endpoint.startswith(
+            "tcp://127.") else "tcp://*")
+        reply = f"tcp://{local_address_towards(node.data_endpoint)}:{port}"
+        push.connect(node.data_endpoint)
+        x = np.zeros((1, 64), np.float32)
+        rtts = []
+        for k in range(rounds + 3):
+            h = Header("data", dep, 0, f"h{k}", "fwd", reply, (meta_for("x", x),))
+            t = time.perf_counter()
+            push.send_multipart(encode(h, [x]), copy=False)
+            if not pull.poll(5000):
+                raise FleetError(f"node {node.name!r}: no echo from its data endpoint "
+                                 f"{node.data_endpoint} within 5 s")
+            pull.recv_multipart()
+            if k >= 3:  # the first rounds set up connections
+                rtts.append(time.perf_counter() - t)
+        return statistics.median(rtts) / 2
+    finally:
+        pull.close()
+        push.close()
+        fleet.control.command(node.name, m.Undeploy, 10, deployment=dep)
+
+
+def _link(r: dict[str, Any], latency: float) -> Link:
+    return Link(bandwidth=max(float(r["bandwidth_bps"]) / 8, 1.0), latency=max(latency, 0.0))
