@@ -10,7 +10,7 @@ every variant; int8 copies next to a float boundary are named "<name>/int8".
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import flatbuffers
@@ -19,7 +19,9 @@ from ai_edge_litert import schema_py_generated as fb
 
 from planner.modelbuild.emit_ops import emit_op
 from planner.modelbuild.graph import GraphIR
-from planner.modelbuild.quantize import activation_params, calibrate, sample_floats
+from planner.modelbuild.quantize import activation_params
+from planner.modelbuild.reference import tensor_ranges
+from planner.modelbuild.samples import sample_floats
 from planner.modelbuild.weights import generate_weights
 
 SIGNATURE_KEY = "serving_default"
@@ -283,17 +285,6 @@ def pack(model: fb.ModelT, size_hint: int = 0) -> bytes:
     return bytes(b.Output())
 
 
-def _emit(
-    ir: GraphIR,
-    weights: dict[int, dict[str, np.ndarray]],
-    options: BuildOptions,
-    qparams: dict[int, tuple[float, int]] | None,
-) -> tuple[bytes, dict[int, int]]:
-    em = Emitter(ir, options, qparams)
-    model = em.emit(weights)
-    return pack(model, em.data_bytes), em.act
-
-
 def check_graph(ir: GraphIR) -> None:
     """Raise ValueError unless the graph has inputs and outputs produced by ops."""
     if not ir.inputs:
@@ -312,11 +303,11 @@ def build_model(ir: GraphIR, options: BuildOptions) -> bytes:
     options.check()
     check_graph(ir)
     weights = generate_weights(ir, options.seed)
-    if options.dtype == "float32":
-        return _emit(ir, weights, options, None)[0]
-    plain = BuildOptions(dtype="float32", seed=options.seed)
-    float_model, index = _emit(ir, weights, plain, None)
-    shapes = [ir.tensor_shapes[t] for t in ir.inputs]
-    samples = sample_floats(shapes, options.seed, options.calibration_samples)
-    ranges = calibrate(float_model, index, samples)
-    return _emit(ir, weights, replace(options), activation_params(ir, ranges))[0]
+    qparams = None
+    if options.dtype == "int8":
+        shapes = [ir.tensor_shapes[t] for t in ir.inputs]
+        samples = sample_floats(shapes, options.seed, options.calibration_samples)
+        qparams = activation_params(ir, tensor_ranges(ir, weights, samples))
+    em = Emitter(ir, options, qparams)
+    model = em.emit(weights)
+    return pack(model, em.data_bytes)

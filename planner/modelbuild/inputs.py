@@ -8,7 +8,8 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
 from node.runtime import RuntimeSettings, run_whole
-from planner.modelbuild.quantize import quantize_activation, random_images
+from planner.modelbuild.quantize import quantize_activation
+from planner.modelbuild.samples import random_images
 
 _NP = {
     fb.TensorType.FLOAT32: np.float32,

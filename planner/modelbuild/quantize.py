@@ -1,7 +1,7 @@
-"""Full-integer int8 quantization without TensorFlow: calibration and parameter choice.
+"""Full-integer int8 quantization without TensorFlow: choosing the parameters.
 
-Activations: asymmetric int8 per tensor from min/max seen when the float32 model runs
-on a few representative inputs (uniform on [-1, 1]). Weights: symmetric per-channel
+Activations: asymmetric int8 per tensor from the min/max every tensor reaches on a few
+representative inputs (reference.tensor_ranges). Weights: symmetric per-channel
 int8 for convolutions, per-tensor for FULLY_CONNECTED; bias int32 with scale
 input_scale * weight_scale[c]. Ops whose int8 kernels move raw values (pool, pad,
 reshape, resize, concatenation) get one shared scale for their inputs and output;
@@ -11,11 +11,9 @@ SOFTMAX and LOGISTIC outputs are fixed at scale 1/256, zero point -128.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
-from node.runtime import runtime_name
 from planner.modelbuild.graph import FIXED_OUTPUT_OPS, SAME_SCALE_OPS, GraphIR
 
 FIXED_PARAMS = (1.0 / 256.0, -128)
@@ -23,75 +21,6 @@ FIXED_PARAMS = (1.0 / 256.0, -128)
 # multipliers that XNNPACK refuses (it fails instead of falling back).
 _MIN_RANGE = 1e-2
 RANGE_MARGIN = 0.1  # fraction of the calibrated range added at each non-zero end
-
-
-def random_images(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """One float32 sample in [-1, 1]: per-channel offset + smooth field + fine noise.
-
-    Pure white noise makes every sample look alike after global pooling (classifier
-    outputs would hardly depend on the input); images differ globally, and so do these.
-    """
-    offset = rng.uniform(-0.5, 0.5, size=(1,) * (len(shape) - 1) + (shape[-1],))
-    noise = rng.uniform(-1.0, 1.0, size=shape)
-    if len(shape) != 4:
-        return np.clip(offset + 0.5 * noise, -1.0, 1.0).astype(np.float32)
-    _, h, w, c = shape
-    gh, gw = max(2, h // 8), max(2, w // 8)
-    coarse = rng.uniform(-1.0, 1.0, size=(shape[0], gh, gw, c))
-    smooth = _bilinear(coarse, np.linspace(0, gh - 1, h), np.linspace(0, gw - 1, w))
-    return np.clip(offset + 0.5 * smooth + 0.3 * noise, -1.0, 1.0).astype(np.float32)
-
-
-def _bilinear(x: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    y0 = np.minimum(np.floor(ys).astype(int), x.shape[1] - 2)
-    x0 = np.minimum(np.floor(xs).astype(int), x.shape[2] - 2)
-    fy, fx = (ys - y0)[None, :, None, None], (xs - x0)[None, None, :, None]
-    rows = x[:, y0] * (1 - fy) + x[:, y0 + 1] * fy
-    return rows[:, :, x0] * (1 - fx) + rows[:, :, x0 + 1] * fx
-
-
-def sample_floats(shapes: list[tuple[int, ...]], seed: int, count: int) -> list[list[np.ndarray]]:
-    """`count` deterministic float32 input sets in [-1, 1] (see random_images)."""
-    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xCA11B])
-    return [[random_images(rng, s) for s in shapes] for _ in range(count)]
-
-
-def _interpreter_class() -> Any:
-    # The calibration interpreter needs preserve_all_tensors and no delegate (XNNPACK
-    # keeps intermediates inside its own partitions), which RuntimeSettings cannot express.
-    if runtime_name() == "tflite_runtime":
-        from tflite_runtime import interpreter as mod  # type: ignore[import-not-found]
-    else:
-        from ai_edge_litert import interpreter as mod
-    return mod
-
-
-def calibrate(
-    model: bytes, tensor_index: dict[int, int], samples: list[list[np.ndarray]]
-) -> dict[int, tuple[float, float]]:
-    """Run a float32 model on `samples`; return min/max per IR tensor id."""
-    mod = _interpreter_class()
-    interp = mod.Interpreter(
-        model_content=model,
-        num_threads=1,
-        experimental_op_resolver_type=mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        experimental_preserve_all_tensors=True,
-    )
-    interp.allocate_tensors()
-    inputs = [d["index"] for d in interp.get_input_details()]
-    ranges: dict[int, tuple[float, float]] = {}
-    for sample in samples:
-        for idx, arr in zip(inputs, sample, strict=True):
-            interp.set_tensor(idx, arr)
-        interp.invoke()
-        for ir_t, model_t in tensor_index.items():
-            v = interp.get_tensor(model_t)
-            lo, hi = float(v.min()), float(v.max())
-            if not (math.isfinite(lo) and math.isfinite(hi)):
-                raise ValueError(f"calibration: tensor {model_t} has non-finite values")
-            old = ranges.get(ir_t, (lo, hi))
-            ranges[ir_t] = (min(old[0], lo), max(old[1], hi))
-    return ranges
 
 
 def _round_out(v: float) -> float:

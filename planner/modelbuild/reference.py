@@ -123,6 +123,15 @@ def run_op(op: Op, xs: list[np.ndarray], out_shape: tuple[int, ...]) -> np.ndarr
     raise ValueError(f"reference: op {op.name!r} has unknown kind {k!r}")
 
 
+def _output(
+    op: Op, xs: list[np.ndarray], w: dict[str, np.ndarray] | None, shape: tuple[int, ...]
+) -> np.ndarray:
+    if w is None:
+        return run_op(op, xs, shape)
+    z = linear_part(op, xs[0], w["weights"], shape) + w["bias"]
+    return activation(z, op.params["activation"])
+
+
 def forward(
     ir: GraphIR, weights: dict[int, dict[str, np.ndarray]], inputs: list[np.ndarray]
 ) -> dict[int, np.ndarray]:
@@ -130,11 +139,38 @@ def forward(
     values = {t: np.asarray(x, dtype=np.float64) for t, x in zip(ir.inputs, inputs, strict=True)}
     for i, op in enumerate(ir.ops):
         xs = [values[t] for t in op.inputs]
-        shape = ir.tensor_shapes[op.output]
-        if i in weights:
-            w = weights[i]
-            z = linear_part(op, xs[0], w["weights"].astype(np.float64), shape) + w["bias"]
-            values[op.output] = activation(z, op.params["activation"])
-        else:
-            values[op.output] = run_op(op, xs, shape)
+        values[op.output] = _output(op, xs, weights.get(i), ir.tensor_shapes[op.output])
     return values
+
+
+def tensor_ranges(
+    ir: GraphIR, weights: dict[int, dict[str, np.ndarray]], samples: list[list[np.ndarray]]
+) -> dict[int, tuple[float, float]]:
+    """Min and max of every IR tensor over `samples` (each a list of graph inputs).
+
+    The calibration for int8. Not the interpreter with preserve_all_tensors: tflite-runtime
+    2.14 still runs ADD and friends in place then, so their inputs read back as outputs.
+    One sample at a time, dropping tensors after their last use, keeps memory flat.
+    """
+    last_use = {t: i for i, op in enumerate(ir.ops) for t in op.inputs}
+    ranges: dict[int, tuple[float, float]] = {}
+
+    def record(t: int, v: np.ndarray) -> None:
+        lo, hi = float(v.min()), float(v.max())
+        old = ranges.get(t, (lo, hi))
+        ranges[t] = (min(old[0], lo), max(old[1], hi))
+
+    for sample in samples:
+        values = {
+            t: np.asarray(x, dtype=np.float64) for t, x in zip(ir.inputs, sample, strict=True)
+        }
+        for t, v in values.items():
+            record(t, v)
+        for i, op in enumerate(ir.ops):
+            xs = [values[t] for t in op.inputs]
+            values[op.output] = _output(op, xs, weights.get(i), ir.tensor_shapes[op.output])
+            record(op.output, values[op.output])
+            for t in op.inputs:
+                if last_use[t] == i:
+                    values.pop(t, None)
+    return ranges

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from planner.modelbuild.graph import WEIGHTED_OPS, GraphIR, Op
-from planner.modelbuild.quantize import sample_floats
 from planner.modelbuild.reference import activation, linear_part, run_op
+from planner.modelbuild.samples import sample_floats
 
 # Sample inputs the BatchNorm statistics are measured on: 4, or 2 for large inputs
 # (over 128x128), whose many pixels give per-channel statistics enough values anyway.

@@ -213,7 +213,8 @@ def test_int8_model_respects_kernel_constraints(name):
                     "CONCATENATION"):  # fmt: skip
             for t in ins:
                 if t.type == fb.TensorType.INT8:
-                    assert _quant(t)[:2] == pytest.approx(_quant(out)[:2]), kind
+                    assert np.array_equal(_quant(t)[0], _quant(out)[0]), kind
+                    assert np.array_equal(_quant(t)[1], _quant(out)[1]), kind
         if kind in ("SOFTMAX", "LOGISTIC"):
             scale, zp, _ = _quant(out)
             assert scale[0] == pytest.approx(1 / 256) and zp[0] == -128
@@ -276,7 +277,8 @@ def test_signature_def_maps_io_names_to_graph_tensors(dtype):
     x = sample_inputs(model, 1)
     got = runner(input=x[0])
     for name, want in zip([t.name.decode() for t in sig.outputs], run_whole(model, x), strict=True):
-        np.testing.assert_array_equal(got[name], want)
+        # tflite-runtime's signature runner may take another float kernel path (1 ulp).
+        np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=0)
     assert built("early_exit", dtype).__len__() < len(model)
 
 
