@@ -15,6 +15,7 @@ from typing import Any
 
 from planner.modelbuild.graph import (
     ACTIVATIONS,
+    DERIVED_SUFFIXES,
     PADDINGS,
     GraphIR,
     Op,
@@ -37,17 +38,21 @@ class GraphBuilder:
     # ---- bookkeeping -------------------------------------------------------------
 
     def _unique(self, name: str | None, kind: str) -> str:
+        def taken(n: str) -> bool:
+            return n in self._names or any(n + suffix in self._names for suffix in DERIVED_SUFFIXES)
+
         if name is None:
             n = self._counts.get(kind, 0)
-            while f"{kind}_{n}" in self._names:
+            while taken(f"{kind}_{n}"):
                 n += 1
             self._counts[kind] = n + 1
             name = f"{kind}_{n}"
         elif not isinstance(name, str) or not name:
             raise ValueError(f"{kind}: name must be a non-empty string, got {name!r}")
-        elif name in self._names:
+        elif taken(name):
             raise ValueError(f"{kind}: tensor name {name!r} is already used in this graph")
-        self._names.add(name)
+        # Reserve the names the emitter derives from this one ("<name>/weights", ...).
+        self._names.update([name, *(name + suffix for suffix in DERIVED_SUFFIXES)])
         return name
 
     def _tensor(self, name: str, shape: tuple[int, ...]) -> Tensor:

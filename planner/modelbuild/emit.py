@@ -25,6 +25,7 @@ from planner.modelbuild.samples import sample_floats
 from planner.modelbuild.weights import generate_weights
 
 SIGNATURE_KEY = "serving_default"
+_MAX_BYTES = 2**31 - 2**24  # flatbuffers offsets are 32-bit; keep room for the tables
 _TYPES = {
     np.dtype(np.float32): fb.TensorType.FLOAT32,
     np.dtype(np.float16): fb.TensorType.FLOAT16,
@@ -310,4 +311,9 @@ def build_model(ir: GraphIR, options: BuildOptions) -> bytes:
         qparams = activation_params(ir, tensor_ranges(ir, weights, samples))
     em = Emitter(ir, options, qparams)
     model = em.emit(weights)
+    if em.data_bytes > _MAX_BYTES:
+        raise ValueError(
+            f"build: {ir.name!r} has {em.data_bytes / 2**30:.1f} GiB of constants; "
+            "a .tflite flatbuffer holds at most 2 GiB (reduce width or input size)"
+        )
     return pack(model, em.data_bytes)

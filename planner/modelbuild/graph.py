@@ -23,6 +23,11 @@ SAME_SCALE_OPS = frozenset(
 FIXED_OUTPUT_OPS = frozenset({"softmax", "logistic"})
 # Ops that carry a weight tensor [+ bias] generated from the seed.
 WEIGHTED_OPS = frozenset({"conv2d", "depthwise_conv2d", "fully_connected"})
+# Names the emitter gives an op's constants and int8/fp16 companions: "<op name><suffix>".
+DERIVED_SUFFIXES = (
+    "/weights", "/bias", "/weights/fp16", "/bias/fp16", "/paddings", "/shape", "/axis",
+    "/size", "/int8",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -87,27 +87,21 @@ def quantize_activation(x: np.ndarray, scale: float, zero_point: int) -> np.ndar
 
 def quantize_weights(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 weights, per channel along `axis` (None: per tensor); returns q, scales."""
+    shape = [1] * w.ndim
     if axis is None:
-        amax = np.array([np.max(np.abs(w))], dtype=np.float32)
-        shaped = amax
+        amax = np.array([np.abs(w).max()], dtype=np.float32)
     else:
-        other = tuple(i for i in range(w.ndim) if i != axis)
-        amax = np.max(np.abs(w), axis=other).astype(np.float32)
-        shape = [1] * w.ndim
+        amax = np.abs(w).max(axis=tuple(i for i in range(w.ndim) if i != axis)).astype(np.float32)
         shape[axis] = -1
-        shaped = amax.reshape(shape)
     scales = np.maximum(amax, np.float32(1e-12)) / np.float32(127.0)
-    divisor = scales if axis is None else scales.reshape(shaped.shape)
-    q = np.clip(np.round(w / divisor), -127, 127).astype(np.int8)
-    return q, scales.astype(np.float32)
+    q = np.clip(np.round(w / scales.reshape(shape)), -127, 127).astype(np.int8)
+    return q, scales
 
 
 def quantize_bias(
     b: np.ndarray, input_scale: float, weight_scales: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """int32 bias with scale input_scale * weight_scale (per channel or broadcast)."""
+    """int32 bias with scale input_scale * weight_scale (one scale, or one per channel)."""
     scales = (np.float32(input_scale) * weight_scales).astype(np.float32)
-    q = np.clip(np.round(b.astype(np.float64) / scales), -(2**31), 2**31 - 1).astype(np.int32)
-    if scales.size == 1 and b.size > 1:
-        scales = scales[:1]
-    return q, scales
+    q = np.round(b.astype(np.float64) / scales)
+    return np.clip(q, -(2**31), 2**31 - 1).astype(np.int32), scales

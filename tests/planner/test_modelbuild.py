@@ -324,6 +324,8 @@ def test_buffer_zero_is_empty_and_constants_are_aligned():
         (lambda g, x: g.conv2d(x, 8, activation="TANH"), "activation"),
         (lambda g, x: g.depthwise_conv2d(x, multiplier=0), "multiplier"),
         (lambda g, x: g.conv2d(x, 8, name="input"), "already used"),
+        (lambda g, x: g.conv2d(g.conv2d(x, 8, name="a"), 8, name="a/weights"), "already used"),
+        (lambda g, x: g.conv2d(g.conv2d(x, 8, name="b/bias"), 8, name="b"), "already used"),
         (lambda g, x: g.add(x, g.conv2d(x, 4)), "broadcast"),
         (lambda g, x: g.concatenation([x, g.max_pool(x)]), "does not match"),
         (lambda g, x: g.reshape(x, (1, 5, -1)), "cannot reshape"),
@@ -372,3 +374,20 @@ def test_mobilenet_v2_224_shapes_without_building():
     assert shapes["block16/project"] == (1, 7, 7, 320)
     assert shapes["head/conv"] == (1, 7, 7, 1280)
     assert mobilenet_v2_like is RECIPES["mobilenet_v2"]
+
+
+def test_models_over_the_flatbuffer_limit_are_refused(monkeypatch):
+    import planner.modelbuild.emit as emit
+
+    monkeypatch.setattr(emit, "_MAX_BYTES", 1000)
+    with pytest.raises(ValueError, match="2 GiB"):
+        conv_stack_graph(32).build()
+
+
+def test_batch_dimension_is_carried_through():
+    g = GraphBuilder("batch2")
+    x = g.conv2d(g.input((2, 12, 12, 3)), 8, 3, 2, activation="RELU")
+    g.output(g.softmax(g.fully_connected(g.reshape(x, (2, -1)), 5)), g.mean(x))
+    for dtype in ("float32", "int8"):
+        model = g.build(dtype)
+        assert [y.shape for y in run_whole(model, sample_inputs(model))] == [(2, 5), (2, 8)]
