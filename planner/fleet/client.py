@@ -102,7 +102,9 @@ class Fleet:
 
     def deployment(self, name: str, **client: Any) -> Deployment:
         """Attach to a running deployment by name (timeout_s, retries, window)."""
-        doc = self.control.record(name)
+        deadline = time.monotonic() + 1.0  # a retained record may trail the SUBACK
+        while (doc := self.control.record(name)) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
         if doc is None:
             raise FleetError(f"unknown deployment {name!r} (known: "
                              f"{', '.join(self.deployments()) or 'none'})")
