@@ -21,7 +21,7 @@ from typing import Any
 class DriftRule:
     """When a change counts: beyond `threshold` for `intervals` samples in a row."""
 
-    threshold: float = 0.3  # relative change, both ways (+-30 %)
+    threshold: float = 0.3  # relative change: x1.3 slower or faster
     intervals: int = 3  # consecutive informative samples beyond the threshold
     warmup: int = 2  # informative samples that set a new stage's baseline
     min_frames: int = 3  # a stage sample needs this many new frames to say anything
@@ -30,10 +30,10 @@ class DriftRule:
     settle_frames: int = 300
 
     def beyond(self, ratio: float) -> int:
-        """+1 if ratio is too high, -1 if too low, 0 inside the band."""
+        """+1 if ratio > 1 + threshold, -1 if below its inverse (2x slower mirrors 2x faster)."""
         if ratio > 1.0 + self.threshold:
             return 1
-        if ratio < 1.0 - self.threshold:
+        if ratio * (1.0 + self.threshold) < 1.0:
             return -1
         return 0
 
@@ -102,6 +102,22 @@ def drift_of(key: str, subject: str, kind: str, samples: Sequence[Sample], rule:
                  last[0].time)
 
 
+def current_of(key: str, subject: str, kind: str, samples: Sequence[Sample], rule: DriftRule,
+               baseline: float | None = None) -> Drift | None:
+    """Baseline vs the median of the last `intervals` samples, sustained or not (None: no data)."""
+    xs = informative(samples, rule.min_frames, rule.settle_frames)
+    if baseline is None:
+        if len(xs) < rule.warmup + 1:
+            return None
+        baseline = statistics.median(s.value for s in xs[:rule.warmup])
+        xs = xs[rule.warmup:]
+    if baseline <= 0 or not xs:
+        return None
+    last = xs[-rule.intervals:]
+    return Drift(key, subject, kind, baseline, statistics.median(s.value for s in last),
+                 last[0].time)
+
+
 @dataclass
 class History:
     """Bounded sample histories of one deployment epoch's stages and links."""
@@ -143,6 +159,24 @@ class History:
             if (d := drift_of(key, key, "link", xs, rule, base)):
                 out.append(d)
         return out
+
+
+def beyond_band(history: History, rule: DriftRule, link_baselines: Mapping[str, float] | None
+                = None) -> list[Drift]:
+    """Every stage and link whose recent samples are outside the band now, sustained or not.
+
+    A re-plan uses these too: when one drift triggers it, the others' current speeds
+    (e.g. a neighbour that got faster as the drifting node freed a core) should be in the
+    profile as well.
+    """
+    out = [d for key, xs in sorted(history.stages.items())
+           if (d := current_of(key, history.stage_node[key], "stage", xs, rule))
+           and rule.beyond(d.ratio)]
+    for key, xs in sorted(history.links.items()):
+        base = (link_baselines or {}).get(key)
+        if base and (d := current_of(key, key, "link", xs, rule, base)) and rule.beyond(d.ratio):
+            out.append(d)
+    return out
 
 
 def device_factors(drifts: Sequence[Drift]) -> dict[str, float]:

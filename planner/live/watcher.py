@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from node.wire import messages as m
@@ -20,7 +20,7 @@ from planner.constraints import Constraints
 from planner.errors import FleetError, TilefleetError
 from planner.fleet.record import Record
 from planner.graph import ModelGraph
-from planner.live.drift import DriftRule, History
+from planner.live.drift import DriftRule, History, beyond_band
 from planner.live.policy import decide, link_baselines
 from planner.live.replanner import FALLBACK_STRATEGY, Replan, execute
 from planner.profile import Profile
@@ -112,10 +112,14 @@ class Watcher:
             self._next_probe = now + self.policy.link_probe_s
             self._probe(rec, hist, now)
         nodes = list(rec.nodes)
-        drifts = hist.drifts(self.policy.rule, link_baselines(self.profile, nodes))
+        baselines = link_baselines(self.profile, nodes)
+        drifts = hist.drifts(self.policy.rule, baselines)
         trig = decide(nodes, dict(self.fleet.control.status), drifts, now, self._quiet_until)
         if trig is None or now < self._retry_at:
             return None
+        extra = [d for d in beyond_band(hist, self.policy.rule, baselines)
+                 if d.key not in {x.key for x in trig.drifts} and d.subject not in trig.lost]
+        trig = replace(trig, drifts=trig.drifts + tuple(extra))
         strategy = self.policy.strategy or (rec.strategy if rec.strategy not in ("", "manual")
                                             else FALLBACK_STRATEGY)
         try:
