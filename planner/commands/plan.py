@@ -36,19 +36,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--objective", choices=["latency", "throughput"])
     p.add_argument("--no-memory-check", action="store_true", help="ignore memory budgets")
     p.add_argument("--partial-from", metavar="OLD_PLAN", help="re-plan moving only nearby boundaries")
+    p.add_argument("--fleet", default="default", help="fleet name (with --broker)")
+    p.add_argument("--save-profile", metavar="FILE", help="with --broker: also write the measured profile")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.strategy not in NAMES:
         raise PlanError(f"--strategy {args.strategy!r}: choose one of {', '.join(NAMES)}")
-    if args.broker:
-        raise PlanError("planning from a live fleet (--broker) is not available yet; use --profile FILE")
     fn = STRATEGIES.get(args.strategy)
     if fn is None:
         raise PlanError(f"strategy {args.strategy!r} is not available yet")
     graph = ModelGraph.load(args.model)
-    profile = load_profile(args.profile)
+    profile = _profile_from_broker(args, graph) if args.broker else load_profile(args.profile)
     objective = args.objective or ("throughput" if args.strategy == "throughput" else "latency")
     constraints = Constraints(source=args.source, sink=args.sink, pins=tuple(parse_pin(x) for x in args.pin),
                               exclude=tuple(args.exclude), max_nodes=args.max_nodes,
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"replan: {plan.notes['replan']['mode']} ({plan.notes['replan']['reason']})", file=sys.stderr)
     else:
         plan = fn(graph, profile, constraints)
-    plan = replace(plan, profile_file=str(Path(args.profile)))
+    plan = replace(plan, profile_file=str(Path(args.save_profile or args.profile or args.broker)))
     save_plan(plan, args.output)
     if args.json:
         print_json(plan.to_json())
@@ -69,6 +69,20 @@ def run(args: argparse.Namespace) -> int:
     print_summary(plan)
     print(f"wrote {args.output}")
     return 0
+
+
+def _profile_from_broker(args: argparse.Namespace, graph: ModelGraph):
+    """Profile the online nodes of a live fleet (cached per board, runtime and model)."""
+    from planner.fleet import Fleet
+    from planner.profile import save_profile
+
+    with Fleet.connect(args.broker, fleet=args.fleet) as fleet:
+        if not fleet.nodes():
+            raise PlanError(f"no online nodes in fleet {args.fleet!r} at {args.broker}")
+        profile = fleet.profile(graph, progress=True)
+    if args.save_profile:
+        save_profile(profile, args.save_profile)
+    return profile
 
 
 def print_summary(plan) -> None:

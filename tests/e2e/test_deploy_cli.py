@@ -94,3 +94,20 @@ def test_bad_input_exits_2_with_one_line(env, tmp_path):
     _one_line_exit_2(tf("deploy", str(tmp_path / "wrong.npy"), "--broker", url, "--name",
                         "x"), "wrong.npy")
     env.fleet.undeploy("bad-input")
+
+
+def test_plan_from_a_live_fleet(env, tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(_fleet.model())
+    out, prof = tmp_path / "plan.json", tmp_path / "profile.json"
+    r = tf("plan", str(model), "--broker", env.broker.url, "--strategy", "latency", "-o", str(out),
+           "--save-profile", str(prof), "--json")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    assert set(plan["profile_file"].split("/")[-1:]) == {"profile.json"}
+    devices = {s["device"] for s in plan["stages"]}
+    assert devices <= set(env.names)
+    profile = json.loads(prof.read_text())
+    assert set(env.names) <= set(profile["devices"])
+    r = tf("simulate", str(out), "--profile", str(prof), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["latency_s"] > 0

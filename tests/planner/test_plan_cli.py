@@ -83,7 +83,8 @@ def test_bad_input_exits_2_with_one_line(files, tmp_path):
     one_line_error(tf("plan", m, "--profile", p, "--strategy", "latency", "-o", out, "--pin", "0:2@ghost"),
                    "unknown node 'ghost'")
     one_line_error(tf("plan", m, "--profile", p, "--strategy", "nope", "-o", out), "--strategy")
-    one_line_error(tf("plan", m, "--broker", "mqtt://x", "--strategy", "latency", "-o", out), "not available yet")
+    one_line_error(tf("plan", m, "--broker", "mqtt://127.0.0.1:1", "--strategy", "latency", "-o", out),
+                   "broker unreachable")
     tiny = json.loads(json.dumps(PROFILE))
     for d in tiny["devices"].values():
         d["memory_bytes"] = 5000
