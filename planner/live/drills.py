@@ -88,6 +88,10 @@ class Stream:
         self._stop.set()
         self._thread.join(timeout_s)
 
+    def join(self, timeout_s: float = 120.0) -> None:
+        """Wait for a stream of `frames` frames to end."""
+        self._thread.join(timeout_s)
+
     def fps(self, t0: float, t1: float) -> float:
         """Results delivered per second in [t0, t1) (monotonic clock)."""
         with self._lock:
@@ -136,7 +140,7 @@ def failover_drill(broker_url: str | None, frames: int = 500, kill_at: int = 250
 
         t0 = time.monotonic()
         s = Stream(dep, xs, want, frames, before=before).start()
-        s.stop(120)
+        s.join()
         wall = time.monotonic() - t0
         watcher.wait_for(1, 10)
         watcher.stop()
