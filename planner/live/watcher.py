@@ -128,11 +128,11 @@ class Watcher:
                 self.policy.constraints, partial=self.policy.partial, seen_at=now,
                 timeout_s=self.policy.timeout_s)
         except TilefleetError as exc:
-            self._retry_at = time.monotonic() + self.policy.retry_s
+            self._retry_at = now + self.policy.retry_s  # `now`: the caller's clock
             self.errors.append(f"{trig.describe()}: {exc}")
             log.error("re-plan of %s for %s failed: %s", self.name, trig.describe(), exc)
             return None
-        self._quiet_until = time.monotonic() + self.policy.cooldown_s
+        self._quiet_until = now + self.policy.cooldown_s
         with self._done:
             self.replans.append(ev)
             self._done.notify_all()
