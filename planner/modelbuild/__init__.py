@@ -1,4 +1,13 @@
-"""In-process .tflite test models: a GraphBuilder, int8 quantization without TF, and recipes."""
+"""In-process .tflite test models: a GraphBuilder, int8 quantization without TF, and recipes.
+
+    g = GraphBuilder("tiny")
+    x = g.conv2d(g.input((1, 32, 32, 3)), 8, 3, 2, activation="RELU6", name="stem")
+    g.output(g.softmax(g.fully_connected(g.mean(x), 10, name="logits"), name="probs"))
+    model = g.build("int8", seed=1)                      # .tflite bytes
+    ys = run_float(model, sample_floats_for(model, 0))   # float in, float out
+
+or a ready-made network: `RECIPES["mobilenet_v2"](input_size=96, dtype="int8")`.
+"""
 
 from planner.modelbuild.builder import GraphBuilder
 from planner.modelbuild.emit import SIGNATURE_KEY, BuildOptions

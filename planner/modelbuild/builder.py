@@ -5,6 +5,19 @@ order). Each op's output tensor is named after the op (`name=`, e.g. "block3/exp
 its constants are "<name>/weights", "<name>/bias", "<name>/paddings" and so on.
 Weights are generated at build time from the seed, so one graph can be built as
 float32, float32 with fp16 weights, or full-integer int8.
+
+build() options:
+- dtype "float32" | "int8" (full-integer: int8 activations, per-channel int8 weights).
+- io (int8 only): "int8" model inputs/outputs are int8; "float" adds a QUANTIZE op per
+  input first and a DEQUANTIZE op per output last, as converters do. Graph inputs and
+  outputs keep their names either way; the inner int8 twins are "<name>/int8".
+- fp16_weights (float32 only): weights and biases stored as FLOAT16 constants, each
+  turned into float32 by a DEQUANTIZE op; those ops come first, as converters emit them.
+- signature: a SignatureDef "serving_default" mapping input/output names to tensors.
+- metadata: "min_runtime_version" and "tilefleet_modelbuild" metadata entries.
+- duplicate_names: every op output is named after its op kind ("conv2d", "add"), so
+  names repeat (graph inputs and constants keep theirs).
+- calibration_samples: representative inputs for int8 ranges (default 4, 2 over 128x128).
 """
 
 from __future__ import annotations
@@ -370,7 +383,7 @@ class GraphBuilder:
         signature: bool = False,
         metadata: bool = False,
         duplicate_names: bool = False,
-        calibration_samples: int = 4,
+        calibration_samples: int | None = None,
     ) -> bytes:
         """Emit the graph as .tflite bytes; same arguments, same bytes."""
         from planner.modelbuild.emit import BuildOptions, build_model

@@ -21,7 +21,7 @@ from planner.modelbuild.emit_ops import emit_op
 from planner.modelbuild.graph import GraphIR
 from planner.modelbuild.quantize import activation_params
 from planner.modelbuild.reference import tensor_ranges
-from planner.modelbuild.samples import sample_floats
+from planner.modelbuild.samples import default_count, sample_floats
 from planner.modelbuild.weights import generate_weights
 
 SIGNATURE_KEY = "serving_default"
@@ -45,7 +45,7 @@ class BuildOptions:
     signature: bool = False
     metadata: bool = False
     duplicate_names: bool = False
-    calibration_samples: int = 4
+    calibration_samples: int | None = None  # None: samples.default_count
 
     def check(self) -> None:
         """Raise ValueError for an invalid combination."""
@@ -57,7 +57,8 @@ class BuildOptions:
             raise ValueError("build: fp16_weights=True needs dtype='float32'")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"build: seed must be an int >= 0, got {self.seed!r}")
-        if not isinstance(self.calibration_samples, int) or self.calibration_samples < 1:
+        n = self.calibration_samples
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
             raise ValueError(
                 f"build: calibration_samples must be >= 1, got {self.calibration_samples!r}"
             )
@@ -307,7 +308,8 @@ def build_model(ir: GraphIR, options: BuildOptions) -> bytes:
     qparams = None
     if options.dtype == "int8":
         shapes = [ir.tensor_shapes[t] for t in ir.inputs]
-        samples = sample_floats(shapes, options.seed, options.calibration_samples)
+        count = options.calibration_samples or default_count(shapes)
+        samples = sample_floats(shapes, options.seed, count)
         qparams = activation_params(ir, tensor_ranges(ir, weights, samples))
     em = Emitter(ir, options, qparams)
     model = em.emit(weights)

@@ -4,6 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
+# 4 samples, or 2 for inputs over 128x128: their many pixels give per-channel statistics
+# and ranges enough values anyway, and the float64 forward passes dominate build time.
+SAMPLE_COUNTS = (2, 4)
+_PIXELS = 4 * 128 * 128
+
+
+def default_count(shapes: list[tuple[int, ...]]) -> int:
+    """How many samples weight normalisation and int8 calibration use for these inputs."""
+    pixels = max(s[1] * s[2] if len(s) == 4 else 1 for s in shapes)
+    return int(np.clip(_PIXELS // pixels, *SAMPLE_COUNTS))
+
 
 def random_images(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """One float32 sample in [-1, 1]: per-channel offset + smooth field + fine noise.

@@ -14,12 +14,8 @@ import numpy as np
 
 from planner.modelbuild.graph import WEIGHTED_OPS, GraphIR, Op
 from planner.modelbuild.reference import activation, linear_part, run_op
-from planner.modelbuild.samples import sample_floats
+from planner.modelbuild.samples import default_count, sample_floats
 
-# Sample inputs the BatchNorm statistics are measured on: 4, or 2 for large inputs
-# (over 128x128), whose many pixels give per-channel statistics enough values anyway.
-INIT_SAMPLES = (2, 4)
-_INIT_PIXELS = 4 * 128 * 128
 GAMMA_RANGE = (0.6, 1.4)  # per-channel output standard deviation
 # Per-channel output mean, in units of that channel's gamma. Centred ReLU nets are
 # chaotic (every layer amplifies small perturbations such as int8 rounding by ~1.2x);
@@ -96,9 +92,7 @@ def _fold(
 def generate_weights(ir: GraphIR, seed: int) -> dict[int, dict[str, np.ndarray]]:
     """Float32 weights and biases for every weighted op, keyed by op index."""
     shapes = [ir.tensor_shapes[t] for t in ir.inputs]
-    pixels = max(s[1] * s[2] if len(s) == 4 else 1 for s in shapes)
-    count = int(np.clip(_INIT_PIXELS // pixels, *INIT_SAMPLES))
-    samples = sample_floats(shapes, seed ^ _INIT_STREAM, count)
+    samples = sample_floats(shapes, seed ^ _INIT_STREAM, default_count(shapes))
     values = {
         t: np.concatenate([s[k] for s in samples]).astype(np.float64)
         for k, t in enumerate(ir.inputs)
