@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -58,6 +60,26 @@ def frequency_mhz() -> float:
         return 0.0
 
 
+def host_identity() -> str:
+    """A stable id of this machine: agents that share it share its CPU cores."""
+    parts = [socket.gethostname()]
+    for f in ("/etc/machine-id", "/var/lib/dbus/machine-id", "/proc/sys/kernel/random/boot_id"):
+        try:
+            parts.append(Path(f).read_text().strip())
+            break  # machine-id when present; else the boot id (same machine until reboot)
+        except OSError:
+            continue
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 0
+
+
 def describe(node: str, cfg: NodeConfig, data_endpoint: str, service_endpoint: str,
              speed_gflops: float) -> Resources:
     """The retained resources announcement."""
@@ -73,4 +95,4 @@ def describe(node: str, cfg: NodeConfig, data_endpoint: str, service_endpoint: s
         delegates=delegates, speed_gflops=round(speed_gflops, 3),
         speed_prior=cfg.board.speed_prior, threads=cfg.agent.threads,
         data_endpoint=data_endpoint, service_endpoint=service_endpoint,
-        agent_version=__version__)
+        agent_version=__version__, host=host_identity(), host_cores=usable_cores())

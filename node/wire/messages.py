@@ -161,6 +161,8 @@ class Resources:
     data_endpoint: str
     service_endpoint: str
     agent_version: str
+    host: str = ""  # machine identity: agents with the same host share its CPU cores
+    host_cores: int = 0  # logical cores of that machine (0: not reported)
     TYPE = "resources"
 
 
