@@ -6,7 +6,11 @@ Conventions every strategy, the simulator and the tests share:
   outputs nobody reads later: those go from their producing stage to the sink directly;
 - a transfer costs latency + bytes / bandwidth on the directed link, 0 on one device;
 - memory of a range = its weights + its peak live activations + the device's per-part
-  interpreter overhead.
+  interpreter overhead;
+- a stage also costs its device `stage_overhead_s` per frame (plus, around tile stages,
+  `piece_overhead_s` per extra gathered or sliced piece and `copy_s_per_byte`), and the
+  source's `stage_overhead_s` is the client's per-frame cost;
+- devices with the same `host` share its `host_cores` (see simulate.py).
 """
 
 from __future__ import annotations
@@ -44,6 +48,25 @@ class CostModel:
         """Compute seconds of ops [a, b) on device."""
         p = self.prefix[device]
         return float(p[b] - p[a])
+
+    def stage_seconds(self, device: str, a: int, b: int) -> float:
+        """Busy seconds per frame of a layer-range stage: its ops plus the device's stage overhead."""
+        return self.range_seconds(device, a, b) + self.profile.devices[device].stage_overhead_s
+
+    def overhead(self, device: str, extra_pieces: int = 0, copy_bytes: float = 0.0, fixed: bool = True) -> float:
+        """Seconds a stage spends per frame outside its interpreter: the fixed stage overhead,
+        the region pieces it gathers or slices beyond the first of each tensor, and the
+        bytes it stitches or slices."""
+        d = self.profile.devices[device]
+        base = d.stage_overhead_s if fixed else 0.0
+        return base + extra_pieces * d.piece_overhead_s + copy_bytes * d.copy_s_per_byte
+
+    def host_bound(self, busy: dict[str, float]) -> float:
+        """Seconds per frame the busiest shared host needs: its devices' busy seconds / cores."""
+        worst = 0.0
+        for cores, names in self.profile.hosts().values():
+            worst = max(worst, sum(busy.get(n, 0.0) for n in names) / cores)
+        return worst
 
     def transfer(self, src: str, dst: str, nbytes: float) -> float:
         """Seconds to move nbytes from src to dst (0 on the same device)."""
@@ -150,9 +173,9 @@ class CostModel:
         return out
 
     def tile_stage_seconds(self, a: int, b: int, rows, cols, devices, src: str, dst: str) -> float:
-        """Tile stage time: max over tiles of scatter from src + compute + gather to dst."""
-        return max(self.transfer(src, t.device, t.in_bytes) + t.seconds + self.transfer(t.device, dst, t.out_bytes)
-                   for t in self.tile_tasks(a, b, rows, cols, devices))
+        """Tile stage time: max over tiles of scatter from src + compute + overhead + gather to dst."""
+        return max(self.transfer(src, t.device, t.in_bytes) + t.seconds + self.overhead(t.device)
+                   + self.transfer(t.device, dst, t.out_bytes) for t in self.tile_tasks(a, b, rows, cols, devices))
 
     def tile_memory(self, a: int, b: int, share: float, device: str) -> int:
         """Memory of a tile of ops [a, b) holding `share` of the activations."""

@@ -44,6 +44,13 @@ class Device:
     overhead_bytes: int = 4 << 20  # interpreter + arena slack per loaded part
     compute: bool = True  # False: only a source/sink (e.g. the planner laptop, "client")
     op_seconds: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    # Per-frame costs outside the interpreter (hand-off to the stage thread, message
+    # encode/decode, gathering and slicing region pieces); 0 = not modelled.
+    stage_overhead_s: float = 0.0  # per stage and frame (on the source: the client's per-frame cost)
+    piece_overhead_s: float = 0.0  # per region piece beyond the first gathered or sliced
+    copy_s_per_byte: float = 0.0  # stitching gathered pieces, slicing regions out
+    host: str = ""  # machine identity: devices on one host share its host_cores ("" = its own)
+    host_cores: int = 0  # CPU cores of that host (0 = as many as it has devices)
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,15 @@ class Profile:
         ln = self.link(a, b)
         return ln.latency + nbytes / ln.bandwidth
 
+    def hosts(self) -> dict[str, tuple[int, list[str]]]:
+        """Shared hosts: host -> (cores, devices on it); devices without a host are left out."""
+        out: dict[str, tuple[int, list[str]]] = {}
+        for n, d in self.devices.items():
+            if d.host:
+                cores, names = out.get(d.host, (0, []))
+                out[d.host] = (max(cores, d.host_cores), [*names, n])
+        return {h: (c or len(ns), ns) for h, (c, ns) in out.items()}
+
     def compute_devices(self) -> list[str]:
         """Names of devices that may run stages, in profile order."""
         return [n for n, d in self.devices.items() if d.compute]
@@ -92,6 +108,9 @@ class Profile:
             rec = {"board": d.board, "tier": d.tier, "cores": d.cores, "memory_bytes": d.memory_bytes,
                    "speed": d.speed, "bytes_per_s": d.bytes_per_s, "op_overhead_s": d.op_overhead_s,
                    "overhead_bytes": d.overhead_bytes, "compute": d.compute}
+            for key, default in _OPTIONAL.items():  # written only when set: old hashes stay valid
+                if getattr(d, key) != default:
+                    rec[key] = getattr(d, key)
             if d.op_seconds:
                 rec["op_seconds"] = {k: list(v) for k, v in d.op_seconds.items()}
             devs[n] = rec
@@ -121,6 +140,10 @@ class Profile:
         for n in names:
             devs[n] = replace(self.device(n), compute=False)
         return replace(self, devices=devs)
+
+
+_OPTIONAL = {"stage_overhead_s": 0.0, "piece_overhead_s": 0.0, "copy_s_per_byte": 0.0, "host": "",
+             "host_cores": 0}
 
 
 def analytic_op_seconds(device: Device, op_type: str, macs: int, activation_bytes: int) -> float:
@@ -180,7 +203,11 @@ def _device(name: str, rec: object, where: str) -> Device:
         bytes_per_s=_num(rec, "bytes_per_s", w, base.bytes_per_s),
         op_overhead_s=_num(rec, "op_overhead_s", w, base.op_overhead_s, positive=False),
         overhead_bytes=_num(rec, "overhead_bytes", w, base.overhead_bytes, positive=False, integer=True),
-        compute=bool(rec.get("compute", True)), op_seconds=measured)
+        compute=bool(rec.get("compute", True)), op_seconds=measured,
+        stage_overhead_s=_num(rec, "stage_overhead_s", w, 0.0, positive=False),
+        piece_overhead_s=_num(rec, "piece_overhead_s", w, 0.0, positive=False),
+        copy_s_per_byte=_num(rec, "copy_s_per_byte", w, 0.0, positive=False),
+        host=str(rec.get("host", "")), host_cores=_num(rec, "host_cores", w, 0, positive=False, integer=True))
 
 
 def _link(rec: object, where: str) -> Link:

@@ -32,6 +32,7 @@ from planner.cut import Part, cut_range
 from planner.errors import CutError, FleetError
 from planner.fleet.dataclient import local_address_towards
 from planner.graph import ModelGraph
+from planner.overheads import NODE_KEYS, client_device, measure_node
 from planner.profile import Device, Link, Profile, analytic_op_seconds, board_device
 from planner.progress import Progress
 
@@ -107,7 +108,8 @@ def prior_device(node: NodeInfo) -> Device:
     path = config_dir() / f"{node.board}.toml"
     base = board_device(node.name, path) if path.exists() else Device(node.name, node.board)
     return replace(base, cores=max(1, node.cores),
-                   memory_bytes=node.memory_budget_bytes or base.memory_bytes)
+                   memory_bytes=node.memory_budget_bytes or base.memory_bytes,
+                   host=str(node.resources.get("host") or ""), host_cores=int(node.resources.get("host_cores") or 0))
 
 
 def measure(fleet: Fleet, node: NodeInfo, parts: list[Part], repetitions: int = 5,
@@ -165,14 +167,21 @@ def profile_fleet(fleet: Fleet, graph: ModelGraph, nodes: list[str] | None = Non
                 cache.mkdir(parents=True, exist_ok=True)
                 (cache / f"{key}.json").write_text(json.dumps(doc))
         bar.done()
+    if probe:  # per node kind, cached with its op seconds (older cache files lack them)
+        for key in {k for k in keys.values() if "overheads" not in known[k]}:
+            name = next(n for n in names if keys[n] == key)
+            known[key]["overheads"] = measure_node(fleet, online[name])
+            cache.mkdir(parents=True, exist_ok=True)
+            (cache / f"{key}.json").write_text(json.dumps(known[key]))
     devices: dict[str, Device] = {}
     macs = sum(op.macs for op in graph.ops)
     for n in names:
         secs = known[keys[n]]["op_seconds"]
         dev = prior_device(online[n])
         speed = macs / sum(secs) if sum(secs) > 0 and macs else dev.speed
-        devices[n] = replace(dev, speed=speed, op_seconds={graph.sha256: tuple(secs)})
-    devices["client"] = Device("client", board="client", compute=False)
+        ovh = {k: float(v) for k, v in known[keys[n]].get("overheads", {}).items() if k in NODE_KEYS}
+        devices[n] = replace(dev, speed=speed, op_seconds={graph.sha256: tuple(secs)}, **ovh)
+    devices["client"] = client_device(fleet, online[names[0]] if probe else None, cache, max_age_s, fresh)
     links = probe_links(fleet, [online[n] for n in names]) if probe else {}
     return Profile(devices, links, source="client", sink="client")
 

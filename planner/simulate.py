@@ -1,15 +1,22 @@
 """Discrete-event simulation of a plan: latency, pipelined throughput, bytes, busy time, memory.
 
-Resources are devices and directed links; each serves one thing at a time in frame order
-(a node runs frames in arrival order, a socket sends messages in order). Frames are
-walked stage by stage in op order, which is a topological order of the stage DAG because
-routes only go forward. Latency is one frame alone; throughput comes from N frames
-queued at the source, measured after a warm-up, and is reported with the analytic bound
-1 / (busiest resource's seconds per frame) that it converges to on pipelines.
+Resources are devices, directed links and shared hosts; devices and links serve one
+thing at a time in frame order (a node runs frames in arrival order, a socket sends
+messages in order). A host is a pool of `host_cores` cores: work on a device also
+occupies one core of its host for its duration, in the earliest gap that fits, so three
+agents on two cores never compute three things at once. Work is a stage's compute plus
+its overhead (fixed per frame, per extra gathered or sliced piece, per byte stitched or
+sliced), and the source's per-frame work (the client submitting, slicing tile inputs)
+and the sink's gathering of result pieces. Frames are walked stage by stage in op
+order, a topological order of the stage DAG because routes only go forward. Latency is
+one frame alone; throughput comes from N frames queued at the source, measured after a
+warm-up, and is reported with the analytic bound 1 / (busiest resource's seconds per
+frame, a host's being its devices' total over its cores) that it converges to on pipelines.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 from planner.costmodel import CostModel, TileTask
@@ -34,6 +41,43 @@ class _Run:
     dev_free: dict[str, float] = field(default_factory=dict)
     link_free: dict[tuple[str, str], float] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
+    hosts: dict[str, tuple[str, int]] = field(default_factory=dict)  # device -> oversubscribed (host, cores)
+    cores: dict[str, list[list[tuple[float, float]]]] = field(default_factory=dict)  # host -> per-core busy
+
+
+def _shared(cm: CostModel) -> dict[str, tuple[str, int]]:
+    """device -> (host, cores) for hosts with fewer cores than devices (the others never wait)."""
+    return {d: (h, cores) for h, (cores, names) in cm.profile.hosts().items() if cores < len(names) for d in names}
+
+
+def _gap(busy: list[tuple[float, float]], t: float, dur: float) -> float:
+    """Earliest start >= t of a free interval of length dur between sorted busy intervals."""
+    for s, e in busy[max(bisect.bisect_left(busy, (t, t)) - 1, 0):]:
+        if e <= t:
+            continue
+        if s >= t + dur:
+            break
+        t = e
+    return t
+
+
+def _work(run: _Run, frame: int, device: str, tag, ready: float, dur: float,
+          fifo: bool = True) -> float:
+    """Run dur seconds on device (in frame order) and one core of its host; returns the end."""
+    if not fifo and dur <= 0:
+        return ready  # the source's or sink's work when no overhead is modelled
+    start = max(ready, run.dev_free.get(device, 0.0))
+    shared = run.hosts.get(device)
+    if shared is not None and dur > 0:
+        host, cores = shared
+        pool = run.cores.setdefault(host, [[] for _ in range(cores)])
+        best = min(range(cores), key=lambda c: _gap(pool[c], start, dur))
+        start = _gap(pool[best], start, dur)
+        bisect.insort(pool[best], (start, start + dur))
+    run.dev_free[device] = start + dur
+    if dur > 0 or fifo:
+        run.events.append(Event(frame, device, "compute", tag, start, start + dur))
+    return start + dur
 
 
 def _tasks(plan: Plan, cm: CostModel) -> dict[int, list[TileTask]]:
@@ -65,29 +109,51 @@ def _frame(plan: Plan, cm: CostModel, tasks, run: _Run, frame: int, release: flo
     by_dst: dict = {}
     for r in plan.routes:
         by_dst.setdefault(r.dst, []).append(r)
-    done: dict = {SOURCE: [(plan.source, release, None)]}  # endpoint -> [(device, ready, tile)]
+    sliced = _sliced(plan, tasks)
+    extra, nbytes = sliced.get((SOURCE, 0), (0, 0.0))
+    ready = _work(run, frame, plan.source, SOURCE, release, cm.overhead(plan.source, extra, nbytes), fifo=False)
+    done: dict = {SOURCE: [(plan.source, ready, None)]}  # endpoint -> [(device, ready, tile)]
     order = sorted(plan.stages, key=lambda s: s.ops[0])
     for s in order:
         ts = tasks[s.id]
-        arrive = [release if s.ops[0] == 0 else 0.0] * len(ts)
+        arrive = [ready if s.ops[0] == 0 else 0.0] * len(ts)
+        extra, stitch = [0] * len(ts), [0.0] * len(ts)
         for r in by_dst.get(s.id, []):
             for k, t in enumerate(ts):
-                for dev, ready, src_tile in done[r.src]:
-                    nbytes = _bytes(r.bytes, src_tile, t, s)
-                    arrive[k] = max(arrive[k], _send(run, cm, frame, r.src, dev, t.device, nbytes, ready))
+                for dev, at, src_tile in done[r.src]:
+                    nb = _bytes(r.bytes, src_tile, t, s)
+                    arrive[k] = max(arrive[k], _send(run, cm, frame, r.src, dev, t.device, nb, at))
+                    if len(done[r.src]) > 1:  # region pieces of one tensor: gathered and stitched
+                        stitch[k] += nb
+                extra[k] += len(done[r.src]) - 1
         outs = []
         for k, t in enumerate(ts):
-            start = max(arrive[k], run.dev_free.get(t.device, 0.0))
-            run.dev_free[t.device] = start + t.seconds
-            run.events.append(Event(frame, t.device, "compute", s.id, start, start + t.seconds))
-            outs.append((t.device, start + t.seconds, t if s.tiles else None))
+            n, nb = sliced.get((s.id, k), (0, 0.0))
+            dur = t.seconds + cm.overhead(t.device, extra[k] + n, stitch[k] + nb)
+            outs.append((t.device, _work(run, frame, t.device, s.id, arrive[k], dur), t if s.tiles else None))
         done[s.id] = outs
-    finish = release
+    finish, extra, stitch = release, 0, 0.0
     for r in by_dst.get(SINK, []):
-        for dev, ready, src_tile in done[r.src]:
-            nbytes = src_tile.out_bytes if src_tile else r.bytes
-            finish = max(finish, _send(run, cm, frame, r.src, dev, plan.sink, nbytes, ready))
-    return finish
+        for dev, at, src_tile in done[r.src]:
+            nb = src_tile.out_bytes if src_tile else r.bytes
+            finish = max(finish, _send(run, cm, frame, r.src, dev, plan.sink, nb, at))
+            stitch += nb if len(done[r.src]) > 1 else 0.0
+        extra += len(done[r.src]) - 1
+    gather = cm.overhead(plan.sink, extra, stitch, fixed=False)
+    return _work(run, frame, plan.sink, SINK, finish, gather, fifo=False)
+
+
+def _sliced(plan: Plan, tasks) -> dict:
+    """(endpoint, task) -> (regions it slices out for tile stages beyond the first, their bytes)."""
+    tiled = {s.id for s in plan.stages if s.tiles}
+    out: dict = {}
+    for r in plan.routes:
+        if r.dst not in tiled:
+            continue
+        for k in [0] if r.src == SOURCE else range(len(tasks[r.src])):
+            n, nb = out.get((r.src, k), (0, 0.0))
+            out[(r.src, k)] = (n + len(tasks[r.dst]) - 1, nb + sum(t.in_bytes for t in tasks[r.dst]))
+    return out
 
 
 def _bytes(route_bytes: int, src_tile: TileTask | None, dst_tile: TileTask, dst: Stage) -> float:
@@ -102,7 +168,7 @@ def _bytes(route_bytes: int, src_tile: TileTask | None, dst_tile: TileTask, dst:
 def run_frames(plan: Plan, cm: CostModel, frames: int, gap: float = 0.0) -> tuple[list[float], _Run]:
     """Completion time of each of `frames` frames released every `gap` seconds."""
     tasks = _tasks(plan, cm)
-    run = _Run()
+    run = _Run(hosts=_shared(cm))
     finish = [_frame(plan, cm, tasks, run, f, f * gap) for f in range(frames)]
     return finish, run
 
@@ -120,6 +186,9 @@ def simulate(plan: Plan, cm: CostModel, frames: int = 32) -> dict:
             rec = links.setdefault(e.resource, {"from": a, "to": b, "bytes": 0, "busy_s": 0.0})
             rec["bytes"] += e.nbytes
             rec["busy_s"] += e.end - e.start
+    for host, (cores, names) in cm.profile.hosts().items():
+        if cores < len(names):  # a shared host is a resource too: its devices' work over its cores
+            busy[f"host:{host}"] = sum(busy.get(d, 0.0) for d in names) / cores
     bottleneck = max(busy, key=busy.get) if busy else None
     bound = 1.0 / busy[bottleneck] if bottleneck and busy[bottleneck] > 0 else float("inf")
     frames = max(frames, 2)

@@ -43,7 +43,7 @@ class Classes:
 
 
 def device_classes(cm: CostModel, names: list[str], ok: np.ndarray, constraints: Constraints) -> Classes:
-    """Group candidates by (op times, memory, overhead, pin, source/sink links), then keep a
+    """Group candidates by (op times, memory, overheads, host, pin, source/sink links), then keep a
     grouping only if links between classes are constant; otherwise one class per device."""
     p = cm.profile
     pins = {q.node for q in constraints.pins}
@@ -51,7 +51,8 @@ def device_classes(cm: CostModel, names: list[str], ok: np.ndarray, constraints:
     def local(d: str):
         dev = p.devices[d]
         pin = d if d in pins else None
-        return (cm.times[d].tobytes(), dev.memory_bytes, dev.overhead_bytes, pin, d == p.source, d == p.sink,
+        return (cm.times[d].tobytes(), dev.memory_bytes, dev.overhead_bytes, dev.stage_overhead_s,
+                dev.piece_overhead_s, dev.copy_s_per_byte, dev.host, pin, d == p.source, d == p.sink,
                 p.link(p.source, d), p.link(d, p.sink), ok[:, names.index(d)].tobytes())
 
     groups: dict = {}

@@ -8,8 +8,8 @@ way to finish the model. One backward DP over (cut, device) gives all of them at
     throughput: F[i, k] = min_j  max(C(k, i, j), send(k -> sink, ...), G[j, k])
     G[j, k]     = min_k' hop(k -> k', live bytes at j) (+ or max) F[j, k'];  G[n, k] = 0
 
-with C the range's compute seconds, hop 0 on one device, ranges within the device's memory
-and pinned ops only on their node. Like the core `latency` DP's relaxation, a device may
+with C the range's compute seconds plus the device's stage overhead, hop 0 on one device,
+ranges within the device's memory and pinned ops only on their node. Like the core `latency` DP's relaxation, a device may
 host several ranges, which is harmless for one frame's latency. For throughput a device
 hosting two ranges is charged for both, so there the chain uses devices in the order of
 `names` (each at most once): exact for interchangeable devices, a heuristic otherwise.
@@ -49,6 +49,7 @@ class Suffix:
         for i in range(n - 1, -1, -1):
             okrun[i] = np.where(ok[i], okrun[i + 1], i)
         limit = np.minimum(reach, okrun)
+        ovh = np.array([p.devices[d].stage_overhead_s for d in names])
         add = objective == "latency"
         # Throughput charges a device for all its ranges, so the chain must not revisit one:
         # devices are taken in `names` order (callers sort them fastest first).
@@ -61,7 +62,7 @@ class Suffix:
         outp = cm.out_prefix
         for i in range(n - 1, -1, -1):
             js = np.arange(i + 1, n + 1)
-            comp = P[i + 1:] - P[i][None, :]  # (n-i, D)
+            comp = P[i + 1:] - P[i][None, :] + ovh[None, :]  # (n-i, D) stage seconds
             ob = (outp[i + 1:] - outp[i])[:, None]
             out = np.where(ob > 0, s_lat[None, :] + ob * s_inv[None, :], 0.0)
             tail = G[i + 1:]

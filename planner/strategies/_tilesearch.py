@@ -153,6 +153,7 @@ class Search:
         out_px = cm.graph.tensors[cm.graph.live_at(e)[0]].nbytes / (out_h * out_w) if e < cm.n else \
             cm.out_bytes(c, e) / (out_h * out_w)
         secs = np.array([cm.range_seconds(d, c, e) for d in group])
+        ovh = np.array([cm.overhead(d) for d in group])  # per tile; gathering is left to the simulation
         p = cm.profile
         for k in sizes:
             devs = group[:k]
@@ -167,7 +168,7 @@ class Search:
                 fx = _fractions(cols, h.stride_x, h.before_x, h.after_x, W)
                 area = np.outer(fy, fx).reshape(-1)
                 tdev = [devs[i] for i in order]
-                comp = area * secs[order]
+                comp = area * secs[order] + ovh[order]
                 inb = area * H * W * in_px
                 outb = np.outer(np.diff(rows), np.diff(cols)).reshape(-1) * out_px
                 scatter = self.sends([holder] * len(tdev), tdev, inb).diagonal()

@@ -85,7 +85,7 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     def head_cost(c: int) -> float:
         if c == 0 or not head:
             return 0.0
-        send, comp = cm.transfer(src, head, cm.cut_bytes[0]), cm.range_seconds(head, 0, c)
+        send, comp = cm.transfer(src, head, cm.cut_bytes[0]), cm.stage_seconds(head, 0, c)
         return send + comp if objective == "latency" else max(send, comp)
 
     def run(c: int, ends: list[int]) -> None:

@@ -5,8 +5,9 @@ devices d1..dm (m <= --max-nodes) minimising
 
     latency = max over stages k with graph outputs of (T_k + send(d_k -> sink, outputs of k))
     T_k     = T_{k-1} + send(d_{k-1} -> d_k, live bytes at c_{k-1}) + compute(d_k, [c_{k-1}, c_k))
+              + stage_overhead(d_k)
 
-with T_0 = release at the source (d_0 = source), where every range fits its device's
+with T_0 = release at the source plus its per-frame work (d_0 = source), where every range fits its device's
 memory and pinned ops run on their node. "Live bytes" are all tensors crossing the cut
 (residuals included; graph outputs nobody reads later go to the sink instead).
 
@@ -51,7 +52,9 @@ class _Model:
         bw = np.array([[p.link(a, b).bandwidth for b in names] for a in names])
         self.lat, self.inv_bw = lat, 1.0 / bw
         self.same = np.eye(D, dtype=bool)
-        self.src_send = np.array([cm.transfer(p.source, d, cm.cut_bytes[0]) for d in names])
+        # The source's own per-frame work (submitting) delays every first stage alike.
+        self.src_send = np.array([cm.transfer(p.source, d, cm.cut_bytes[0]) for d in names]) + cm.overhead(p.source)
+        self.ovh = np.array([p.devices[d].stage_overhead_s for d in names])
         sink = [p.link(d, p.sink) for d in names]
         self.sink_lat = np.array([0.0 if d == p.sink else s.latency for d, s in zip(names, sink, strict=True)])
         self.sink_inv_bw = np.array([0.0 if d == p.sink else 1.0 / s.bandwidth for d, s in zip(names, sink, strict=True)])
@@ -92,7 +95,7 @@ class _Model:
             src = g[k - 1] if layers else g[0]
             dst = g[k] if layers else g[0]
             for b in range(1, n + 1):
-                vals = src[:b] + (P[b][None, :] - P[:b])  # (b, D) finish of a stage [a, b)
+                vals = src[:b] + (P[b][None, :] - P[:b]) + self.ovh[None, :]  # (b, D) finish of a stage [a, b)
                 a_idx = np.arange(b)[:, None]
                 bad = (a_idx < first_ok[b][None, :]) | (self.reach[:b] < b)
                 out = self.sink_sends(b)
@@ -135,9 +138,9 @@ class _Model:
 def chain_latency(cm: CostModel, cuts: list[int], devices: list[str]) -> float:
     """The latency formula of the module docstring for one chain (used by tests and the descent)."""
     p = cm.profile
-    t, prev, worst = 0.0, p.source, 0.0
+    t, prev, worst = cm.overhead(p.source), p.source, 0.0
     for a, b, d in zip(cuts, cuts[1:], devices, strict=False):
-        t += cm.transfer(prev, d, cm.cut_bytes[a]) + cm.range_seconds(d, a, b)
+        t += cm.transfer(prev, d, cm.cut_bytes[a]) + cm.stage_seconds(d, a, b)
         out = cm.out_bytes(a, b)
         if out > 0:
             worst = max(worst, t + cm.transfer(d, p.sink, out))

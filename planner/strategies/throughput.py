@@ -3,13 +3,13 @@
 Problem solved exactly: choose cuts 0 = c0 < ... < cm = n and pairwise distinct devices
 d1..dm (m <= --max-nodes) minimising the period
 
-    max over k of  compute(d_k, [c_{k-1}, c_k)),  send(d_{k-1} -> d_k, live bytes at c_{k-1}),
-                   send(d_k -> sink, graph outputs of stage k)          (d_0 = source)
+    max over k of  compute(d_k, [c_{k-1}, c_k)) + stage_overhead(d_k),  the source's work,
+                   send(d_{k-1} -> d_k, live bytes at c_{k-1}),  send(d_k -> sink, outputs
+                   of stage k) (d_0 = source),  per shared host: its devices' busy / cores
 
 subject to every range fitting its device's memory and pinned ops running on their node.
-Each route counts as its own channel (the simulator also serialises two routes that
-share a directed link, which only happens when a stage sends early outputs to a sink
-that hosts the next stage).
+Each route counts as its own channel (the simulator also serialises two routes sharing a
+directed link: only when a stage sends early outputs to a sink that hosts the next stage).
 
 The general problem is NP-hard (heterogeneous chain partitioning with free processor
 order, Pinar et al. 2008), so the exact method is exponential in the number of device
@@ -20,6 +20,11 @@ set of positions where the next stage may start. When every link between candida
 devices is the same, the largest reachable position dominates and the state shrinks to
 one number per count vector (`_fast_feasible`). Beyond STATE_LIMIT states the strategy
 falls back to a greedy feasibility test and says so in the plan's notes.
+
+Shared hosts (more devices than cores on one `host`) add a term of the whole chain: the DP
+runs once per stage count m (at most m stages) and the best chain under the full period
+wins. Exact when all candidates are interchangeable and on that one host (the host term
+then depends on m only); otherwise a heuristic, noted as not optimal.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from planner.planbuild import make_plan, ranges_to_stages
 from planner.profile import Profile
 from planner.strategies._classes import Classes, device_classes
 from planner.strategies._common import allowed, candidates, setup
+from planner.strategies._fastpipe import fast_feasible
 from planner.strategies.latency import no_fit_error
 
 NAME = "throughput"
@@ -46,12 +52,15 @@ _EPS = 1e-12
 
 def chain_period(cm: CostModel, cuts: list[int], devices: list[str]) -> float:
     """The period formula of the module docstring for one chain."""
-    p, prev, worst = cm.profile, cm.profile.source, 0.0
+    p, prev = cm.profile, cm.profile.source
+    worst = cm.overhead(p.source)
+    busy = {p.source: worst}
     for a, b, d in zip(cuts, cuts[1:], devices, strict=False):
-        worst = max(worst, cm.range_seconds(d, a, b), cm.transfer(prev, d, cm.cut_bytes[a]),
-                    cm.transfer(d, p.sink, cm.out_bytes(a, b)))
+        stage = cm.stage_seconds(d, a, b)
+        busy[d] = busy.get(d, 0.0) + stage
+        worst = max(worst, stage, cm.transfer(prev, d, cm.cut_bytes[a]), cm.transfer(d, p.sink, cm.out_bytes(a, b)))
         prev = d
-    return worst
+    return max(worst, cm.host_bound(busy))
 
 
 class _Ranges:
@@ -60,6 +69,7 @@ class _Ranges:
     def __init__(self, cm: CostModel, cl: Classes) -> None:
         self.cm, self.cl, n = cm, cl, cm.n
         self.P = [cm.prefix[r] for r in cl.reps]
+        self.ovh = [cm.profile.devices[r].stage_overhead_s for r in cl.reps]
         self.mem = [cm.memory_reach(r) for r in cl.reps]
         self.out = cm.out_prefix
         sink = cm.profile.sink
@@ -75,7 +85,7 @@ class _Ranges:
         """(lo, hi) arrays over starts a; empty where lo > hi."""
         n, P, outp = self.cm.n, self.P[i], self.out
         t = T * (1 + _EPS) + 1e-15
-        hi = np.searchsorted(P, P + t, side="right") - 1
+        hi = np.searchsorted(P, P + (t - self.ovh[i]), side="right") - 1
         hi = np.minimum(hi, self.mem[i])
         hi = np.minimum(hi, self.next_bad[:, i])
         ln = self.sink_link[i]
@@ -201,9 +211,10 @@ def _greedy(cm: CostModel, cl: Classes, rg: _Ranges, T: float, max_nodes: int, w
 def _candidates(cm: CostModel, cl: Classes) -> np.ndarray:
     """Every value the period can take: range computes, route sends."""
     vals = []
+    vals.append(np.array([cm.overhead(cm.profile.source)]))
     for r in cl.reps:
         P = cm.prefix[r]
-        vals.append((P[None, :] - P[:, None])[np.triu_indices(cm.n + 1, 1)])
+        vals.append((P[None, :] - P[:, None])[np.triu_indices(cm.n + 1, 1)] + cm.profile.devices[r].stage_overhead_s)
         outp = cm.out_prefix
         out = np.unique((outp[None, :] - outp[:, None])[np.triu_indices(cm.n + 1, 1)])
         vals.append(np.array([cm.transfer(r, cm.profile.sink, x) for x in out]))
@@ -217,15 +228,36 @@ def _candidates(cm: CostModel, cl: Classes) -> np.ndarray:
 def solve(cm: CostModel, names: list[str], constraints: Constraints):
     """Optimal (period, cuts, devices, optimal flag, method) under the constraints."""
     cl = device_classes(cm, names, allowed(cm, names, constraints), constraints)
-    rg = _Ranges(cm, cl)
     max_nodes = min(constraints.max_nodes or len(names), len(names), cm.n)
-    from planner.strategies._fastpipe import fast_feasible
+    hosts = [(c, ns) for c, ns in cm.profile.hosts().values() if c < len(ns) and set(ns) & set(names)]
+    if not hosts:
+        return _solve(cm, names, cl, max_nodes)
+    best, err = None, None
+    for m in range(1, max_nodes + 1):
+        try:
+            _, cuts, devs, optimal, method = _solve(cm, names, cl, m)
+        except PlanError as exc:
+            err = err or exc
+            continue
+        period = chain_period(cm, cuts, devs)
+        if best is None or period < best[0] * (1 - 1e-12):
+            best = (period, cuts, devs, optimal, method)
+    if best is None:
+        raise err or no_fit_error(cm, names)
+    # Exact when the host term depends on the stage count only (see module docstring).
+    exact = len(cl.reps) == 1 and len(hosts) == 1 and set(names) <= set(hosts[0][1])
+    return best[0], best[1], best[2], best[3] and exact, best[4] + "+per-stage-count"
 
+
+def _solve(cm: CostModel, names: list[str], cl: Classes, max_nodes: int):
+    """The DP of the module docstring without the shared-host term, for at most max_nodes stages."""
+    rg = _Ranges(cm, cl)
     if cl.uniform:
         test, method, optimal = fast_feasible, "dp-max-position", True
     else:
         test, method, optimal = _feasible, "dp-start-sets", True
     cand = _candidates(cm, cl)
+    cand = cand[cand >= cm.overhead(cm.profile.source)]  # the source's work bounds every period
     try:
         if not test(cm, cl, rg, cand[-1], max_nodes, False):
             raise no_fit_error(cm, names)

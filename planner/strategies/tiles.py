@@ -112,7 +112,7 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
         raise PlanError(f"strategy {NAME!r}: --max-nodes {constraints.max_nodes} leaves room for fewer than 2 tiles")
     search = Search(cm, objective, ok, names)
     holder = head or cm.profile.source
-    head_cost = (cm.transfer(cm.profile.source, head, cm.cut_bytes[0]) + cm.range_seconds(head, 0, c)) if head else 0.0
+    head_cost = (cm.transfer(cm.profile.source, head, cm.cut_bytes[0]) + cm.stage_seconds(head, 0, c)) if head else 0.0
     pick = suffix_devices(names, objective, constraints.max_nodes, head)
     for e in thin(ends, MAX_ENDS):
         search.score((c, head), head_cost, holder, e, ranked, sizes, pick)

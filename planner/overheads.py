@@ -1,0 +1,185 @@
+"""Measure what a stage costs outside its interpreter, on a node and on this client.
+
+Echo round trips through small deployments on the node, each compared with a forward
+stage (which runs inline in the node's receiving thread, so it costs what the link
+latency already holds):
+- a 1-op part stage: + hand-off to the stage thread, set/get tensors, its own send
+  -> `stage_overhead_s` (the part's own invoke time, measured by `profile`, subtracted);
+- a forward stage gathering 4 row pieces vs one whole message, small and large tensor:
+  + 3 messages decoded and a stitch -> `piece_overhead_s` (small) and `copy_s_per_byte`
+  (what the large tensor adds); the client's own extra send time is subtracted;
+- this client: its CPU seconds per frame through the real deployment client
+  (`DataClient`: futures, tracker, result thread, sockets) -> the client's
+  `stage_overhead_s`, and its extra seconds per sliced piece.
+Every figure is the median of `rounds` round trips after a warm-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zmq
+
+from node.resources import host_identity, usable_cores
+from node.wire import messages as m
+from node.wire.frames import CLIENT, Header, encode, meta_for
+from node.wire.service import ServiceClient
+from planner.errors import FleetError
+from planner.fleet.dataclient import DataClient, Entry, local_address_towards
+from planner.fleet.requests import Tracker
+from planner.profile import Device
+
+if TYPE_CHECKING:
+    from planner.fleet.client import Fleet, NodeInfo
+
+SMALL, LARGE = (1, 8, 8, 4), (1, 64, 64, 16)  # 1 KiB and 256 KiB of float32
+NODE_KEYS = ("stage_overhead_s", "piece_overhead_s", "copy_s_per_byte")
+
+
+def tiny_part(shape: tuple[int, ...] = SMALL) -> bytes:
+    """A one-op model (RELU on `x`, output `y`): a stage whose invoke costs next to nothing."""
+    from planner.modelbuild.builder import GraphBuilder
+
+    g = GraphBuilder("echo")
+    g.output(g.relu(g.input(shape, name="x"), name="y"))
+    return g.build()
+
+
+class _Echo:
+    """A throw-away deployment on one node and raw sockets to time round trips."""
+
+    def __init__(self, fleet: Fleet, node: NodeInfo, stages: tuple[m.StageSpec, ...]) -> None:
+        self.fleet, self.node = fleet, node
+        self.dep = f"_ovh-{fleet.control.client_id[-8:]}"
+        fleet.control.command(node.name, m.Deploy, 30, deployment=self.dep, epoch=0, stages=stages)
+        ctx = zmq.Context.instance()
+        self.pull, self.push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+        self.pull.linger = self.push.linger = 0
+        local = node.data_endpoint.startswith("tcp://127.")
+        port = self.pull.bind_to_random_port("tcp://127.0.0.1" if local else "tcp://*")
+        self.reply = f"tcp://{local_address_towards(node.data_endpoint)}:{port}"
+        self.push.connect(node.data_endpoint)
+
+    def rtts(self, variants: list[tuple[str, list[tuple[Any, np.ndarray]]]], rounds: int
+             ) -> list[tuple[float, float]]:
+        """Per (stage, pieces) variant: median (round trip, client send seconds), one piece
+        per message; variants alternate round by round so a drifting load hits all alike."""
+        got: list[tuple[list[float], list[float]]] = [([], []) for _ in variants]
+        for k in range(rounds + 3):
+            for (stage, pieces), (rtts, sends) in zip(variants, got, strict=True):
+                t = time.perf_counter()
+                for meta, arr in pieces:
+                    h = Header("data", self.dep, 0, f"o{k}", stage, self.reply, (meta,))
+                    self.push.send_multipart(encode(h, [arr]), copy=False)
+                sent = time.perf_counter() - t
+                if not self.pull.poll(5000):
+                    raise FleetError(f"node {self.node.name!r}: no echo from stage {stage!r} within 5 s")
+                self.pull.recv_multipart()
+                if k >= 3:  # the first rounds set up connections
+                    rtts.append(time.perf_counter() - t)
+                    sends.append(sent)
+        return [(statistics.median(r), statistics.median(s)) for r, s in got]
+
+    def close(self) -> None:
+        self.pull.close()
+        self.push.close()
+        self.fleet.control.command(self.node.name, m.Undeploy, 10, deployment=self.dep)
+
+
+def _rows(x: np.ndarray, n: int) -> list[tuple[Any, np.ndarray]]:
+    """x as n row pieces (region messages), or whole when n == 1."""
+    if n == 1:
+        return [(meta_for("x", x), x)]
+    h = x.shape[1]
+    cuts = [round(h * i / n) for i in range(n + 1)]
+    return [(meta_for("x", x[:, a:b], x.shape, (a, b, 0, x.shape[2])), np.ascontiguousarray(x[:, a:b]))
+            for a, b in zip(cuts, cuts[1:], strict=False)]
+
+
+def measure_node(fleet: Fleet, node: NodeInfo, rounds: int = 40) -> dict[str, float]:
+    """{stage_overhead_s, piece_overhead_s, copy_s_per_byte} of one node, plus the raw figures."""
+    part = tiny_part()
+    sha = hashlib.sha256(part).hexdigest()
+    with ServiceClient(node.service_endpoint, zmq.Context.instance(), 60) as svc:
+        svc.upload(part, sha)
+    invoke = float(fleet.control.command(node.name, m.Profile, 60, parts=(sha,), repetitions=20)["median_s"][sha])
+
+    def spec(sid: str, shape, pieces: int = 1, part_sha: str | None = None, out: str = "x") -> m.StageSpec:
+        return m.StageSpec(sid, part_sha, (m.InputSpec("x", "float32", shape, pieces),), (m.Route(out, CLIENT),))
+
+    stages = (spec("f", SMALL), spec("p", SMALL, part_sha=sha, out="y"), spec("g", SMALL, 4),
+              spec("F", LARGE), spec("G", LARGE, 4))
+    echo = _Echo(fleet, node, stages)
+    try:
+        small = np.ones(SMALL, np.float32)
+        large = np.ones(LARGE, np.float32)
+        (fwd, send1_s), (run, _), (four_s, send4_s), (one_l, send1_l), (four_l, send4_l) = echo.rtts(
+            [("f", _rows(small, 1)), ("p", _rows(small, 1)), ("g", _rows(small, 4)), ("F", _rows(large, 1)),
+             ("G", _rows(large, 4))], rounds)
+    finally:
+        echo.close()
+    one_s = fwd
+    stage = max(run - fwd - invoke, 0.0)
+    piece = max(four_s - one_s - (send4_s - send1_s), 0.0) / 3
+    extra_l = four_l - one_l - (send4_l - send1_l) - 3 * piece
+    copy = max(extra_l, 0.0) / (large.nbytes - small.nbytes)
+    return {"stage_overhead_s": stage, "piece_overhead_s": piece, "copy_s_per_byte": copy,
+            "raw": {"forward_rtt_s": fwd, "part_rtt_s": run, "part_invoke_s": invoke,
+                    "gather4_small_rtt_s": four_s, "whole_small_rtt_s": one_s,
+                    "gather4_large_rtt_s": four_l, "whole_large_rtt_s": one_l}}
+
+
+def measure_client(fleet: Fleet, node: NodeInfo, rounds: int = 100) -> dict[str, float]:
+    """This client's CPU seconds per frame and per extra sliced piece (real DataClient)."""
+    stages = (m.StageSpec("w", None, (m.InputSpec("x", "float32", SMALL),), (m.Route("x", CLIENT),)),
+              m.StageSpec("W", None, (m.InputSpec("x", "float32", LARGE),), (m.Route("x", CLIENT),)),
+              m.StageSpec("G", None, (m.InputSpec("x", "float32", LARGE, 4),), (m.Route("x", CLIENT),)))
+    echo = _Echo(fleet, node, stages)
+    to, h = node.data_endpoint, LARGE[1]
+    quarters = tuple(m.Route("x", to, "G", region=(h * i // 4, h * (i + 1) // 4, 0, LARGE[2])) for i in range(4))
+    cases = [((m.Route("x", to, "w"),), SMALL), ((m.Route("x", to, "W"),), LARGE), (quarters, LARGE)]
+    cpu = []
+    try:
+        for routes, shape in cases:
+            inp = {"x": np.ones(shape, np.float32)}
+            tracker = Tracker()
+            tracker.set_results(0, {"x": {"dtype": "float32", "shape": list(shape), "pieces": 1}})
+            client = DataClient(lambda routes=routes: Entry(echo.dep, 0, routes), local_address_towards(to), tracker)
+            try:
+                for _ in range(5):
+                    client.submit(inp).result(10)
+                t = time.process_time()  # the whole process: caller, result thread, zmq I/O
+                for _ in range(rounds):
+                    client.submit(inp).result(10)
+                cpu.append((time.process_time() - t) / rounds)
+            finally:
+                client.close()
+    finally:
+        echo.close()
+    return {"stage_overhead_s": cpu[0], "piece_overhead_s": max(cpu[2] - cpu[1], 0.0) / 3,
+            "raw": {"cpu_small_s": cpu[0], "cpu_large_s": cpu[1], "cpu_large_4_pieces_s": cpu[2]}}
+
+
+def client_device(fleet: Fleet, node: NodeInfo | None, cache: Path, max_age_s: float, fresh: bool = False) -> Device:
+    """The non-computing `client` on this host, its per-frame costs measured against `node`
+    (cached per host; without a node, only what is cached)."""
+    host = host_identity()
+    path = cache / f"client__{host}.json"
+    doc: dict[str, Any] = {}
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass
+    if node is not None and (fresh or time.time() - doc.get("measured_at", 0) > max_age_s):
+        doc = {**measure_client(fleet, node), "measured_at": time.time()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc))
+    return Device("client", board="client", compute=False, host=host, host_cores=usable_cores(),
+                  stage_overhead_s=float(doc.get("stage_overhead_s", 0.0)),
+                  piece_overhead_s=float(doc.get("piece_overhead_s", 0.0)))
