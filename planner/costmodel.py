@@ -61,12 +61,21 @@ class CostModel:
         base = d.stage_overhead_s if fixed else 0.0
         return base + extra_pieces * d.piece_overhead_s + copy_bytes * d.copy_s_per_byte
 
-    def host_bound(self, busy: dict[str, float]) -> float:
-        """Seconds per frame the busiest shared host needs: its devices' busy seconds / cores."""
-        worst = 0.0
-        for cores, names in self.profile.hosts().values():
-            worst = max(worst, sum(busy.get(n, 0.0) for n in names) / cores)
-        return worst
+    def shared_hosts(self) -> dict[str, tuple[str, int]]:
+        """device -> (host, cores) on hosts with fewer cores than devices (the others never wait)."""
+        return {d: (h, c) for h, (c, names) in self.profile.hosts().items() if c < len(names) for d in names}
+
+    def host_bound(self, busy: dict[str, float], sends=()) -> dict[str, float]:
+        """Seconds per frame each shared host needs: its devices' busy seconds plus the
+        (src, dst, seconds) transfers between two of its devices, over its cores."""
+        shared, work = self.shared_hosts(), {}
+        for d, secs in busy.items():
+            if d in shared:
+                work[shared[d]] = work.get(shared[d], 0.0) + secs
+        for a, b, secs in sends:
+            if a in shared and shared[a] == shared.get(b):
+                work[shared[a]] = work.get(shared[a], 0.0) + secs
+        return {h: w / cores for (h, cores), w in work.items()}
 
     def transfer(self, src: str, dst: str, nbytes: float) -> float:
         """Seconds to move nbytes from src to dst (0 on the same device)."""

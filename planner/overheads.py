@@ -10,7 +10,8 @@ latency already holds):
   (what the large tensor adds); the client's own extra send time is subtracted;
 - this client: its CPU seconds per frame through the real deployment client
   (`DataClient`: futures, tracker, result thread, sockets) -> the client's
-  `stage_overhead_s`, and its extra seconds per sliced piece.
+  `stage_overhead_s`; 4 column pieces vs one message, small and large -> its
+  `piece_overhead_s` and `copy_s_per_byte` (slicing).
 Every figure is the median of `rounds` round trips after a warm-up.
 """
 
@@ -135,15 +136,22 @@ def measure_node(fleet: Fleet, node: NodeInfo, rounds: int = 40) -> dict[str, fl
                     "gather4_large_rtt_s": four_l, "whole_large_rtt_s": one_l}}
 
 
-def measure_client(fleet: Fleet, node: NodeInfo, rounds: int = 100) -> dict[str, float]:
-    """This client's CPU seconds per frame and per extra sliced piece (real DataClient)."""
-    stages = (m.StageSpec("w", None, (m.InputSpec("x", "float32", SMALL),), (m.Route("x", CLIENT),)),
-              m.StageSpec("W", None, (m.InputSpec("x", "float32", LARGE),), (m.Route("x", CLIENT),)),
-              m.StageSpec("G", None, (m.InputSpec("x", "float32", LARGE, 4),), (m.Route("x", CLIENT),)))
-    echo = _Echo(fleet, node, stages)
-    to, h = node.data_endpoint, LARGE[1]
-    quarters = tuple(m.Route("x", to, "G", region=(h * i // 4, h * (i + 1) // 4, 0, LARGE[2])) for i in range(4))
-    cases = [((m.Route("x", to, "w"),), SMALL), ((m.Route("x", to, "W"),), LARGE), (quarters, LARGE)]
+def measure_client(fleet: Fleet, node: NodeInfo, rounds: int = 100) -> dict[str, Any]:
+    """This client's CPU seconds per frame, per extra sliced piece and per sliced byte.
+
+    Column pieces, as tile inputs usually are, so slicing copies (strided) like it will.
+    """
+    def stage(sid: str, shape: tuple[int, ...], pieces: int = 1) -> m.StageSpec:
+        return m.StageSpec(sid, None, (m.InputSpec("x", "float32", shape, pieces),), (m.Route("x", CLIENT),))
+
+    def quarters(sid: str, shape: tuple[int, ...]) -> tuple[m.Route, ...]:
+        w = shape[2]
+        return tuple(m.Route("x", to, sid, region=(0, shape[1], w * i // 4, w * (i + 1) // 4)) for i in range(4))
+
+    to = node.data_endpoint
+    echo = _Echo(fleet, node, (stage("s", SMALL), stage("S", SMALL, 4), stage("l", LARGE), stage("L", LARGE, 4)))
+    cases = [((m.Route("x", to, "s"),), SMALL), (quarters("S", SMALL), SMALL),
+             ((m.Route("x", to, "l"),), LARGE), (quarters("L", LARGE), LARGE)]
     cpu = []
     try:
         for routes, shape in cases:
@@ -162,8 +170,15 @@ def measure_client(fleet: Fleet, node: NodeInfo, rounds: int = 100) -> dict[str,
                 client.close()
     finally:
         echo.close()
-    return {"stage_overhead_s": cpu[0], "piece_overhead_s": max(cpu[2] - cpu[1], 0.0) / 3,
-            "raw": {"cpu_small_s": cpu[0], "cpu_large_s": cpu[1], "cpu_large_4_pieces_s": cpu[2]}}
+    piece = max(cpu[1] - cpu[0], 0.0) / 3
+    copy = max(cpu[3] - cpu[2] - 3 * piece, 0.0) / (nbytes(LARGE) - nbytes(SMALL))
+    return {"stage_overhead_s": cpu[0], "piece_overhead_s": piece, "copy_s_per_byte": copy,
+            "raw": {"cpu_whole_small_s": cpu[0], "cpu_4_small_s": cpu[1], "cpu_whole_large_s": cpu[2],
+                    "cpu_4_large_s": cpu[3]}}
+
+
+def nbytes(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape)) * 4
 
 
 def client_device(fleet: Fleet, node: NodeInfo | None, cache: Path, max_age_s: float, fresh: bool = False) -> Device:
@@ -181,5 +196,4 @@ def client_device(fleet: Fleet, node: NodeInfo | None, cache: Path, max_age_s: f
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc))
     return Device("client", board="client", compute=False, host=host, host_cores=usable_cores(),
-                  stage_overhead_s=float(doc.get("stage_overhead_s", 0.0)),
-                  piece_overhead_s=float(doc.get("piece_overhead_s", 0.0)))
+                  **{k: float(doc.get(k, 0.0)) for k in NODE_KEYS})

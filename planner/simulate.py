@@ -4,7 +4,8 @@ Resources are devices, directed links and shared hosts; devices and links serve 
 thing at a time in frame order (a node runs frames in arrival order, a socket sends
 messages in order). A host is a pool of `host_cores` cores: work on a device also
 occupies one core of its host for its duration, in the earliest gap that fits, so three
-agents on two cores never compute three things at once. Work is a stage's compute plus
+agents on two cores never compute three things at once; so does a transfer between two
+devices of one host, which has no wire (its time is sockets and copies on those cores). Work is a stage's compute plus
 its overhead (fixed per frame, per extra gathered or sliced piece, per byte stitched or
 sliced), and the source's per-frame work (the client submitting, slicing tile inputs)
 and the sink's gathering of result pieces. Frames are walked stage by stage in op
@@ -45,11 +46,6 @@ class _Run:
     cores: dict[str, list[list[tuple[float, float]]]] = field(default_factory=dict)  # host -> per-core busy
 
 
-def _shared(cm: CostModel) -> dict[str, tuple[str, int]]:
-    """device -> (host, cores) for hosts with fewer cores than devices (the others never wait)."""
-    return {d: (h, cores) for h, (cores, names) in cm.profile.hosts().items() if cores < len(names) for d in names}
-
-
 def _gap(busy: list[tuple[float, float]], t: float, dur: float) -> float:
     """Earliest start >= t of a free interval of length dur between sorted busy intervals."""
     for s, e in busy[max(bisect.bisect_left(busy, (t, t)) - 1, 0):]:
@@ -61,6 +57,16 @@ def _gap(busy: list[tuple[float, float]], t: float, dur: float) -> float:
     return t
 
 
+def _core(run: _Run, host: tuple[str, int], ready: float, dur: float) -> float:
+    """Book dur seconds on the host core free earliest after ready; returns the start."""
+    name, cores = host
+    pool = run.cores.setdefault(name, [[] for _ in range(cores)])
+    best = min(range(cores), key=lambda c: _gap(pool[c], ready, dur))
+    start = _gap(pool[best], ready, dur)
+    bisect.insort(pool[best], (start, start + dur))
+    return start
+
+
 def _work(run: _Run, frame: int, device: str, tag, ready: float, dur: float,
           fifo: bool = True) -> float:
     """Run dur seconds on device (in frame order) and one core of its host; returns the end."""
@@ -69,11 +75,7 @@ def _work(run: _Run, frame: int, device: str, tag, ready: float, dur: float,
     start = max(ready, run.dev_free.get(device, 0.0))
     shared = run.hosts.get(device)
     if shared is not None and dur > 0:
-        host, cores = shared
-        pool = run.cores.setdefault(host, [[] for _ in range(cores)])
-        best = min(range(cores), key=lambda c: _gap(pool[c], start, dur))
-        start = _gap(pool[best], start, dur)
-        bisect.insort(pool[best], (start, start + dur))
+        start = _core(run, shared, start, dur)
     run.dev_free[device] = start + dur
     if dur > 0 or fifo:
         run.events.append(Event(frame, device, "compute", tag, start, start + dur))
@@ -99,6 +101,9 @@ def _send(run: _Run, cm: CostModel, frame: int, tag, src: str, dst: str, nbytes:
         return ready
     key = (src, dst)
     start = max(ready, run.link_free.get(key, 0.0))
+    host = run.hosts.get(src)
+    if host is not None and host == run.hosts.get(dst):
+        start = _core(run, host, start, dur)  # no wire within a host: sockets and copies are CPU work
     run.link_free[key] = start + dur
     run.events.append(Event(frame, f"{src}->{dst}", "send", tag, start, start + dur, int(nbytes)))
     return start + dur
@@ -168,7 +173,7 @@ def _bytes(route_bytes: int, src_tile: TileTask | None, dst_tile: TileTask, dst:
 def run_frames(plan: Plan, cm: CostModel, frames: int, gap: float = 0.0) -> tuple[list[float], _Run]:
     """Completion time of each of `frames` frames released every `gap` seconds."""
     tasks = _tasks(plan, cm)
-    run = _Run(hosts=_shared(cm))
+    run = _Run(hosts=cm.shared_hosts())
     finish = [_frame(plan, cm, tasks, run, f, f * gap) for f in range(frames)]
     return finish, run
 
@@ -186,9 +191,9 @@ def simulate(plan: Plan, cm: CostModel, frames: int = 32) -> dict:
             rec = links.setdefault(e.resource, {"from": a, "to": b, "bytes": 0, "busy_s": 0.0})
             rec["bytes"] += e.nbytes
             rec["busy_s"] += e.end - e.start
-    for host, (cores, names) in cm.profile.hosts().items():
-        if cores < len(names):  # a shared host is a resource too: its devices' work over its cores
-            busy[f"host:{host}"] = sum(busy.get(d, 0.0) for d in names) / cores
+    sends = [(*e.resource.split("->", 1), e.end - e.start) for e in one.events if e.kind == "send"]
+    for host, secs in cm.host_bound(busy, sends).items():  # a shared host is a resource too
+        busy[f"host:{host}"] = secs
     bottleneck = max(busy, key=busy.get) if busy else None
     bound = 1.0 / busy[bottleneck] if bottleneck and busy[bottleneck] > 0 else float("inf")
     frames = max(frames, 2)

@@ -23,8 +23,8 @@ falls back to a greedy feasibility test and says so in the plan's notes.
 
 Shared hosts (more devices than cores on one `host`) add a term of the whole chain: the DP
 runs once per stage count m (at most m stages) and the best chain under the full period
-wins. Exact when all candidates are interchangeable and on that one host (the host term
-then depends on m only); otherwise a heuristic, noted as not optimal.
+wins: never worse than ignoring the host, and exact when the host term depends on m only
+(interchangeable candidates on one host, free transfers), else a heuristic (notes say so).
 """
 
 from __future__ import annotations
@@ -54,13 +54,14 @@ def chain_period(cm: CostModel, cuts: list[int], devices: list[str]) -> float:
     """The period formula of the module docstring for one chain."""
     p, prev = cm.profile, cm.profile.source
     worst = cm.overhead(p.source)
-    busy = {p.source: worst}
+    busy, sends = {p.source: worst}, []
     for a, b, d in zip(cuts, cuts[1:], devices, strict=False):
         stage = cm.stage_seconds(d, a, b)
         busy[d] = busy.get(d, 0.0) + stage
-        worst = max(worst, stage, cm.transfer(prev, d, cm.cut_bytes[a]), cm.transfer(d, p.sink, cm.out_bytes(a, b)))
+        sends += [(prev, d, cm.transfer(prev, d, cm.cut_bytes[a])), (d, p.sink, cm.transfer(d, p.sink, cm.out_bytes(a, b)))]
+        worst = max(worst, stage, sends[-2][2], sends[-1][2])
         prev = d
-    return max(worst, cm.host_bound(busy))
+    return max([worst, *cm.host_bound(busy, sends).values()])
 
 
 class _Ranges:
@@ -244,9 +245,7 @@ def solve(cm: CostModel, names: list[str], constraints: Constraints):
             best = (period, cuts, devs, optimal, method)
     if best is None:
         raise err or no_fit_error(cm, names)
-    # Exact when the host term depends on the stage count only (see module docstring).
-    exact = len(cl.reps) == 1 and len(hosts) == 1 and set(names) <= set(hosts[0][1])
-    return best[0], best[1], best[2], best[3] and exact, best[4] + "+per-stage-count"
+    return best[0], best[1], best[2], False, best[4] + "+per-stage-count"
 
 
 def _solve(cm: CostModel, names: list[str], cl: Classes, max_nodes: int):
