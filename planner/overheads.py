@@ -3,8 +3,10 @@
 Echo round trips through small deployments on the node, each compared with a forward
 stage (which runs inline in the node's receiving thread, so it costs what the link
 latency already holds):
-- a 1-op part stage: + hand-off to the stage thread, set/get tensors, its own send
-  -> `stage_overhead_s` (the part's own invoke time, measured by `profile`, subtracted);
+- the profiled model's op groups as a chain of stages on the node (else a 1-op part):
+  + hand-off to the stage thread, set/get tensors, its own send, an interpreter that
+  runs once per frame after the others -> `stage_overhead_s` (invokes measured by
+  `profile` and the hops subtracted);
 - a forward stage gathering 4 row pieces vs one whole message, small and large tensor:
   + 3 messages decoded and a stitch -> `piece_overhead_s` (small) and `copy_s_per_byte`
   (what the large tensor adds); the client's own extra send time is subtracted;
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zmq
 
+from node.profiler import random_input
 from node.resources import host_identity, usable_cores
 from node.wire import messages as m
 from node.wire.frames import CLIENT, Header, encode, meta_for
@@ -34,13 +37,17 @@ from node.wire.service import ServiceClient
 from planner.errors import FleetError
 from planner.fleet.dataclient import DataClient, Entry, local_address_towards
 from planner.fleet.requests import Tracker
+from planner.graph import ModelGraph
+from planner.layout import StageLayout
 from planner.profile import Device
+from planner.wiring import wire
 
 if TYPE_CHECKING:
     from planner.fleet.client import Fleet, NodeInfo
 
 SMALL, LARGE = (1, 8, 8, 4), (1, 64, 64, 16)  # 1 KiB and 256 KiB of float32
 NODE_KEYS = ("stage_overhead_s", "piece_overhead_s", "copy_s_per_byte")
+Message = tuple[tuple[Any, ...], list[np.ndarray]]  # (tensor metas, arrays) of one data message
 
 
 def tiny_part(shape: tuple[int, ...] = SMALL) -> bytes:
@@ -55,9 +62,9 @@ def tiny_part(shape: tuple[int, ...] = SMALL) -> bytes:
 class _Echo:
     """A throw-away deployment on one node and raw sockets to time round trips."""
 
-    def __init__(self, fleet: Fleet, node: NodeInfo, stages: tuple[m.StageSpec, ...]) -> None:
+    def __init__(self, fleet: Fleet, node: NodeInfo, stages: tuple[m.StageSpec, ...], dep: str = "") -> None:
         self.fleet, self.node = fleet, node
-        self.dep = f"_ovh-{fleet.control.client_id[-8:]}"
+        self.dep = dep or f"_ovh-{fleet.control.client_id[-8:]}"
         fleet.control.command(node.name, m.Deploy, 30, deployment=self.dep, epoch=0, stages=stages)
         ctx = zmq.Context.instance()
         self.pull, self.push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
@@ -67,21 +74,22 @@ class _Echo:
         self.reply = f"tcp://{local_address_towards(node.data_endpoint)}:{port}"
         self.push.connect(node.data_endpoint)
 
-    def rtts(self, variants: list[tuple[str, list[tuple[Any, np.ndarray]]]], rounds: int
+    def rtts(self, variants: list[tuple[str, list[Message]]], rounds: int, replies: int = 1
              ) -> list[tuple[float, float]]:
-        """Per (stage, pieces) variant: median (round trip, client send seconds), one piece
-        per message; variants alternate round by round so a drifting load hits all alike."""
+        """Per (stage, messages) variant: median (round trip until `replies` results, client
+        send seconds); variants alternate round by round so a drifting load hits all alike."""
         got: list[tuple[list[float], list[float]]] = [([], []) for _ in variants]
         for k in range(rounds + 3):
             for (stage, pieces), (rtts, sends) in zip(variants, got, strict=True):
                 t = time.perf_counter()
-                for meta, arr in pieces:
-                    h = Header("data", self.dep, 0, f"o{k}", stage, self.reply, (meta,))
-                    self.push.send_multipart(encode(h, [arr]), copy=False)
+                for metas, arrs in pieces:
+                    h = Header("data", self.dep, 0, f"o{k}", stage, self.reply, metas)
+                    self.push.send_multipart(encode(h, arrs), copy=False)
                 sent = time.perf_counter() - t
-                if not self.pull.poll(5000):
-                    raise FleetError(f"node {self.node.name!r}: no echo from stage {stage!r} within 5 s")
-                self.pull.recv_multipart()
+                for _ in range(replies):
+                    if not self.pull.poll(5000):
+                        raise FleetError(f"node {self.node.name!r}: no echo from stage {stage!r} within 5 s")
+                    self.pull.recv_multipart()
                 if k >= 3:  # the first rounds set up connections
                     rtts.append(time.perf_counter() - t)
                     sends.append(sent)
@@ -93,18 +101,52 @@ class _Echo:
         self.fleet.control.command(self.node.name, m.Undeploy, 10, deployment=self.dep)
 
 
-def _rows(x: np.ndarray, n: int) -> list[tuple[Any, np.ndarray]]:
+def _rows(x: np.ndarray, n: int) -> list[Message]:
     """x as n row pieces (region messages), or whole when n == 1."""
     if n == 1:
-        return [(meta_for("x", x), x)]
+        return [((meta_for("x", x),), [x])]
     h = x.shape[1]
     cuts = [round(h * i / n) for i in range(n + 1)]
-    return [(meta_for("x", x[:, a:b], x.shape, (a, b, 0, x.shape[2])), np.ascontiguousarray(x[:, a:b]))
+    return [((meta_for("x", x[:, a:b], x.shape, (a, b, 0, x.shape[2])),), [np.ascontiguousarray(x[:, a:b])])
             for a, b in zip(cuts, cuts[1:], strict=False)]
 
 
-def measure_node(fleet: Fleet, node: NodeInfo, rounds: int = 40) -> dict[str, float]:
-    """{stage_overhead_s, piece_overhead_s, copy_s_per_byte} of one node, plus the raw figures."""
+def measure_chain(fleet: Fleet, node: NodeInfo, graph: ModelGraph, groups: list[tuple[int, int]],
+                  invoke_s: list[float], hop_s: float, bandwidth: float, rounds: int = 20) -> float:
+    """What a stage adds to its invoke, from the model's groups as a chain of stages on the node.
+
+    The chain runs like a pipeline does (each interpreter once per frame, after the others),
+    so its round trip minus the groups' invokes, the k + 1 hops (a forward echo's half round
+    trip plus bytes over the loopback bandwidth) leaves k stage overheads.
+    """
+    layout = tuple(StageLayout(a, b, (node.name,)) for a, b in groups)
+    w = wire(graph, layout, {node.name: node.data_endpoint})
+    with ServiceClient(node.service_endpoint, zmq.Context.instance(), 60) as svc:
+        for p in w.parts.values():
+            svc.upload(p.data, p.sha256)
+    dep = f"_chain-{fleet.control.client_id[-8:]}"
+    echo = _Echo(fleet, node, tuple(w.specs[node.name]), dep)
+    try:
+        rng = np.random.default_rng(0)
+        ins = {graph.tensors[i].name: graph.tensors[i] for i in graph.inputs}
+        arrs = {n: random_input(tuple(t.shape), np.dtype(t.dtype), rng) for n, t in ins.items()}
+        first = w.entry[0].stage
+        msg = (tuple(meta_for(r.tensor, arrs[r.tensor]) for r in w.entry), [arrs[r.tensor] for r in w.entry])
+        senders = {s.id for s in w.specs[node.name] for r in s.routes if r.to == CLIENT}
+        (rtt, _), = echo.rtts([(first, [msg])], rounds, replies=len(senders))
+    finally:
+        echo.close()
+    cm_bytes = [sum(graph.tensors[t].nbytes for t in graph.live_at(a)) for a, _ in groups[1:]]
+    edge = sum(graph.tensors[i].nbytes for i in graph.inputs) + sum(graph.tensors[i].nbytes for i in graph.outputs)
+    hops = (len(groups) + 1) * hop_s + (sum(cm_bytes) + edge) / bandwidth
+    return max((rtt - sum(invoke_s) - hops) / len(groups), 0.0)
+
+
+def measure_node(fleet: Fleet, node: NodeInfo, graph: ModelGraph | None = None,
+                 groups: list[tuple[int, int]] | None = None, invoke_s: list[float] | None = None,
+                 rounds: int = 40) -> dict[str, Any]:
+    """{stage_overhead_s, piece_overhead_s, copy_s_per_byte} of one node, plus the raw figures;
+    the stage overhead from the model's `groups` as a chain when given, else a 1-op part."""
     part = tiny_part()
     sha = hashlib.sha256(part).hexdigest()
     with ServiceClient(node.service_endpoint, zmq.Context.instance(), 60) as svc:
@@ -127,11 +169,17 @@ def measure_node(fleet: Fleet, node: NodeInfo, rounds: int = 40) -> dict[str, fl
         echo.close()
     one_s = fwd
     stage = max(run - fwd - invoke, 0.0)
+    bandwidth = 2 * (large.nbytes - small.nbytes) / max(one_l - fwd, 1e-9)  # loopback, both ways
+    chain = None
+    if graph is not None and groups and len(groups) > 1:
+        chain = measure_chain(fleet, node, graph, groups, invoke_s or [], fwd / 2, bandwidth)
+        stage = chain
     piece = max(four_s - one_s - (send4_s - send1_s), 0.0) / 3
     extra_l = four_l - one_l - (send4_l - send1_l) - 3 * piece
     copy = max(extra_l, 0.0) / (large.nbytes - small.nbytes)
     return {"stage_overhead_s": stage, "piece_overhead_s": piece, "copy_s_per_byte": copy,
-            "raw": {"forward_rtt_s": fwd, "part_rtt_s": run, "part_invoke_s": invoke,
+            "raw": {"forward_rtt_s": fwd, "part_rtt_s": run, "part_invoke_s": invoke, "chain_stage_s": chain,
+                    "loopback_bandwidth": bandwidth,
                     "gather4_small_rtt_s": four_s, "whole_small_rtt_s": one_s,
                     "gather4_large_rtt_s": four_l, "whole_large_rtt_s": one_l}}
 

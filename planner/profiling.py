@@ -170,7 +170,9 @@ def profile_fleet(fleet: Fleet, graph: ModelGraph, nodes: list[str] | None = Non
     if probe:  # per node kind, cached with its op seconds (older cache files lack them)
         for key in {k for k in keys.values() if "overheads" not in known[k]}:
             name = next(n for n in names if keys[n] == key)
-            known[key]["overheads"] = measure_node(fleet, online[name])
+            groups = [(int(a), int(b)) for a, b in known[key]["groups"]]
+            known[key]["overheads"] = measure_node(fleet, online[name], graph, groups,
+                                                   known[key]["group_seconds"])
             cache.mkdir(parents=True, exist_ok=True)
             (cache / f"{key}.json").write_text(json.dumps(known[key]))
     devices: dict[str, Device] = {}
