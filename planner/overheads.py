@@ -112,7 +112,7 @@ def _rows(x: np.ndarray, n: int) -> list[Message]:
 
 
 def measure_chain(fleet: Fleet, node: NodeInfo, graph: ModelGraph, groups: list[tuple[int, int]],
-                  invoke_s: list[float], hop_s: float, bandwidth: float, rounds: int = 20) -> float:
+                  invoke_s: list[float], hop_s: float, bandwidth: float, rounds: int = 30) -> float:
     """What a stage adds to its invoke, from the model's groups as a chain of stages on the node.
 
     The chain runs like a pipeline does (each interpreter once per frame, after the others),
