@@ -9,8 +9,9 @@ them once (per-op times, links, stage/piece/copy overheads, the shared host), th
 each strategy plans, deploys, warms up, and `--repeat` times measures unpipelined
 latency (median of single frames) and pipelined throughput (window frames in flight),
 checks every result against a local interpreter, and prints predicted vs the median of
-the repetitions (with their spread and the 1-minute load average around them, since the
-agents share this machine with whatever else runs on it). Then it compares
+the repetitions (with their spread, the 1-minute load average around them and `other`: the
+cores' worth of CPU that processes outside this benchmark used meanwhile, since the agents
+share this machine with whatever else runs on it and the model cannot see that). Then it compares
 one frame through a one-stage deployment with calling the interpreter directly, and
 splits the difference into client-side time (submit + result handling) and the rest
 (the agent hop: sockets, queues, decode, encode).
@@ -25,6 +26,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+import psutil
 
 from planner.constraints import Constraints
 from planner.costmodel import CostModel
@@ -48,10 +51,31 @@ def load() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
 
 
+def cpu_now() -> tuple[float, float, float]:
+    """(wall, busy CPU seconds of the machine, CPU seconds of this process and its agents)."""
+    t = psutil.cpu_times()
+    me = psutil.Process()
+    ours = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            c = p.cpu_times()
+            ours += c.user + c.system + c.children_user + c.children_system
+        except psutil.Error:
+            pass
+    return time.time(), t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0), ours
+
+
+def foreign(before: tuple[float, float, float]) -> float:
+    """Cores' worth of CPU that other processes used since `before` (noise the model cannot see)."""
+    after = cpu_now()
+    wall = max(after[0] - before[0], 1e-9)
+    return max((after[1] - before[1]) - (after[2] - before[2]), 0.0) / wall
+
+
 def measure(dep, frames: int, window: int, data: bytes, repeat: int) -> dict:
     """Median latency and throughput over `repeat` rounds after a warm-up, with their spread."""
     run_bench(dep, min(frames, 50), window)  # warm-up: connections, allocations, caches
-    lats, fps, bad, before = [], [], 0, load()
+    lats, fps, bad, before, cpu0 = [], [], 0, load(), cpu_now()
     for _ in range(repeat):
         lats.append(latency(dep, 30)["latency_s"])
         stream = run_bench(dep, frames, window, data)
@@ -59,7 +83,7 @@ def measure(dep, frames: int, window: int, data: bytes, repeat: int) -> dict:
         bad += stream["errors"] + stream["mismatches"]
     return {"latency_s": statistics.median(lats), "throughput_fps": statistics.median(fps),
             "latency_runs_s": lats, "throughput_runs_fps": fps, "identical": bad == 0,
-            "load_before": before, "load_after": load()}
+            "load_before": before, "load_after": load(), "foreign_cpu_cores": foreign(cpu0)}
 
 
 def err(pred: float | None, meas: float) -> float | None:
@@ -170,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{graph.source}: {len(graph.ops)} ops on {args.nodes} local agents, {os.cpu_count()} "
           f"CPUs, {args.frames} frames, window {args.window}, median of {args.repeat}")
     print(f"{'strategy':>12} {'stages':>6} {'pred lat':>9} {'meas lat':>9} {'err':>6} "
-          f"{'pred fps':>9} {'meas fps':>9} {'err':>6} {'fps spread':>11} {'load':>9} identical")
+          f"{'pred fps':>9} {'meas fps':>9} {'err':>6} {'fps spread':>11} {'load':>9} {'other':>5} identical")
     for s, r in rows:
         p, m = r["predicted"], r["measured"]
         spread = f"{min(m['throughput_runs_fps']):.0f}-{max(m['throughput_runs_fps']):.0f}"
@@ -178,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{m['latency_s'] * 1e3:>7.2f}ms {r['latency_error'] or 0:>+6.0%} "
               f"{p['throughput_fps']:>9.0f} {m['throughput_fps']:>9.0f} "
               f"{r['throughput_error'] or 0:>+6.0%} {spread:>11} "
-              f"{m['load_before']:>4.1f}/{m['load_after']:<4.1f} {r['identical']}")
+              f"{m['load_before']:>4.1f}/{m['load_after']:<4.1f} {m['foreign_cpu_cores']:>5.2f} "
+              f"{r['identical']}")
     o = report["overhead"]
     print(f"one frame: interpreter {o['direct_s'] * 1e3:.2f} ms, one-stage deployment "
           f"{o['deployed_s'] * 1e3:.2f} ms -> overhead {o['overhead_s'] * 1e3:.2f} ms/frame "
