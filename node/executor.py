@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -21,13 +21,42 @@ from node.errors import DeployError, NodeError
 from node.gather import Gather, Want, contains, cut, full_region
 from node.metrics import Counters, StageStats
 from node.runner import PartRunner
-from node.wire.frames import CLIENT, Header, Region, TensorMeta, encode, error_header
+from node.wire.frames import (
+    CLIENT,
+    Header,
+    HeaderTemplate,
+    Region,
+    TensorMeta,
+    encode,
+    error_header,
+    payload,
+)
 from node.wire.messages import StageSpec
 
 log = logging.getLogger(__name__)
 _STOP = object()
 
 SendFn = Callable[[str, list[Any]], int]  # (endpoint, frames) -> bytes sent
+_MAX_CHECKED = 256  # metadata variants remembered as valid per stage (tiles: a few)
+
+
+class _Piece(NamedTuple):
+    """One routed tensor: what the stage holds of it, the window sent, and its metadata."""
+
+    tensor: str
+    have: Region | None
+    want: Region | None
+    meta: TensorMeta  # as sent when the piece has the expected shape and dtype
+    dtype: np.dtype[Any]  # meta.dtype parsed once (comparing to a str parses it each time)
+
+
+class _Group(NamedTuple):
+    """Routes sharing one message: destination, target stage and the pre-encoded header."""
+
+    to: str  # endpoint, or CLIENT for the request's reply endpoint
+    stage: str
+    pieces: tuple[_Piece, ...]
+    template: HeaderTemplate
 
 
 class Stage:
@@ -41,7 +70,10 @@ class Stage:
         self.runner = runner
         self.counters = counters
         self.stats = StageStats()
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        # SimpleQueue is C code (a bounded queue.Queue costs a Condition per put and get);
+        # only the data-plane thread puts, so checking qsize before a put keeps the bound
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.queue_size = queue_size
         window = spec.tile.input_region if spec.tile else None
         self.gather = Gather({i.name: Want(i.dtype, i.shape, i.pieces) for i in spec.inputs},
                              window)
@@ -50,6 +82,8 @@ class Stage:
         self._busy = threading.Lock()  # one message at a time, worker or inline
         self._sender_factory = sender_factory
         self._coverage, self._full = self._coverage_table()
+        self._groups = self._route_plan()
+        self._checked: set[TensorMeta] = set()  # metadata that passed gather.check
         self._thread = threading.Thread(target=self._loop, daemon=True,
                                         name=f"stage-{deployment}-{epoch}-{spec.id}")
 
@@ -74,14 +108,33 @@ class Stage:
                                   f"{cov[r.tensor]}", code="bad_stage")
         return cov, full
 
+    def _route_plan(self) -> tuple[_Group, ...]:
+        """Group routes by (destination, stage) and pre-encode each message's header."""
+        dtypes = {i.name: i.dtype for i in self.spec.inputs}
+        if self.runner is not None:
+            dtypes.update(self.runner.out_dtypes)
+        groups: dict[tuple[str, str], list[_Piece]] = {}
+        for r in self.spec.routes:
+            have, full = self._coverage[r.tensor], self._full[r.tensor]
+            want = r.region or have
+            shape = full if want is None else (full[0], want[1] - want[0], want[3] - want[2],
+                                               *full[3:])
+            region = None if want == full_region(full) else want
+            meta = TensorMeta(r.dest_name, dtypes[r.tensor], shape, full, region)
+            key = (r.to, CLIENT if r.to == CLIENT else r.stage)
+            groups.setdefault(key, []).append(_Piece(r.tensor, have, want, meta,
+                                                     np.dtype(meta.dtype)))
+        src = f"{self.node}/{self.spec.id}"
+        return tuple(_Group(to, stage, tuple(ps), HeaderTemplate(Header(
+            kind="result" if stage == CLIENT else "data", deployment=self.deployment,
+            epoch=self.epoch, request="", stage=stage, tensors=tuple(p.meta for p in ps),
+            src=src))) for (to, stage), ps in groups.items())
+
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        try:
-            self.queue.put(_STOP, timeout=5)
-        except queue.Full:
-            log.warning("stage %s did not drain; abandoning it", self.spec.id)
+        self.queue.put(_STOP)  # unbounded: the stop mark always gets in
 
     def offer(self, header: Header, arrays: list[np.ndarray], inline: SendFn | None = None
               ) -> bool:
@@ -92,7 +145,10 @@ class Stage:
         skipping the thread hand-off halves the hop's overhead.
         """
         for m in header.tensors:  # reject bad pieces early, in the receiving thread
-            self.gather.check(m)
+            if m not in self._checked:  # check is a pure function of m and the stage
+                self.gather.check(m)
+                if len(self._checked) < _MAX_CHECKED:
+                    self._checked.add(m)
         if inline is not None and self.runner is None and self.queue.empty() \
                 and self._busy.acquire(blocking=False):
             try:
@@ -100,11 +156,10 @@ class Stage:
             finally:
                 self._busy.release()
             return True
-        try:
-            self.queue.put_nowait((header, arrays, time.perf_counter()))
-            return True
-        except queue.Full:
+        if self.queue.qsize() >= self.queue_size:
             return False
+        self.queue.put((header, arrays, time.perf_counter()))
+        return True
 
     def _loop(self) -> None:
         send, close = self._sender_factory()
@@ -126,7 +181,8 @@ class Stage:
     def _handle(self, send: SendFn, header: Header, arrays: list[np.ndarray], t_in: float
                 ) -> None:
         try:
-            inputs, evicted = self.gather.add(header.request, header.tensors, arrays)
+            inputs, evicted = self.gather.add(header.request, header.tensors, arrays,
+                                              checked=True)  # offer checked them
             for key in evicted:
                 self._fail(send, self._waiting.pop(key, None), "evicted",
                            f"request {key!r} evicted: too many incomplete requests")
@@ -146,30 +202,30 @@ class Stage:
             self._fail(send, header, "run_failed", f"stage {self.spec.id!r}: {exc}")
 
     def _route(self, send: SendFn, header: Header, tensors: dict[str, np.ndarray]) -> int:
-        groups: dict[tuple[str, str], tuple[list[TensorMeta], list[np.ndarray]]] = {}
-        for r in self.spec.routes:
-            arr, have, full = tensors[r.tensor], self._coverage[r.tensor], self._full[r.tensor]
-            want = r.region or have
-            piece = cut(arr, have, want)
-            region = None if want == full_region(full) else want
-            to = header.reply if r.to == CLIENT else r.to
-            metas, arrs = groups.setdefault((to, r.stage if r.to != CLIENT else CLIENT),
-                                            ([], []))
-            metas.append(TensorMeta(r.dest_name, piece.dtype.name,
-                                    tuple(int(d) for d in piece.shape), full, region))
-            arrs.append(piece)
         total = 0
-        for (to, stage), (metas, arrs) in groups.items():
+        for g in self._groups:
+            to = header.reply if g.to == CLIENT else g.to
             if not to:
                 self._fail(send, None, "no_reply", "a route goes to the client but the "
                            f"request {header.request!r} names no reply endpoint")
                 continue
-            h = Header(kind="result" if stage == CLIENT else "data",
-                       deployment=self.deployment, epoch=self.epoch, request=header.request,
-                       stage=stage, reply=header.reply, tensors=tuple(metas),
-                       src=f"{self.node}/{self.spec.id}", t0=header.t0)
-            total += send(to, encode(h, arrs))
+            arrs = [cut(tensors[p.tensor], p.have, p.want) for p in g.pieces]
+            if all(a.shape == p.meta.shape and a.dtype == p.dtype
+                   for a, p in zip(arrs, g.pieces, strict=True)):
+                head = g.template.render(header.request, header.reply, header.t0)
+            else:  # not the planned shape or dtype: describe what is actually sent
+                head = HeaderTemplate(self._header(g, arrs)).render(header.request,
+                                                                     header.reply, header.t0)
+            total += send(to, [head, *payload(arrs)])
         return total
+
+    def _header(self, g: _Group, arrs: list[np.ndarray]) -> Header:
+        metas = tuple(TensorMeta(p.meta.name, a.dtype.name, tuple(int(d) for d in a.shape),
+                                 p.meta.full_shape, p.meta.region)
+                      for a, p in zip(arrs, g.pieces, strict=True))
+        return Header(kind="result" if g.stage == CLIENT else "data",
+                      deployment=self.deployment, epoch=self.epoch, request="",
+                      stage=g.stage, tensors=metas, src=f"{self.node}/{self.spec.id}")
 
     def _fail(self, send: SendFn, header: Header | None, code: str, message: str) -> None:
         self.counters.error(code)

@@ -67,6 +67,8 @@ class Gather:
         self.window = window
         self.max_pending = max_pending
         self._pending: dict[str, _Pending] = {}
+        self._windows = {n: self.window_of(n) for n in wants}  # read on every message
+        self._whole = all(w.pieces == 1 for w in wants.values())
 
     def window_of(self, name: str) -> Region | None:
         """The region of input `name` this stage needs (None: a whole non-4-d tensor)."""
@@ -83,24 +85,30 @@ class Gather:
             raise WireError(f"tensor {meta.name!r}: got {meta.dtype}{list(meta.full_shape)}, "
                             f"stage wants {want.dtype}{list(want.full_shape)}",
                             code="wrong_tensor")
-        win = self.window_of(meta.name)
+        win = self._windows[meta.name]
         have = meta.region or full_region(meta.full_shape)
         if not (contains(win, have) or (want.pieces == 1 and contains(have, win))):
             raise WireError(f"tensor {meta.name!r}: region {have} does not fit the stage "
                             f"window {win}", code="wrong_tensor")
 
     def add(self, key: str, metas: tuple[TensorMeta, ...], arrays: list[np.ndarray],
-            now: float | None = None) -> tuple[dict[str, np.ndarray] | None, list[str]]:
-        """Add pieces; returns (inputs if complete else None, keys evicted for room)."""
-        for m in metas:
-            self.check(m)
+            now: float | None = None, checked: bool = False
+            ) -> tuple[dict[str, np.ndarray] | None, list[str]]:
+        """Add pieces; returns (inputs if complete else None, keys evicted for room).
+
+        `checked`: the caller already ran `check` on these metas (a stage does on receipt).
+        """
+        if not checked:
+            for m in metas:
+                self.check(m)
+        if self._whole and len(metas) == len(self.wants) and key not in self._pending:
+            win = self._windows
+            out = {m.name: cut(a, m.region or full_region(m.full_shape), win[m.name])
+                   for m, a in zip(metas, arrays, strict=True)}
+            if len(out) == len(metas):
+                # fast path: one message carries every input whole -> no copy, no state
+                return out, []
         now = time.monotonic() if now is None else now
-        names = [m.name for m in metas]
-        if key not in self._pending and len(names) == len(self.wants) == len(set(names)) \
-                and all(self.wants[n].pieces == 1 for n in names):
-            # fast path: one message carries every input whole -> no copy, no state
-            return {m.name: cut(a, m.region or full_region(m.full_shape), self.window_of(m.name))
-                    for m, a in zip(metas, arrays, strict=True)}, []
         evicted = []
         p = self._pending.get(key)
         if p is None:

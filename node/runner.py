@@ -17,7 +17,7 @@ import numpy as np
 from node.errors import DeployError
 from node.runtime import RuntimeSettings, make_interpreter
 from node.tile_exec import TileRunner
-from node.wire.frames import Region
+from node.wire.frames import Region, frame_array
 from node.wire.messages import StageSpec
 
 log = logging.getLogger(__name__)
@@ -73,13 +73,26 @@ class PartRunner:
             i, o = self._tile_io
             return {o: self.tile_runner.run(inputs[i], self.crop)}  # type: ignore[arg-type]
         for name, idx in self.in_index.items():
-            self.interp.set_tensor(idx, inputs[name])
+            self._set(idx, inputs[name])
         self.interp.invoke()
-        out = {}
-        for name, idx in self.out_index.items():
-            arr = self.interp.get_tensor(idx)
-            if self.crop is not None:
-                y0, y1, x0, x1 = self.crop
-                arr = arr[:, y0:y1, x0:x1, :]
-            out[name] = np.ascontiguousarray(arr)
-        return out
+        return {name: self._get(idx) for name, idx in self.out_index.items()}
+
+    def _set(self, idx: int, arr: np.ndarray) -> None:
+        # set_tensor copies a read-only array (our inputs view received frames) twice;
+        # writing into the input tensor copies once. The view must be gone before invoke.
+        view = self.interp.tensor(idx)()
+        if view.shape == arr.shape and view.dtype == arr.dtype:
+            view[...] = arr
+        else:
+            del view
+            self.interp.set_tensor(idx, arr)  # the runtime's own error for a mismatch
+
+    def _get(self, idx: int) -> np.ndarray:
+        # one copy out of the interpreter, straight into a zmq message (get_tensor would
+        # copy into numpy memory that pyzmq can only send through its garbage-collector
+        # thread); a cropped tile output is not contiguous and is copied by numpy instead
+        view = self.interp.tensor(idx)()
+        if self.crop is not None:
+            y0, y1, x0, x1 = self.crop
+            view = view[:, y0:y1, x0:x1, :]
+        return frame_array(view) if view.flags.c_contiguous else np.ascontiguousarray(view)

@@ -1,11 +1,21 @@
 """Cost of one agent hop versus raw pyzmq, and the agent's idle memory.
 
-Starts a broker (Mosquitto if installed, else amqtt), one agent process and a raw pyzmq
-relay process (PULL -> PUSH, no decoding). The client sends a tensor, the hop forwards
-it back to the client's PULL socket; we time round trips (one message at a time) and
-streams (many in flight). Prints a table and writes bench_results/node_hop.json.
+Starts a broker (Mosquitto if installed, else amqtt), one agent process with a forward
+stage per tensor size (`part: null`, routes its input to the client), and the baseline: a
+raw pyzmq relay process, PULL bound -> PUSH connected to the client, which forwards the
+received frames untouched (`copy=False`) and only reads the header's `reply` to route
+(the least any hop must do). Client, agent and relay use the same layout (one process
+each, loopback TCP, the same frames). The client sends a tensor, the hop sends it back
+to the client's PULL socket.
 
-    python tools/bench_node_hop.py [--quick]
+- rtt: one message at a time, median over every message of every round;
+- stream: 8 messages in flight, seconds per message over a round, median over rounds.
+
+After a warm-up, rounds alternate agent/raw (ABBA order) so drift on a shared machine
+hits both. Headers are encoded before the clock starts, so the client's own cost does
+not dilute the ratio. Prints a table and writes bench_results/node_hop.json.
+
+    python tools/bench_node_hop.py [--quick] [--rounds N]
 """
 
 from __future__ import annotations
@@ -48,8 +58,9 @@ while True:
     s.send_multipart(frames, copy=False)
 """
 
-ROUNDS = 10
+ROUNDS = 21
 SIZES = {"1KB": (1, 256), "1MB": (1, 250_000), "10MB": (1, 2_500_000)}  # float32
+PER_ROUND = {"1KB": (200, 400), "1MB": (40, 120), "10MB": (8, 24)}  # (rtt, stream) messages
 
 
 def free_port() -> int:
@@ -88,43 +99,81 @@ class Hop:
         self.pull = ctx.socket(zmq.PULL)
         self.reply = f"tcp://127.0.0.1:{self.pull.bind_to_random_port('tcp://127.0.0.1')}"
         self.deployment = deployment
+        self.seq = 0
 
-    def frames(self, x: np.ndarray, i: int) -> list:
-        h = F.Header("data", self.deployment, 0, str(i), "fwd", self.reply,
-                     (F.meta_for("x", x),))
-        return F.encode(h, [x])
+    def messages(self, x: np.ndarray, n: int) -> list[list]:
+        """n messages with fresh request ids, encoded before timing starts."""
+        out = []
+        for _ in range(n):
+            self.seq += 1
+            h = F.Header("data", self.deployment, 0, str(self.seq), "fwd", self.reply,
+                         (F.meta_for("x", x),), t0=time.time())
+            out.append(F.encode(h, [x]))
+        return out
 
-    def round_trips(self, x: np.ndarray, n: int) -> list[float]:
+    def round_trips(self, msgs: list[list]) -> list[float]:
         times = []
-        for i in range(n):
-            fr = self.frames(x, i)
+        for fr in msgs:
             t = time.perf_counter()
             self.push.send_multipart(fr, copy=False)
             self.pull.recv_multipart(copy=False)
             times.append(time.perf_counter() - t)
         return times
 
-    def stream(self, x: np.ndarray, n: int) -> float:
-        """Seconds per message with up to 8 in flight."""
+    def stream(self, msgs: list[list], window: int = 8) -> float:
+        """Seconds per message with up to `window` in flight."""
+        n = len(msgs)
         t = time.perf_counter()
         sent = got = 0
         while got < n:
-            while sent < n and sent - got < 8:
-                self.push.send_multipart(self.frames(x, sent), copy=False)
+            while sent < n and sent - got < window:
+                self.push.send_multipart(msgs[sent], copy=False)
                 sent += 1
             self.pull.recv_multipart(copy=False)
             got += 1
         return (time.perf_counter() - t) / n
 
 
+def quartiles(xs: list[float]) -> tuple[float, float, float]:
+    q = statistics.quantiles(xs, n=4)
+    return q[0], statistics.median(xs), q[2]
+
+
+def measure(hops: dict[str, Hop], x: np.ndarray, n_rtt: int, n_stream: int, rounds: int
+            ) -> dict[str, float]:
+    """Warm up, then `rounds` interleaved rounds of round trips and streams per hop."""
+    for h in hops.values():  # connections, allocator, caches
+        h.round_trips(h.messages(x, max(5, n_rtt // 4)))
+        h.stream(h.messages(x, max(16, n_stream // 4)))
+    rtt: dict[str, list[float]] = {k: [] for k in hops}
+    strm: dict[str, list[float]] = {k: [] for k in hops}
+    labels = list(hops)
+    for i in range(rounds):
+        for label in labels if i % 2 == 0 else labels[::-1]:  # ABBA: cancels linear drift
+            h = hops[label]
+            rtt[label] += h.round_trips(h.messages(x, n_rtt))
+            strm[label].append(h.stream(h.messages(x, n_stream)))
+    row: dict[str, float] = {"bytes": x.nbytes}
+    for label in hops:
+        q1, med, q3 = quartiles(rtt[label])
+        row[f"{label}_rtt_median_s"], row[f"{label}_rtt_iqr_s"] = med, q3 - q1
+        q1, med, q3 = quartiles(strm[label])
+        row[f"{label}_stream_s"], row[f"{label}_stream_iqr_s"] = med, q3 - q1
+    row["ratio_rtt"] = row["agent_rtt_median_s"] / row["raw_rtt_median_s"]
+    row["ratio_stream"] = row["agent_stream_s"] / row["raw_stream_s"]
+    row["overhead_s"] = row["agent_rtt_median_s"] - row["raw_rtt_median_s"]
+    return row
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--quick", action="store_true", help="fewer rounds and messages")
+    ap.add_argument("--rounds", type=int, default=0, help=f"rounds per size ({ROUNDS})")
     ap.add_argument("-o", default=str(REPO / "bench_results" / "node_hop.json"))
     args = ap.parse_args()
-    reps = {"1KB": 3000, "1MB": 400, "10MB": 100}
-    if args.quick:
-        reps = {k: max(2 * ROUNDS, v // 10) for k, v in reps.items()}
+    rounds = args.rounds or (5 if args.quick else ROUNDS)
+    per_round = {k: (max(4, r // 4), max(16, s // 4)) if args.quick else (r, s)
+                 for k, (r, s) in PER_ROUND.items()}
     tmp = Path(tempfile.mkdtemp(prefix="bench-hop-"))
     broker, url = start_broker(tmp)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -137,6 +186,7 @@ def main() -> int:
     relay = subprocess.Popen([sys.executable, "-c", RELAY, relay_ep])
     cmd = Commander(url)
     ctx = zmq.Context()
+    load0 = os.getloadavg()[0]
     try:
         res = cmd.wait_online("bench", 30)
         time.sleep(1.0)  # idle: after start-up, no models loaded
@@ -150,37 +200,36 @@ def main() -> int:
         for name, shape in SIZES.items():
             x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
             hops = {"agent": Hop(ctx, res["data_endpoint"], name), "raw": Hop(ctx, relay_ep, name)}
-            for h in hops.values():
-                h.round_trips(x, max(5, reps[name] // 10))  # warm-up, connections
-            row = {"bytes": x.nbytes}
-            rtt: dict[str, list[float]] = {k: [] for k in hops}
-            strm: dict[str, list[float]] = {k: [] for k in hops}
-            for _ in range(ROUNDS):  # interleaved, so drift on a busy machine hits both
-                for label, h in hops.items():
-                    rtt[label] += h.round_trips(x, reps[name] // ROUNDS)
-                    strm[label].append(h.stream(x, reps[name] // ROUNDS))
-            for label in hops:
-                row[f"{label}_rtt_median_s"] = statistics.median(rtt[label])
-                row[f"{label}_stream_s"] = statistics.median(strm[label])
-            row["ratio_rtt"] = row["agent_rtt_median_s"] / row["raw_rtt_median_s"]
-            row["ratio_stream"] = row["agent_stream_s"] / row["raw_stream_s"]
-            row["overhead_s"] = row["agent_rtt_median_s"] - row["raw_rtt_median_s"]
-            rows[name] = row
+            rows[name] = measure(hops, x, *per_round[name], rounds)
         out = {"tensors": rows, "idle_rss_bytes": idle_rss,
                "per_hop_overhead_1KB_s": rows["1KB"]["overhead_s"],
                "targets": {"ratio_1MB_10MB": 1.15, "overhead_1KB_s": 150e-6,
                            "idle_rss_bytes": 60 << 20},
+               "baseline": "pyzmq relay process: PULL -> PUSH of the received frames "
+                           "(copy=False), routed by the header's reply",
+               "rounds": rounds, "per_round": {k: {"rtt": r, "stream": s}
+                                               for k, (r, s) in per_round.items()},
+               "stream_window": 8, "load_avg_1m": [load0, os.getloadavg()[0]],
                "runtime": res["runtime"], "python": sys.version.split()[0],
-               "zmq": zmq.zmq_version(), "cpus": os.cpu_count(), "quick": args.quick}
-        print(f"{'tensor':>6} {'agent rtt':>11} {'raw rtt':>11} {'ratio':>6} "
-              f"{'agent strm':>11} {'raw strm':>11} {'ratio':>6}")
+               "zmq": zmq.zmq_version(), "pyzmq": zmq.__version__, "cpus": os.cpu_count(),
+               "quick": args.quick}
+        print(f"baseline 'raw': {out['baseline']}; {rounds} rounds, median "
+              f"(IQR); stream = 8 in flight")
+        print(f"{'tensor':>6} {'agent rtt':>18} {'raw rtt':>18} {'ratio':>6} "
+              f"{'agent stream':>18} {'raw stream':>18} {'ratio':>6}")
+
+        def ms(r: dict[str, float], hop: str, kind: str) -> str:
+            med = r[f"{hop}_{kind}_median_s" if kind == "rtt" else f"{hop}_{kind}_s"]
+            return f"{med * 1e3:7.3f} ({r[f'{hop}_{kind}_iqr_s'] * 1e3:5.3f})ms"
+
         for name, r in rows.items():
-            print(f"{name:>6} {r['agent_rtt_median_s'] * 1e3:9.3f}ms {r['raw_rtt_median_s'] * 1e3:9.3f}ms "
-                  f"{r['ratio_rtt']:6.2f} {r['agent_stream_s'] * 1e3:9.3f}ms "
-                  f"{r['raw_stream_s'] * 1e3:9.3f}ms {r['ratio_stream']:6.2f}")
+            print(f"{name:>6} {ms(r, 'agent', 'rtt'):>18} {ms(r, 'raw', 'rtt'):>18} "
+                  f"{r['ratio_rtt']:6.2f} {ms(r, 'agent', 'stream'):>18} "
+                  f"{ms(r, 'raw', 'stream'):>18} {r['ratio_stream']:6.2f}")
         print(f"per-hop overhead, 1 KB tensor: {rows['1KB']['overhead_s'] * 1e6:.0f} us "
-              "(target < 150 us)")
-        print(f"agent idle RSS: {idle_rss / 2**20:.1f} MiB (target < 60 MiB)")
+              "(target < 150 us); 1 MB / 10 MB ratios target <= 1.15")
+        print(f"agent idle RSS: {idle_rss / 2**20:.1f} MiB (target < 60 MiB); "
+              f"load average {load0:.2f} -> {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
         Path(args.o).parent.mkdir(parents=True, exist_ok=True)
         Path(args.o).write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote {args.o}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import zmq
 
 from node.errors import WireError
 
@@ -22,6 +23,13 @@ MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "int32",
           "uint32", "int64", "bool")
+
+_dump = json.JSONEncoder(separators=(",", ":")).encode
+_esc = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]  # json's own C escaper
+_DECODER = json.JSONDecoder()
+
+# parsed once: np.dtype("float32") costs more than the rest of a small tensor's checks
+_NP_DTYPES = {d: np.dtype(d) for d in DTYPES}
 
 Region = tuple[int, int, int, int]  # [y0, y1, x0, x1), rows and cols of NHWC dims 1, 2
 
@@ -38,7 +46,8 @@ class TensorMeta:
 
     @property
     def nbytes(self) -> int:
-        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+        dt = _NP_DTYPES.get(self.dtype)
+        return math.prod(self.shape) * (dt or np.dtype(self.dtype)).itemsize
 
 
 @dataclass(frozen=True)
@@ -66,38 +75,99 @@ def meta_for(name: str, arr: np.ndarray, full_shape: tuple[int, ...] | None = No
     return TensorMeta(name, arr.dtype.name, shape, tuple(full_shape or shape), region)
 
 
+def _num(v: float) -> str:
+    # float.__repr__ is what json.dumps writes for a finite float, at a fraction of its cost
+    return float.__repr__(v) if type(v) is float and math.isfinite(v) else json.dumps(v)
+
+
+class HeaderTemplate:
+    """A header pre-encoded but for its request, reply and t0, which vary per message.
+
+    A stage sends the same kind, deployment, epoch, stage, src and tensor metadata on
+    every message of a route; encoding that once at deploy time saves most of the JSON
+    cost per message. `render` gives the bytes `encode` would give for the full header.
+    """
+
+    def __init__(self, header: Header) -> None:
+        dump = _dump
+        tail: dict[str, Any] = {"tensors": [
+            {"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
+             "full_shape": list(t.full_shape),
+             "region": list(t.region) if t.region is not None else None}
+            for t in header.tensors]}
+        if header.error is not None:
+            tail["error"] = header.error
+        if header.extra:
+            tail["extra"] = header.extra
+        # key order as in the v1 header: v, kind, deployment, epoch, request, stage, reply,
+        # src, t0, tensors[, error][, extra]
+        self._p0 = (f'{{"v":{dump(header.v)},"kind":{dump(header.kind)},'
+                    f'"deployment":{dump(header.deployment)},"epoch":{dump(header.epoch)},'
+                    '"request":')
+        self._p1 = f',"stage":{dump(header.stage)},"reply":'
+        self._p2 = f',"src":{dump(header.src)},"t0":'
+        self._p3 = "," + dump(tail)[1:]
+
+    def render(self, request: str, reply: str, t0: float) -> bytes:
+        req = _esc(request) if type(request) is str else _dump(request)
+        rep = _esc(reply) if type(reply) is str else _dump(reply)
+        return "".join((self._p0, req, self._p1, rep, self._p2, _num(t0), self._p3)).encode()
+
+
+def payload(arrays: list[np.ndarray]) -> list[Any]:
+    """Tensor frames for `send_multipart(copy=False)`.
+
+    An array that is a whole received frame (a forward stage passing a tensor on) goes
+    out as that zmq.Frame: libzmq then shares the message by reference count, where a
+    numpy buffer would need a new Frame and pyzmq's garbage-collector thread to free it.
+    """
+    out: list[Any] = []
+    for a in arrays:
+        base = a.base
+        while isinstance(base, np.ndarray):
+            base = base.base
+        if isinstance(base, memoryview) and isinstance(base.obj, zmq.Frame) \
+                and a.nbytes == base.nbytes and a.flags.c_contiguous:
+            out.append(base.obj)  # same bytes: a contiguous view as large as its frame
+        else:
+            out.append(a if a.flags.c_contiguous else np.ascontiguousarray(a))
+    return out
+
+
+def frame_array(a: np.ndarray) -> np.ndarray:
+    """A copy of `a` held in a zmq message: `payload` then sends it by reference."""
+    if a.nbytes == 0:
+        return np.array(a)
+    f = zmq.Frame(np.ascontiguousarray(a), copy=True)  # copy=None would share `a`'s memory
+    return np.frombuffer(f.buffer, dtype=a.dtype).reshape(a.shape)
+
+
 def encode(header: Header, arrays: list[np.ndarray]) -> list[Any]:
     """Header + tensors -> multipart frames for `send_multipart(frames, copy=False)`."""
     if len(arrays) != len(header.tensors):
         raise WireError(f"header lists {len(header.tensors)} tensors, got {len(arrays)} arrays")
-    h: dict[str, Any] = {
-        "v": header.v, "kind": header.kind, "deployment": header.deployment,
-        "epoch": header.epoch, "request": header.request, "stage": header.stage,
-        "reply": header.reply, "src": header.src, "t0": header.t0,
-        "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
-                     "full_shape": list(t.full_shape),
-                     "region": list(t.region) if t.region is not None else None}
-                    for t in header.tensors],
-    }
-    if header.error is not None:
-        h["error"] = header.error
-    if header.extra:
-        h["extra"] = header.extra
-    frames: list[Any] = [json.dumps(h, separators=(",", ":")).encode()]
-    for a in arrays:
-        frames.append(a if a.flags.c_contiguous else np.ascontiguousarray(a))
-    return frames
+    head = HeaderTemplate(header).render(header.request, header.reply, header.t0)
+    return [head, *payload(arrays)]
 
 
 def _fail(msg: str, code: str, ctx: dict[str, Any]) -> WireError:
-    return WireError(msg, code=code, reply=ctx.get("reply"), request=ctx.get("request"),
-                     deployment=ctx.get("deployment"))
+    """A WireError carrying the reply context; `ctx` is the raw header (or {})."""
+    reply, request, dep = (v if isinstance(v := ctx.get(k), str) else None
+                           for k in ("reply", "request", "deployment"))
+    return WireError(msg, code=code, reply=reply, request=request, deployment=dep)
 
 
 def _int(v: Any, what: str, ctx: dict[str, Any], lo: int = 0) -> int:
     if type(v) is not int or v < lo:
         raise _fail(f"{what} must be an integer >= {lo}, got {v!r}", "bad_header", ctx)
     return v
+
+
+def _dims(v: list[Any], what: str, ctx: dict[str, Any]) -> tuple[int, ...]:
+    for d in v:  # a plain loop: this runs for every tensor of every message
+        if type(d) is not int or d < 0:
+            raise _fail(f"{what} must be an integer >= 0, got {d!r}", "bad_header", ctx)
+    return tuple(v)
 
 
 def _str(h: dict[str, Any], key: str, ctx: dict[str, Any], default: str | None = None) -> str:
@@ -116,7 +186,7 @@ def _region(v: Any, shape: tuple[int, ...], full: tuple[int, ...], what: str,
         return None
     if not isinstance(v, list) or len(v) != 4 or len(full) != 4:
         raise _fail(f"{what}: region must be [y0,y1,x0,x1] on a 4-d tensor", "bad_shape", ctx)
-    y0, y1, x0, x1 = (_int(x, f"{what} region", ctx) for x in v)
+    y0, y1, x0, x1 = _dims(v, f"{what} region", ctx)
     if not (y0 < y1 <= full[1] and x0 < x1 <= full[2]):
         raise _fail(f"{what}: region {v} outside full_shape {list(full)}", "bad_shape", ctx)
     want = (full[0], y1 - y0, x1 - x0, full[3])
@@ -131,16 +201,24 @@ def _tensor(t: Any, i: int, ctx: dict[str, Any]) -> TensorMeta:
         raise _fail(f"tensor {i}: not an object", "bad_header", ctx)
     name = _str(t, "name", ctx)
     dtype = t.get("dtype")
-    if dtype not in DTYPES:
+    if dtype not in _NP_DTYPES:
         raise _fail(f"tensor {name!r}: unsupported dtype {dtype!r}", "bad_dtype", ctx)
     dims = t.get("shape")
     full = t.get("full_shape", dims)
     if not isinstance(dims, list) or not isinstance(full, list) or len(dims) > 8:
         raise _fail(f"tensor {name!r}: shape must be a list", "bad_shape", ctx)
-    shape = tuple(_int(d, f"tensor {name!r} shape", ctx) for d in dims)
-    fshape = tuple(_int(d, f"tensor {name!r} full_shape", ctx) for d in full)
+    shape = _dims(dims, f"tensor {name!r} shape", ctx)
+    fshape = shape if full is dims else _dims(full, f"tensor {name!r} full_shape", ctx)
     region = _region(t.get("region"), shape, fshape, f"tensor {name!r}", ctx)
     return TensorMeta(name, dtype, shape, fshape, region)
+
+
+def _parse(raw: bytes) -> Any:
+    # json.loads(bytes) sniffs the encoding in Python first; a header starting with "{"
+    # and no NUL after it is UTF-8 by the same rules, so decode it directly (same result)
+    if raw[:1] == b"{" and raw[1:2] != b"\0":
+        return _DECODER.decode(raw.decode("utf-8", "surrogatepass"))
+    return json.loads(raw)
 
 
 def decode_header(raw: bytes | memoryview) -> Header:
@@ -149,14 +227,12 @@ def decode_header(raw: bytes | memoryview) -> Header:
     if len(raw) > MAX_HEADER_BYTES:
         raise _fail(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}", "oversized", ctx)
     try:
-        h = json.loads(bytes(raw))
+        h = _parse(bytes(raw))
     except (ValueError, UnicodeDecodeError) as exc:
         raise _fail(f"header is not JSON: {exc}", "bad_header", ctx) from None
     if not isinstance(h, dict):
         raise _fail("header is not a JSON object", "bad_header", ctx)
-    for k in ("reply", "request", "deployment"):
-        if isinstance(h.get(k), str):
-            ctx[k] = h[k]
+    ctx = h  # errors from here on can be answered: _fail reads reply etc. from it
     if h.get("v") != WIRE_VERSION:
         raise _fail(f"unknown wire version {h.get('v')!r} (this node speaks {WIRE_VERSION})",
                     "bad_version", ctx)
@@ -178,7 +254,7 @@ def decode_header(raw: bytes | memoryview) -> Header:
                   epoch=_int(h.get("epoch", 0), "epoch", ctx),
                   request=_str(h, "request", ctx, ""), stage=_str(h, "stage", ctx, ""),
                   reply=_str(h, "reply", ctx, ""), src=_str(h, "src", ctx, ""),
-                  tensors=tuple(_tensor(t, i, ctx) for i, t in enumerate(tensors)),
+                  tensors=tuple([_tensor(t, i, ctx) for i, t in enumerate(tensors)]),
                   error=err, t0=float(t0), extra=extra if isinstance(extra, dict) else {})
 
 
@@ -187,22 +263,29 @@ def decode(frames: list[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     """Frames (zmq.Frame or bytes) -> header and read-only arrays viewing the frames."""
     if not frames:
         raise WireError("empty message", code="bad_frame")
-    bufs = [f.buffer if hasattr(f, "buffer") else memoryview(f) for f in frames]
+    bufs = [f.buffer if type(f) is zmq.Frame else memoryview(f) for f in frames]
     header = decode_header(bufs[0])
-    ctx = {"reply": header.reply, "request": header.request, "deployment": header.deployment}
-    total = sum(b.nbytes for b in bufs)
-    if total > max_bytes:
-        raise _fail(f"message of {total} bytes exceeds the limit of {max_bytes}", "oversized",
-                    ctx)
-    if len(bufs) - 1 != len(header.tensors):
+    total = 0
+    for b in bufs:
+        total += b.nbytes
+    if total > max_bytes or len(bufs) - 1 != len(header.tensors):
+        ctx = {"reply": header.reply, "request": header.request,
+               "deployment": header.deployment}
+        if total > max_bytes:
+            raise _fail(f"message of {total} bytes exceeds the limit of {max_bytes}",
+                        "oversized", ctx)
         raise _fail(f"header lists {len(header.tensors)} tensors but {len(bufs) - 1} "
                     "tensor frames arrived", "bad_frame", ctx)
     arrays = []
-    for meta, buf in zip(header.tensors, bufs[1:], strict=True):
-        if buf.nbytes != meta.nbytes:
+    for i, meta in enumerate(header.tensors):
+        buf = bufs[i + 1]
+        dt = _NP_DTYPES[meta.dtype]
+        if buf.nbytes != math.prod(meta.shape) * dt.itemsize:  # == meta.nbytes, inlined
             raise _fail(f"tensor {meta.name!r}: {buf.nbytes} bytes, expected {meta.nbytes} "
-                        f"for {meta.dtype}{list(meta.shape)}", "size_mismatch", ctx)
-        arrays.append(np.frombuffer(buf, dtype=meta.dtype).reshape(meta.shape))
+                        f"for {meta.dtype}{list(meta.shape)}", "size_mismatch",
+                        {"reply": header.reply, "request": header.request,
+                         "deployment": header.deployment})
+        arrays.append(np.frombuffer(buf, dtype=dt).reshape(meta.shape))
     return header, arrays
 
 
