@@ -25,6 +25,7 @@ from node.wire.frames import Header, decode, encode, error_header
 
 log = logging.getLogger(__name__)
 _MORE = int(zmq.SNDMORE)  # a plain int: `zmq.SNDMORE | 0` is an enum operation per frame
+_NOBLOCK = int(zmq.NOBLOCK)
 
 Dispatch = Callable[[Header, list[np.ndarray], Callable[[str, list[Any]], int]], bool]
 Service = Callable[[list[zmq.Frame]], list[Any]]
@@ -185,12 +186,17 @@ class DataPlane:
 
     def _drain(self, batch: int = 16) -> tuple[Header, list[np.ndarray]] | None:
         """Receive what is queued (up to `batch`): one poll per burst, not per message."""
+        pull = self.pull
+        assert pull is not None
         for _ in range(batch):
             try:
-                frames = self.pull.recv_multipart(  # type: ignore[union-attr]
-                    zmq.NOBLOCK, copy=False)
+                f = pull.recv(_NOBLOCK, copy=False)
             except zmq.Again:
                 return None
+            frames = [f]
+            while f.more:  # the rest of a multipart message is already here (atomic)
+                f = pull.recv(_NOBLOCK, copy=False)
+                frames.append(f)
             held = self._receive(frames)
             if held is not None:
                 return held

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -93,7 +94,8 @@ def start_broker(tmp: Path) -> tuple[subprocess.Popen, str]:
 class Hop:
     """Client side: PUSH to a hop endpoint, PULL results on our reply endpoint."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, deployment: str) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, deployment: str, pid: int) -> None:
+        self.proc = psutil.Process(pid)  # the hop process, for its CPU time per message
         self.push = ctx.socket(zmq.PUSH)
         self.push.connect(endpoint)
         self.pull = ctx.socket(zmq.PULL)
@@ -120,9 +122,10 @@ class Hop:
             times.append(time.perf_counter() - t)
         return times
 
-    def stream(self, msgs: list[list], window: int = 8) -> float:
-        """Seconds per message with up to `window` in flight."""
+    def stream(self, msgs: list[list], window: int = 8) -> tuple[float, float]:
+        """Seconds per message with up to `window` in flight, and hop CPU s per message."""
         n = len(msgs)
+        c = self.proc.cpu_times()
         t = time.perf_counter()
         sent = got = 0
         while got < n:
@@ -131,7 +134,9 @@ class Hop:
                 sent += 1
             self.pull.recv_multipart(copy=False)
             got += 1
-        return (time.perf_counter() - t) / n
+        dt = time.perf_counter() - t
+        c2 = self.proc.cpu_times()
+        return dt / n, (c2.user + c2.system - c.user - c.system) / n
 
 
 def quartiles(xs: list[float]) -> tuple[float, float, float]:
@@ -140,28 +145,41 @@ def quartiles(xs: list[float]) -> tuple[float, float, float]:
 
 
 def measure(hops: dict[str, Hop], x: np.ndarray, n_rtt: int, n_stream: int, rounds: int
-            ) -> dict[str, float]:
-    """Warm up, then `rounds` interleaved rounds of round trips and streams per hop."""
+            ) -> dict[str, Any]:
+    """Warm up, then `rounds` interleaved rounds of round trips and streams per hop.
+
+    Each round gives per hop the median round trip and the stream's time per message;
+    ratios are medians over rounds of agent/raw within the round (paired, so a busy
+    spell of the shared machine during one round does not decide the figure).
+    """
     for h in hops.values():  # connections, allocator, caches
         h.round_trips(h.messages(x, max(5, n_rtt // 4)))
         h.stream(h.messages(x, max(16, n_stream // 4)))
-    rtt: dict[str, list[float]] = {k: [] for k in hops}
-    strm: dict[str, list[float]] = {k: [] for k in hops}
+    per: dict[str, dict[str, list[float]]] = {k: {"rtt": [], "stream": [], "cpu": []}
+                                              for k in hops}
     labels = list(hops)
     for i in range(rounds):
         for label in labels if i % 2 == 0 else labels[::-1]:  # ABBA: cancels linear drift
             h = hops[label]
-            rtt[label] += h.round_trips(h.messages(x, n_rtt))
-            strm[label].append(h.stream(h.messages(x, n_stream)))
-    row: dict[str, float] = {"bytes": x.nbytes}
+            per[label]["rtt"].append(statistics.median(h.round_trips(h.messages(x, n_rtt))))
+            wall, cpu = h.stream(h.messages(x, n_stream))
+            per[label]["stream"].append(wall)
+            per[label]["cpu"].append(cpu)
+    row: dict[str, Any] = {"bytes": x.nbytes}
     for label in hops:
-        q1, med, q3 = quartiles(rtt[label])
-        row[f"{label}_rtt_median_s"], row[f"{label}_rtt_iqr_s"] = med, q3 - q1
-        q1, med, q3 = quartiles(strm[label])
-        row[f"{label}_stream_s"], row[f"{label}_stream_iqr_s"] = med, q3 - q1
-    row["ratio_rtt"] = row["agent_rtt_median_s"] / row["raw_rtt_median_s"]
-    row["ratio_stream"] = row["agent_stream_s"] / row["raw_stream_s"]
-    row["overhead_s"] = row["agent_rtt_median_s"] - row["raw_rtt_median_s"]
+        # CPU time ticks at 10 ms: a mean over every round, not a median of rounds
+        row[f"{label}_cpu_s"] = statistics.fmean(per[label].pop("cpu"))
+        for kind in ("rtt", "stream"):
+            q1, med, q3 = quartiles(per[label][kind])
+            row[f"{label}_{kind}_s"], row[f"{label}_{kind}_iqr_s"] = med, q3 - q1
+            row[f"{label}_{kind}_rounds_s"] = per[label][kind]
+    row["ratio_cpu"] = row["agent_cpu_s"] / row["raw_cpu_s"]
+    for kind in ("rtt", "stream"):
+        a, r = per["agent"][kind], per["raw"][kind]
+        row[f"ratio_{kind}"] = statistics.median(x / y for x, y in zip(a, r, strict=True))
+        row[f"ratio_{kind}_of_medians"] = row[f"agent_{kind}_s"] / row[f"raw_{kind}_s"]
+    row["overhead_s"] = statistics.median(x - y for x, y in zip(per["agent"]["rtt"],
+                                                                 per["raw"]["rtt"], strict=True))
     return row
 
 
@@ -199,9 +217,10 @@ def main() -> int:
         rows = {}
         for name, shape in SIZES.items():
             x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-            hops = {"agent": Hop(ctx, res["data_endpoint"], name), "raw": Hop(ctx, relay_ep, name)}
+            hops = {"agent": Hop(ctx, res["data_endpoint"], name, agent.pid),
+                    "raw": Hop(ctx, relay_ep, name, relay.pid)}
             rows[name] = measure(hops, x, *per_round[name], rounds)
-        out = {"tensors": rows, "idle_rss_bytes": idle_rss,
+        out: dict[str, Any] = {"tensors": rows, "idle_rss_bytes": idle_rss,
                "per_hop_overhead_1KB_s": rows["1KB"]["overhead_s"],
                "targets": {"ratio_1MB_10MB": 1.15, "overhead_1KB_s": 150e-6,
                            "idle_rss_bytes": 60 << 20},
@@ -213,19 +232,23 @@ def main() -> int:
                "runtime": res["runtime"], "python": sys.version.split()[0],
                "zmq": zmq.zmq_version(), "pyzmq": zmq.__version__, "cpus": os.cpu_count(),
                "quick": args.quick}
-        print(f"baseline 'raw': {out['baseline']}; {rounds} rounds, median "
-              f"(IQR); stream = 8 in flight")
+        print(f"baseline 'raw': {out['baseline']}")
+        print(f"{rounds} rounds per size, ABBA order; times: median over rounds (IQR); "
+              "ratio: median of per-round agent/raw; stream: 8 in flight")
         print(f"{'tensor':>6} {'agent rtt':>18} {'raw rtt':>18} {'ratio':>6} "
               f"{'agent stream':>18} {'raw stream':>18} {'ratio':>6}")
 
-        def ms(r: dict[str, float], hop: str, kind: str) -> str:
-            med = r[f"{hop}_{kind}_median_s" if kind == "rtt" else f"{hop}_{kind}_s"]
-            return f"{med * 1e3:7.3f} ({r[f'{hop}_{kind}_iqr_s'] * 1e3:5.3f})ms"
+        def ms(r: dict[str, Any], hop: str, kind: str) -> str:
+            return f"{r[f'{hop}_{kind}_s'] * 1e3:7.3f} ({r[f'{hop}_{kind}_iqr_s'] * 1e3:5.3f})ms"
 
         for name, r in rows.items():
             print(f"{name:>6} {ms(r, 'agent', 'rtt'):>18} {ms(r, 'raw', 'rtt'):>18} "
                   f"{r['ratio_rtt']:6.2f} {ms(r, 'agent', 'stream'):>18} "
                   f"{ms(r, 'raw', 'stream'):>18} {r['ratio_stream']:6.2f}")
+        print("hop process CPU per streamed message (all its threads, zmq I/O included):")
+        for name, r in rows.items():
+            print(f"{name:>6} agent {r['agent_cpu_s'] * 1e6:7.1f} us, raw "
+                  f"{r['raw_cpu_s'] * 1e6:7.1f} us, ratio {r['ratio_cpu']:.2f}")
         print(f"per-hop overhead, 1 KB tensor: {rows['1KB']['overhead_s'] * 1e6:.0f} us "
               "(target < 150 us); 1 MB / 10 MB ratios target <= 1.15")
         print(f"agent idle RSS: {idle_rss / 2**20:.1f} MiB (target < 60 MiB); "
