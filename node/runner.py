@@ -73,19 +73,9 @@ class PartRunner:
             i, o = self._tile_io
             return {o: self.tile_runner.run(inputs[i], self.crop)}  # type: ignore[arg-type]
         for name, idx in self.in_index.items():
-            self._set(idx, inputs[name])
+            self.interp.set_tensor(idx, inputs[name])
         self.interp.invoke()
         return {name: self._get(idx) for name, idx in self.out_index.items()}
-
-    def _set(self, idx: int, arr: np.ndarray) -> None:
-        # set_tensor copies a read-only array (our inputs view received frames) twice;
-        # writing into the input tensor copies once. The view must be gone before invoke.
-        view = self.interp.tensor(idx)()
-        if view.shape == arr.shape and view.dtype == arr.dtype:
-            view[...] = arr
-        else:
-            del view
-            self.interp.set_tensor(idx, arr)  # the runtime's own error for a mismatch
 
     def _get(self, idx: int) -> np.ndarray:
         # one copy out of the interpreter, straight into a zmq message (get_tensor would
