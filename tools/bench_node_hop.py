@@ -61,6 +61,7 @@ while True:
 
 ROUNDS = 21
 SIZES = {"1KB": (1, 256), "1MB": (1, 250_000), "10MB": (1, 2_500_000)}  # float32
+MALLOC = (32 << 20, 64 << 20)  # node.dataplane.tune_allocator's defaults (mmap, trim)
 PER_ROUND = {"1KB": (200, 400), "1MB": (40, 120), "10MB": (8, 24)}  # (rtt, stream) messages
 
 
@@ -173,13 +174,15 @@ def measure(hops: dict[str, Hop], x: np.ndarray, n_rtt: int, n_stream: int, roun
             q1, med, q3 = quartiles(per[label][kind])
             row[f"{label}_{kind}_s"], row[f"{label}_{kind}_iqr_s"] = med, q3 - q1
             row[f"{label}_{kind}_rounds_s"] = per[label][kind]
-    row["ratio_cpu"] = row["agent_cpu_s"] / row["raw_cpu_s"]
-    for kind in ("rtt", "stream"):
-        a, r = per["agent"][kind], per["raw"][kind]
-        row[f"ratio_{kind}"] = statistics.median(x / y for x, y in zip(a, r, strict=True))
-        row[f"ratio_{kind}_of_medians"] = row[f"agent_{kind}_s"] / row[f"raw_{kind}_s"]
-    row["overhead_s"] = statistics.median(x - y for x, y in zip(per["agent"]["rtt"],
-                                                                 per["raw"]["rtt"], strict=True))
+    for base in labels[1:]:  # agent against each baseline
+        sfx = "" if base == "raw" else f"_vs_{base}"
+        row[f"ratio_cpu{sfx}"] = row["agent_cpu_s"] / row[f"{base}_cpu_s"]
+        for kind in ("rtt", "stream"):
+            a, r = per["agent"][kind], per[base][kind]
+            row[f"ratio_{kind}{sfx}"] = statistics.median(x / y for x, y in zip(a, r, strict=True))
+            row[f"ratio_{kind}_of_medians{sfx}"] = row[f"agent_{kind}_s"] / row[f"{base}_{kind}_s"]
+        row[f"overhead_s{sfx}"] = statistics.median(
+            x - y for x, y in zip(per["agent"]["rtt"], per[base]["rtt"], strict=True))
     return row
 
 
@@ -200,8 +203,11 @@ def main() -> int:
                               "--data-port", "0", "--state-dir", str(tmp / "state"),
                               "--log-level", "WARNING"], env=env, cwd=REPO,
                              stdout=subprocess.DEVNULL)
-    relay_ep = f"tcp://127.0.0.1:{free_port()}"
+    relay_ep, tuned_ep = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
     relay = subprocess.Popen([sys.executable, "-c", RELAY, relay_ep])
+    tuned = subprocess.Popen([sys.executable, "-c", RELAY, tuned_ep], env={**os.environ,
+                             "MALLOC_MMAP_THRESHOLD_": str(MALLOC[0]),
+                             "MALLOC_TRIM_THRESHOLD_": str(MALLOC[1])})
     cmd = Commander(url)
     ctx = zmq.Context()
     load0 = os.getloadavg()[0]
@@ -218,7 +224,8 @@ def main() -> int:
         for name, shape in SIZES.items():
             x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
             hops = {"agent": Hop(ctx, res["data_endpoint"], name, agent.pid),
-                    "raw": Hop(ctx, relay_ep, name, relay.pid)}
+                    "raw": Hop(ctx, relay_ep, name, relay.pid),
+                    "raw_malloc": Hop(ctx, tuned_ep, name, tuned.pid)}
             rows[name] = measure(hops, x, *per_round[name], rounds)
         out: dict[str, Any] = {"tensors": rows, "idle_rss_bytes": idle_rss,
                "per_hop_overhead_1KB_s": rows["1KB"]["overhead_s"],
@@ -232,24 +239,28 @@ def main() -> int:
                "runtime": res["runtime"], "python": sys.version.split()[0],
                "zmq": zmq.zmq_version(), "pyzmq": zmq.__version__, "cpus": os.cpu_count(),
                "quick": args.quick}
-        print(f"baseline 'raw': {out['baseline']}")
-        print(f"{rounds} rounds per size, ABBA order; times: median over rounds (IQR); "
-              "ratio: median of per-round agent/raw; stream: 8 in flight")
-        print(f"{'tensor':>6} {'agent rtt':>18} {'raw rtt':>18} {'ratio':>6} "
-              f"{'agent stream':>18} {'raw stream':>18} {'ratio':>6}")
+        print(f"baseline raw: {out['baseline']}")
+        print(f"baseline raw_malloc: the same relay with the glibc allocator settings the agent "
+              f"applies (node.dataplane.tune_allocator: mmap {MALLOC[0] >> 20} MiB, trim "
+              f"{MALLOC[1] >> 20} MiB)")
+        print(f"{rounds} rounds per size, hops interleaved (ABBA); times: median over rounds "
+              "(IQR); ratios: median of per-round agent/baseline; stream: 8 in flight; cpu: "
+              "hop process CPU per streamed message, all threads")
+        print(f"{'tensor':>6} {'hop':>10} {'rtt':>18} {'stream':>18} {'cpu':>9} "
+              f"{'rtt ratio':>9} {'stream ratio':>12} {'cpu ratio':>9}")
 
         def ms(r: dict[str, Any], hop: str, kind: str) -> str:
             return f"{r[f'{hop}_{kind}_s'] * 1e3:7.3f} ({r[f'{hop}_{kind}_iqr_s'] * 1e3:5.3f})ms"
 
         for name, r in rows.items():
-            print(f"{name:>6} {ms(r, 'agent', 'rtt'):>18} {ms(r, 'raw', 'rtt'):>18} "
-                  f"{r['ratio_rtt']:6.2f} {ms(r, 'agent', 'stream'):>18} "
-                  f"{ms(r, 'raw', 'stream'):>18} {r['ratio_stream']:6.2f}")
-        print("hop process CPU per streamed message (all its threads, zmq I/O included):")
-        for name, r in rows.items():
-            print(f"{name:>6} agent {r['agent_cpu_s'] * 1e6:7.1f} us, raw "
-                  f"{r['raw_cpu_s'] * 1e6:7.1f} us, ratio {r['ratio_cpu']:.2f}")
-        print(f"per-hop overhead, 1 KB tensor: {rows['1KB']['overhead_s'] * 1e6:.0f} us "
+            for hop, sfx in (("agent", None), ("raw", ""), ("raw_malloc", "_vs_raw_malloc")):
+                ratios = "" if sfx is None else (
+                    f" {r[f'ratio_rtt{sfx}']:9.2f} {r[f'ratio_stream{sfx}']:12.2f} "
+                    f"{r[f'ratio_cpu{sfx}']:9.2f}")
+                print(f"{name if hop == 'agent' else '':>6} {hop:>10} {ms(r, hop, 'rtt'):>18} "
+                      f"{ms(r, hop, 'stream'):>18} {r[f'{hop}_cpu_s'] * 1e6:7.1f}us{ratios}")
+        print(f"per-hop overhead, 1 KB tensor: {rows['1KB']['overhead_s'] * 1e6:.0f} us vs raw, "
+              f"{rows['1KB']['overhead_s_vs_raw_malloc'] * 1e6:.0f} us vs raw_malloc "
               "(target < 150 us); 1 MB / 10 MB ratios target <= 1.15")
         print(f"agent idle RSS: {idle_rss / 2**20:.1f} MiB (target < 60 MiB); "
               f"load average {load0:.2f} -> {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
@@ -259,7 +270,7 @@ def main() -> int:
     finally:
         cmd.close()
         ctx.destroy(linger=0)
-        for p in (agent, relay, broker):
+        for p in (agent, relay, tuned, broker):
             p.terminate()
             p.wait(timeout=10)
         shutil.rmtree(tmp, ignore_errors=True)
