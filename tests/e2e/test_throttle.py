@@ -31,7 +31,10 @@ def _cgroups_reason() -> str:
     return "" if r.returncode == 0 else (r.stderr.strip() or "cgroups not usable")
 
 
-pytestmark = [pytest.mark.e2e,
+# slow: 30 s, and its throughput ratio compares two measurements taken seconds apart, so
+# other load on a shared 2-core machine can swing it (seen: 0.26x while other e2e runs
+# shared the cores, 1.3x alone). `pytest -m slow` and tools/bench_failover.py run it.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow,
               pytest.mark.skipif(not HAVE_MOSQUITTO, reason="mosquitto not installed")]
 
 
