@@ -55,6 +55,28 @@ def fleet(size: int, kind: str):
     return p
 
 
+def _partial_row(graph, prof, kind: str, size: int, repeat: int) -> dict:
+    """D3 partial re-plan of a throughput plan after its last stage's device vanished."""
+    from dataclasses import replace
+
+    from planner.partial import replan
+
+    c = Constraints(objective="throughput")
+    old = STRATEGIES["throughput"](graph, prof, c)
+    victim = old.stages[-1].device
+    gone = replace(prof, devices={k: v for k, v in prof.devices.items() if k != victim})
+    best, new = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        new = replan(graph, old, gone, c, STRATEGIES["throughput"])
+        best = min(best, time.perf_counter() - t)
+    mode = new.notes["replan"]["mode"]
+    print(f"{'partial':13s} {kind:5s} {size:7d} {best:8.3f} {new.predicted['latency_s'] * 1e3:11.2f} "
+          f"{new.predicted['throughput_fps']:8.2f} {len(new.stages):6d}  {{'mode': {mode!r}, 'vanished': {victim!r}}}")
+    return {"strategy": "partial", "fleet": kind, "devices": size, "ops": len(graph.ops), "plan_s": best,
+            "mode": mode, "vanished": victim}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ops", type=int, default=300)
@@ -93,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"{name:13s} {kind:5s} {size:7d} {best:8.3f} {pr['latency_s'] * 1e3:11.2f} "
                               f"{pr['throughput_fps']:8.2f} {len(plan.stages):6d}  {note}")
                     rows.append(rec)
+            rows.append(_partial_row(graph, prof, kind, size, args.repeat))
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.machine(), "python": platform.python_version(),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from dataclasses import replace
 
 import pytest
@@ -104,17 +103,16 @@ def test_vanished_device(graph, strategy):
     assert new.notes["replan"]["mode"] == "partial"
 
 
-def test_fast_on_300_ops_16_devices():
+def test_vanished_device_on_300_ops_16_devices():
+    # planning time for this case is a figure of tools/bench_planner.py ("partial" rows)
     graph = ModelGraph(deep_model())
     assert len(graph.ops) >= 290
     p, c = fleet(16), Constraints(objective="throughput")
     old = STRATEGIES["throughput"](graph, p, c)
     victim = old.stages[-1].device
-    t = time.perf_counter()
     new = replan(graph, old, without(p, victim), c, STRATEGIES["throughput"])
-    elapsed = time.perf_counter() - t
     assert victim not in new.devices()
-    assert elapsed < 0.5, elapsed  # ~30-60 ms here; slack for loaded CI machines
+    check_plan(new, graph, without(p, victim).devices)
 
 
 def test_cli_partial_from(graph, tmp_path):
