@@ -6,14 +6,18 @@ raw pyzmq relay process, PULL bound -> PUSH connected to the client, which forwa
 received frames untouched (`copy=False`) and only reads the header's `reply` to route
 (the least any hop must do). Client, agent and relay use the same layout (one process
 each, loopback TCP, the same frames). The client sends a tensor, the hop sends it back
-to the client's PULL socket.
+to the client's PULL socket. A second baseline, raw_malloc, is the same relay with the
+glibc allocator settings the agent applies to itself (node.dataplane.tune_allocator), so
+the agent's figures cannot come from allocator tuning alone.
 
-- rtt: one message at a time, median over every message of every round;
-- stream: 8 messages in flight, seconds per message over a round, median over rounds.
+- rtt: one message at a time; per round the median, then the median over rounds;
+- stream: 8 messages in flight, seconds per message over a round, median over rounds;
+- cpu: the hop process's CPU time (all threads, zmq I/O included) per streamed message.
 
-After a warm-up, rounds alternate agent/raw (ABBA order) so drift on a shared machine
-hits both. Headers are encoded before the clock starts, so the client's own cost does
-not dilute the ratio. Prints a table and writes bench_results/node_hop.json.
+After a warm-up, rounds visit the hops in ABBA order so drift on a shared machine hits
+all of them; ratios are medians of the per-round agent/baseline ratios. Headers are
+encoded before the clock starts, so the client's own cost does not dilute the ratios.
+Prints a table and writes bench_results/node_hop.json.
 
     python tools/bench_node_hop.py [--quick] [--rounds N]
 """
