@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from planner.errors import PlanError
+from planner.jsonfile import read_json
 
 VERSION = 1
 SOURCE, SINK = "source", "sink"
@@ -191,13 +192,7 @@ def plan_from_json(doc: object, where: str = "<plan>") -> Plan:
 def load_plan(path: str | Path) -> Plan:
     """Read and validate a plan file."""
     p = Path(path)
-    try:
-        doc = json.loads(p.read_text())
-    except OSError as exc:
-        raise PlanError(f"{p}: cannot read plan ({exc.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PlanError(f"{p}: not valid JSON ({exc})") from None
-    return plan_from_json(doc, str(p))
+    return plan_from_json(read_json(p, "plan", PlanError), str(p))
 
 
 def save_plan(plan: Plan, path: str | Path) -> None:

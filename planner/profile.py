@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from planner.errors import ProfileError
+from planner.jsonfile import read_json
 
 VERSION = 1
 TIERS = ("device", "edge", "cloud")
@@ -250,13 +251,7 @@ def profile_from_json(doc: object, where: str = "<profile>") -> Profile:
 def load_profile(path: str | Path) -> Profile:
     """Read and validate a profile file."""
     p = Path(path)
-    try:
-        doc = json.loads(p.read_text())
-    except OSError as exc:
-        raise ProfileError(f"{p}: cannot read profile ({exc.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{p}: not valid JSON ({exc})") from None
-    return profile_from_json(doc, str(p))
+    return profile_from_json(read_json(p, "profile", ProfileError), str(p))
 
 
 def save_profile(profile: Profile, path: str | Path) -> None:
