@@ -41,13 +41,22 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 class StageStats:
-    """Frames, errors and run/turnaround times (seconds) of one stage."""
+    """Frames, errors and run/turnaround times (seconds) of one stage.
+
+    `run_total_s` is the cumulative run time of every frame so far: with `frames` it
+    lets a reader take the mean run time between any two snapshots (Δtotal / Δframes),
+    e.g. over one metrics interval, so a slow-down shows in the next message instead of
+    after the window of the percentiles and `run_mean_s` (last `window` frames) turns
+    over. Cumulative rather than reset per snapshot, so any number of readers can
+    snapshot independently and a lost message only widens the next interval.
+    """
 
     def __init__(self, window: int = 256) -> None:
         self._lock = threading.Lock()
         self.frames = 0
         self.errors = 0
         self.bytes_out = 0
+        self.run_total_s = 0.0
         self._run: deque[float] = deque(maxlen=window)
         self._turn: deque[float] = deque(maxlen=window)
 
@@ -55,6 +64,7 @@ class StageStats:
         with self._lock:
             self.frames += 1
             self.bytes_out += bytes_out
+            self.run_total_s += run_s
             self._run.append(run_s)
             self._turn.append(turnaround_s)
 
@@ -68,4 +78,5 @@ class StageStats:
             return {"frames": self.frames, "errors": self.errors, "bytes_out": self.bytes_out,
                     "run_p50_s": _pct(run, 0.5), "run_p95_s": _pct(run, 0.95),
                     "run_mean_s": sum(run) / len(run) if run else 0.0,
+                    "run_total_s": self.run_total_s,
                     "turnaround_p50_s": _pct(turn, 0.5)}

@@ -1,11 +1,15 @@
 """Drift detection (pure): per-stage and per-link sample histories and the sustained-drift rule.
 
-A stage's sample is the agent's `run_mean_s` for that stage in one metrics message
-(mean over its last frames, so the throttled bursts of a CPU quota count; a median
-would hide them). A link's sample is a probed bandwidth. The reference a sample is
-compared with is the stage's own baseline — the median of its first `warmup` samples
-after a (re)deploy — or a given prediction. The baseline makes the rule insensitive to
-a constant prediction error and measures what changed since the deploy.
+A stage's sample is its mean run time over one metrics interval: the agent reports the
+cumulative `run_total_s` with `frames`, and the mean between two messages is
+Δrun_total_s / Δframes — every frame of the interval counts (so the throttled bursts of
+a CPU quota do; a median would hide them), and a change shows in the next message. An
+agent without `run_total_s` (older versions) is read through its `run_mean_s`, a mean
+over its last 256 frames that trails a change by up to 256 frames. A link's sample is a
+probed bandwidth. The reference a sample is compared with is the stage's own baseline —
+the median of its first `warmup` samples after a (re)deploy — or a given prediction.
+The baseline makes the rule insensitive to a constant prediction error and measures
+what changed since the deploy.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ class DriftRule:
     intervals: int = 3  # consecutive informative samples beyond the threshold
     warmup: int = 2  # informative samples that set a new stage's baseline
     min_frames: int = 3  # a stage sample needs this many new frames to say anything
-    # The agent's mean covers its last 256 frames, the first (slow) invoke included:
-    # only trust it once that invoke has left the window.
+    # Interval means start after this many frames of the stage: its first invokes
+    # allocate and warm caches, and would inflate the baseline.
+    skip_frames: int = 4
+    # A `run_mean_s` (older agents) covers the last 256 frames, the first (slow) invoke
+    # included: only trust it once that invoke has left the window.
     settle_frames: int = 300
 
     def beyond(self, ratio: float) -> int:
@@ -43,8 +50,9 @@ class Sample:
     """One observation: seconds per frame (stage) or bytes/s (link) at `time`."""
 
     time: float
-    value: float
+    value: float  # a stage's reported run_mean_s; a link's bytes/s
     frames: int = -1  # cumulative frames of the stage; -1 for links (always informative)
+    total: float = -1.0  # cumulative run seconds of the stage; -1 when not reported
 
 
 @dataclass(frozen=True)
@@ -68,14 +76,29 @@ class Drift:
                 f"{self.measured:.4g} ({self.ratio:.2f}x)")
 
 
-def informative(samples: Sequence[Sample], min_frames: int, settle_frames: int = 0
-                ) -> list[Sample]:
-    """Samples that carry news: links always, stages once settled and min_frames newer."""
+def informative(samples: Sequence[Sample], min_frames: int, settle_frames: int = 0,
+                skip_frames: int = 0) -> list[Sample]:
+    """Samples that carry news: links always; stages as means over >= min_frames new frames.
+
+    A stage sample with a cumulative `total` becomes the mean over the frames since the
+    previous one used (Δtotal / Δframes; the first frames, up to `skip_frames`, left
+    out); one without is its reported mean, once `settle_frames` frames ran.
+    """
     out: list[Sample] = []
-    last = None
+    last = None  # frames of the last legacy sample used
+    anchor: Sample | None = None  # the cumulative sample interval means start from
     for s in samples:
         if s.frames < 0:
             out.append(s)
+        elif s.total >= 0:
+            if s.frames < skip_frames:
+                continue
+            if anchor is None or s.frames < anchor.frames or s.total < anchor.total:
+                anchor = s  # the first, or the agent's counters started over
+            elif s.frames - anchor.frames >= min_frames:
+                mean = (s.total - anchor.total) / (s.frames - anchor.frames)
+                out.append(Sample(s.time, mean, s.frames))
+                anchor = s
         elif s.value > 0 and s.frames >= settle_frames and (
                 last is None or s.frames - last >= min_frames):
             out.append(s)
@@ -83,10 +106,14 @@ def informative(samples: Sequence[Sample], min_frames: int, settle_frames: int =
     return out
 
 
+def _informative(samples: Sequence[Sample], rule: DriftRule) -> list[Sample]:
+    return informative(samples, rule.min_frames, rule.settle_frames, rule.skip_frames)
+
+
 def drift_of(key: str, subject: str, kind: str, samples: Sequence[Sample], rule: DriftRule,
              baseline: float | None = None) -> Drift | None:
     """The drift of one history under `rule`, or None (also while warming up)."""
-    xs = informative(samples, rule.min_frames, rule.settle_frames)
+    xs = _informative(samples, rule)
     if baseline is None:
         if len(xs) < rule.warmup + rule.intervals:
             return None
@@ -105,7 +132,7 @@ def drift_of(key: str, subject: str, kind: str, samples: Sequence[Sample], rule:
 def current_of(key: str, subject: str, kind: str, samples: Sequence[Sample], rule: DriftRule,
                baseline: float | None = None) -> Drift | None:
     """Baseline vs the median of the last `intervals` samples, sustained or not (None: no data)."""
-    xs = informative(samples, rule.min_frames, rule.settle_frames)
+    xs = _informative(samples, rule)
     if baseline is None:
         if len(xs) < rule.warmup + 1:
             return None
@@ -137,7 +164,9 @@ class History:
             if not key.startswith(prefix) or not isinstance(st, Mapping):
                 continue
             try:
-                s = Sample(now, float(st.get("run_mean_s", 0.0)), int(st.get("frames", 0)))
+                total = st.get("run_total_s")
+                s = Sample(now, float(st.get("run_mean_s", 0.0)), int(st.get("frames", 0)),
+                           -1.0 if total is None else float(total))
             except (TypeError, ValueError):
                 continue  # a malformed entry from some agent must not stop the watcher
             self.stages.setdefault(key, deque(maxlen=self.keep)).append(s)

@@ -99,3 +99,77 @@ def test_beyond_band_lists_current_deviations_sustained_or_not():
     rule = DriftRule(intervals=1)
     assert {d.key: round(d.ratio, 2) for d in beyond_band(h, rule)} == {"dep/1/a": 3.0,
                                                                         "dep/1/c": 0.5}
+
+
+# ---- interval means from the agent's cumulative run time (run_total_s) ----------------
+
+def cumulative(per_interval, frames_each=50, start_frames=10, start_total=0.0):
+    """Metrics docs of one stage whose mean run time over interval i is per_interval[i];
+    run_mean_s stays at the first value (a stale 256-frame window) to show it is not read."""
+    frames, total, docs = start_frames, start_total, []
+    docs.append({"stages": {"dep/1/s0": {"run_mean_s": per_interval[0], "frames": frames,
+                                         "run_total_s": total}}})
+    for v in per_interval:
+        frames += frames_each
+        total += v * frames_each
+        docs.append({"stages": {"dep/1/s0": {"run_mean_s": per_interval[0], "frames": frames,
+                                             "run_total_s": total}}})
+    return docs
+
+
+def history_of(docs):
+    h = History("dep", 1)
+    for t, doc in enumerate(docs):
+        h.add_metrics("n", doc, float(t))
+    return h
+
+
+def test_interval_means_see_a_change_in_the_next_message():
+    # the stale run_mean_s never moves; the totals say 4x slower from interval 2 on, and
+    # with intervals=3 the drift is due exactly at the third slow message
+    rule = DriftRule(threshold=1.0, settle_frames=0)
+    slow = [1e-3, 1e-3, 4e-3, 4e-3, 4e-3]
+    assert history_of(cumulative(slow[:4])).drifts(rule) == []
+    (d,) = history_of(cumulative(slow)).drifts(rule)
+    assert d.subject == "n" and abs(d.baseline - 1e-3) < 1e-12
+    assert abs(d.ratio - 4.0) < 1e-9 and d.since == 3.0  # message 3 closes interval 2
+
+
+def test_interval_means_skip_the_first_frames_and_restart_after_a_reset():
+    rule = DriftRule(skip_frames=4, min_frames=3)
+    xs = [Sample(0.0, 0.5, 1, 0.5),  # the first (slow) invoke alone: before skip_frames
+          Sample(1.0, 0.1, 11, 0.6),  # anchor
+          Sample(2.0, 0.1, 12, 0.601),  # 1 new frame: too few, the anchor stays
+          Sample(3.0, 0.1, 21, 0.61),  # 10 frames since the anchor: 0.01/10
+          Sample(4.0, 0.1, 5, 0.02),  # counters started over (agent restarted): new anchor
+          Sample(5.0, 0.1, 25, 0.06)]  # 20 frames, 0.04 s
+    got = [(s.time, round(s.value, 9), s.frames) for s in
+           informative(xs, rule.min_frames, rule.settle_frames, rule.skip_frames)]
+    assert got == [(3.0, 0.001, 21), (5.0, 0.002, 25)]
+
+
+def test_an_idle_stage_adds_no_interval_sample():
+    docs = cumulative([1e-3, 1e-3]) + [cumulative([1e-3, 1e-3])[-1]] * 6  # frames stop
+    h = history_of(docs)
+    assert len(informative(h.stages["dep/1/s0"], 3, 0, 4)) == 2
+
+
+@given(st.lists(st.tuples(st.integers(3, 500), st.floats(1e-5, 1.0)), min_size=1,
+                max_size=20))
+def test_interval_means_are_exact_for_any_frame_counts(intervals):
+    frames, total = 10, 0.3
+    xs = [Sample(0.0, 0.0, frames, total)]
+    for k, (n, mean) in enumerate(intervals):
+        frames, total = frames + n, total + n * mean
+        xs.append(Sample(float(k + 1), 0.0, frames, total))
+    got = [s.value for s in informative(xs, 3, 0, 4)]
+    assert len(got) == len(intervals)
+    assert all(abs(g - w) <= 1e-13 * max(1.0, total) for g, (_, w) in zip(got, intervals,
+                                                                           strict=True))
+
+
+def test_older_agents_without_totals_still_read_through_run_mean():
+    docs = [{"stages": {"dep/1/s0": {"run_mean_s": v, "frames": 400 + 50 * t}}}
+            for t, v in enumerate([1.0, 1.0, 3.0, 3.0, 3.0])]
+    (d,) = history_of(docs).drifts(DriftRule())
+    assert d.baseline == 1.0 and d.measured == 3.0
