@@ -10,6 +10,7 @@ callables (pid -> None), so the cgroup plumbing stays in tools/throttle.py.
 from __future__ import annotations
 
 import logging
+import statistics
 import tempfile
 import threading
 import time
@@ -33,7 +34,12 @@ Inputs = dict[str, np.ndarray]
 
 
 class Stream:
-    """A checked stream in a background thread; counts each request id's deliveries."""
+    """A checked stream on one deployment; counts each request id's deliveries.
+
+    Either in a background thread (`start()` ... `stop()`/`join()`) or as short
+    synchronous bursts (`burst()`), any number of times: the deployment's result hook is
+    installed once, so `by_id` counts every delivery of every run.
+    """
 
     def __init__(self, dep: Deployment, xs: list[Inputs], want: list[Inputs],
                  frames: int | None = None, window: int = 8,
@@ -61,16 +67,16 @@ class Stream:
 
         self.dep.tracker.result = result  # type: ignore[method-assign]
 
-    def _inputs(self) -> Iterator[Inputs]:
+    def _inputs(self, more: Callable[[int], bool]) -> Iterator[Inputs]:
         i = 0
-        while not self._stop.is_set() and (self.frames is None or i < self.frames):
+        while more(i):
             if self.before is not None:
                 self.before(i)
             yield self.xs[i % len(self.xs)]
             i += 1
 
-    def _run(self) -> None:
-        for i, r in enumerate(self.dep.infer_many(self._inputs(), self.window,
+    def _consume(self, more: Callable[[int], bool]) -> None:
+        for i, r in enumerate(self.dep.infer_many(self._inputs(more), self.window,
                                                   return_errors=True)):
             with self._lock:
                 self.results += 1
@@ -79,6 +85,10 @@ class Stream:
                     self.errors.append(str(r))
                 elif all(np.array_equal(r[n], w) for n, w in self.want[i % len(self.want)].items()):
                     self.identical += 1
+
+    def _run(self) -> None:
+        self._consume(lambda i: not self._stop.is_set() and (self.frames is None
+                                                             or i < self.frames))
 
     def start(self) -> Stream:
         self._thread.start()
@@ -92,11 +102,23 @@ class Stream:
         """Wait for a stream of `frames` frames to end."""
         self._thread.join(timeout_s)
 
+    def burst(self, seconds: float, settle_s: float = 0.0) -> float:
+        """Stream in this thread for settle_s + seconds; frames/s over the last `seconds`."""
+        t_measure = time.monotonic() + settle_s
+        t_end = t_measure + seconds
+        self._consume(lambda _i: time.monotonic() < t_end)
+        return self.fps(t_measure, t_end)
+
     def fps(self, t0: float, t1: float) -> float:
         """Results delivered per second in [t0, t1) (monotonic clock)."""
         with self._lock:
             n = sum(1 for t in self.times if t0 <= t < t1)
         return n / max(t1 - t0, 1e-9)
+
+    def delivered_once(self) -> bool:
+        """Every result came from a distinct request id, each completed exactly once."""
+        with self._lock:
+            return len(self.by_id) == self.results and all(c == 1 for c in self.by_id.values())
 
 
 @contextmanager
@@ -169,89 +191,139 @@ def macs_by_node(graph: ModelGraph, stages: dict[str, dict[str, Any]]) -> dict[s
     return out
 
 
-def _measure(dep: Deployment, xs: list[Inputs], want: list[Inputs], settle_s: float,
-             phase_s: float) -> tuple[float, Stream]:
-    """Frames per second of a fresh stream on `dep` after `settle_s`, over `phase_s`."""
-    s = Stream(dep, xs, want).start()
-    time.sleep(settle_s)
-    t = time.monotonic()
-    time.sleep(phase_s)
-    fps = s.fps(t, time.monotonic())
-    s.stop()
-    return fps, s
+def interleaved(streams: dict[str, Stream], rounds: int, burst_s: float, settle_s: float
+                ) -> dict[str, list[float]]:
+    """Frames/s of each stream in alternating short bursts, `rounds` times.
+
+    Each round runs every stream once, the order reversed every other round, so the
+    deployments see the same background load (a shared machine) and neither always
+    goes first; compare them per round.
+    """
+    names = list(streams)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for k in range(rounds):
+        for n in (names if k % 2 == 0 else names[::-1]):
+            out[n].append(streams[n].burst(burst_s, settle_s))
+    return out
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a[k] / b[k] (a load swing cancels within a round)."""
+    return statistics.median(x / max(y, 1e-9) for x, y in zip(a, b, strict=True))
+
+
+def _wait_for_samples(fleet: Fleet, node: str, prefix: str, count: int, timeout_s: float
+                      ) -> int:
+    """Wait until `count` metrics messages of `node` showed new frames of a stage under
+    `prefix` (so the watcher has the baselines it compares with); returns how many did."""
+    seen, last_frames, got = None, -1, 0
+    deadline = time.monotonic() + timeout_s
+    while got < count and time.monotonic() < deadline:
+        doc = fleet.control.metrics.get(node)
+        if doc is not None and doc is not seen:
+            seen = doc
+            frames = sum(int(st.get("frames", 0)) for k, st in (doc.get("stages") or {}).items()
+                         if k.startswith(prefix) and isinstance(st, dict))
+            if frames > last_frames >= 0:
+                got += 1
+            last_frames = frames
+        time.sleep(0.05)
+    return got
 
 
 def throttle_drill(broker_url: str | None, throttle: Callable[[int], None],
                    release: Callable[[int], None], cpu_note: str = "", nodes: int = 4,
-                   size: int = 128, phase_s: float = 3.0, settle_s: float = 2.0,
-                   policy: ReplanPolicy | None = None, timeout_s: float = 40.0
-                   ) -> dict[str, Any]:
-    """Throttle the busiest agent mid-stream; throughput after the re-plan vs a fresh plan."""
+                   size: int = 128, rounds: int = 5, burst_s: float = 0.3,
+                   settle_s: float = 0.1, policy: ReplanPolicy | None = None,
+                   timeout_s: float = 30.0) -> dict[str, Any]:
+    """Throttle the busiest agent mid-stream; throughput after the re-plan vs a fresh plan.
+
+    The fresh plan is made independently of the watcher: the victim's slow-down is
+    measured by running the whole model alone on it and on another agent (interleaved
+    bursts), the profile scaled by it, and a full plan made. The re-planned and the
+    fresh deployments then run side by side in interleaved bursts; `after_vs_fresh` is
+    the median of the per-round throughput ratios.
+    """
     from planner.constraints import Constraints
     from planner.layout import StageLayout, from_plan
     from planner.live.drift import Drift
     from planner.live.policy import DRIFT, Trigger, adjust_profile
     from planner.strategies import STRATEGIES
 
+    policy = policy or ReplanPolicy(cooldown_s=600)
+    clock: dict[str, float] = {"start": time.monotonic()}
     with local_fleet(broker_url, nodes) as (local, fleet, workdir):
-        graph, profile, dep, watcher, xs, want = _setup(
-            fleet, workdir, "drill-throttle", size, policy or ReplanPolicy(cooldown_s=600))
+        graph, profile, dep, watcher, xs, want = _setup(fleet, workdir, "drill-throttle",
+                                                        size, policy)
+        clock["deployed"] = time.monotonic()
         first = dict(dep.record.stages)
         share = macs_by_node(graph, first)
         victim = max(share, key=share.get)
         pid = local.procs[victim].pid
         s = Stream(dep, xs, want).start()
-        time.sleep(settle_s + 2.0)  # the watcher's baselines: settled frames + warm-up samples
-        t = time.monotonic()
-        time.sleep(phase_s)
-        before = s.fps(t, time.monotonic())
+        t_stream = time.monotonic()
+        # the watcher's baselines: `warmup` interval samples, plus the first one's anchor
+        _wait_for_samples(fleet, victim, f"{dep.name}/{dep.epoch}/",
+                          policy.rule.warmup + 1, 20.0)
+        clock["baselines"] = t_thr = time.monotonic()
+        before = s.fps(t_stream + 0.5, t_thr)
         throttle(pid)
-        t_thr = time.monotonic()
+        extra: list[Deployment] = []
         try:
             replanned = watcher.wait_for(1, timeout_s)
-            t_rep = time.monotonic()
-            throttled = s.fps(t_thr + 1.0, t_rep) if t_rep > t_thr + 2.0 else None
-            time.sleep(settle_s)
-            t = time.monotonic()
-            time.sleep(phase_s)
-            after = s.fps(t, time.monotonic())
-            s.stop()
+            clock["replanned"] = t_rep = time.monotonic()
+            throttled = s.fps(t_thr + 0.5, t_rep) if t_rep > t_thr + 1.0 else None
             watcher.stop()
+            s.stop()
             new_stages = dict(dep.record.stages)
-            dep.undeploy()
-            # A fresh plan for the new conditions: the victim's sustained slow-down measured
-            # independently (whole model alone on it vs on another node), then a full plan.
+            # A fresh plan for the new conditions, measured independently of the watcher.
             other = next(n for n in local.names if n != victim)
-            solo = {}
-            for n in (victim, other):
-                d = fleet.deploy(graph, name=f"drill-solo-{n}", progress=False,
-                                 layout=(StageLayout(0, len(graph.ops), (n,)),))
-                solo[n], _ = _measure(d, xs, want, 0.5, phase_s / 2)
+            solo = {n: fleet.deploy(graph, name=f"drill-solo-{n}", progress=False,
+                                    layout=(StageLayout(0, len(graph.ops), (n,)),))
+                    for n in (victim, other)}
+            extra += solo.values()
+            solo_streams = {n: Stream(d, xs, want) for n, d in solo.items()}
+            solo_fps = interleaved(solo_streams, 2, burst_s, settle_s)
+            factor = paired_ratio(solo_fps[other], solo_fps[victim])
+            for d in solo.values():
                 d.undeploy()
-            factor = solo[other] / max(solo[victim], 1e-9)
+            extra.clear()
             drift = Drift("solo", victim, "stage", 1.0, factor, 0.0)
             fresh_profile = adjust_profile(profile, graph.sha256, Trigger(DRIFT, (), (drift,)))
             plan = STRATEGIES["throughput"](graph, fresh_profile, Constraints())
             fresh = fleet.deploy(graph, name="drill-fresh", layout=from_plan(plan),
                                  strategy="throughput", progress=False)
-            fresh_fps, fs = _measure(fresh, xs, want, settle_s, phase_s)
+            extra.append(fresh)
             fresh_stages = dict(fresh.record.stages)
-            fresh.undeploy()
+            clock["fresh_deployed"] = time.monotonic()
+            pair = {"after": s, "fresh": Stream(fresh, xs, want)}  # one result hook per dep
+            fps = interleaved(pair, rounds, burst_s, settle_s)
+            clock["compared"] = time.monotonic()
         finally:
+            for d in extra:
+                d.undeploy()
             release(pid)
+        dep.undeploy()
         ev = watcher.replans[0].to_json() if watcher.replans else None
+        streams = [s, pair["fresh"], *solo_streams.values()]
         return {"victim": victim, "throttle": cpu_note, "replanned": replanned,
                 "replan": ev, "replan_errors": watcher.errors,
                 "detect_s": (t_rep - t_thr) if replanned else None,
-                "fps_before": before, "fps_throttled": throttled, "fps_after_replan": after,
-                "fps_fresh_plan": fresh_fps, "after_vs_fresh": after / max(fresh_fps, 1e-9),
+                "fps_before": before, "fps_throttled": throttled,
+                "fps_after_replan": statistics.median(fps["after"]),
+                "fps_fresh_plan": statistics.median(fps["fresh"]),
+                "after_vs_fresh": paired_ratio(fps["after"], fps["fresh"]),
+                "rounds": {"after": fps["after"], "fresh": fps["fresh"]},
                 "victim_slowdown_solo": factor,
                 "victim_macs_share": {"before": share.get(victim, 0.0) / sum(share.values()),
                                       "after": _share(graph, new_stages, victim),
                                       "fresh": _share(graph, fresh_stages, victim)},
                 "stages": {"before": first, "after": new_stages, "fresh": fresh_stages},
-                "identical": s.identical + fs.identical, "results": s.results + fs.results,
-                "errors": (s.errors + fs.errors)[:3]}
+                "identical": sum(x.identical for x in streams),
+                "results": sum(x.results for x in streams),
+                "delivered_once": all(x.delivered_once() for x in streams),
+                "errors": [e for x in streams for e in x.errors][:3],
+                "seconds": {k: round(v - clock["start"], 2) for k, v in clock.items()}}
 
 
 def _share(graph: ModelGraph, stages: dict[str, dict[str, Any]], node: str) -> float:
