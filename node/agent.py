@@ -42,7 +42,8 @@ class Agent:
         self.counters = Counters()
         self.store = Store(state_dir)
         self.settings = ExecSettings(threads=a.threads, tile_threads=a.tile_threads,
-                                     xnnpack="xnnpack" in a.delegates, queue_size=a.queue_size)
+                                     xnnpack="xnnpack" in a.delegates, queue_size=a.queue_size,
+                                     memory_budget_bytes=a.memory_budget_mb << 20)
         self.deployments = Deployments(name, self.store, self.counters, self.settings,
                                        self._sender)
         self.dataplane = DataPlane(self.ctx, self.counters, self.deployments.dispatch,
@@ -98,6 +99,7 @@ class Agent:
             return {"time": time.time()}
         if isinstance(cmd, m.StatusQuery):
             return {"deployments": d.summary(), "parts": self.store.list(),
+                    "memory": d.memory(),
                     "data_endpoint": self.dataplane.data_endpoint,
                     "service_endpoint": self.dataplane.service_endpoint,
                     **self.counters.snapshot()}

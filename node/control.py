@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import threading
 import time
 import urllib.parse
@@ -24,6 +25,20 @@ from node.wire.topics import Topics
 
 log = logging.getLogger(__name__)
 FAST = (m.Ping, m.StatusQuery)  # answered in the network thread
+
+
+def no_delay(client: mqtt.Client) -> None:
+    """Turn Nagle's algorithm off on the client's socket.
+
+    A command and its reply are a few small packets each way (PUBLISH, PUBACK); with
+    Nagle on, a small write waits for the peer's delayed ACK (~40 ms on Linux), and a
+    command round trip took 88 ms on loopback instead of about 1 ms.
+    """
+    sock = client.socket()
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+    except (AttributeError, OSError):
+        pass  # not a TCP socket (a test double, a websocket wrapper): nothing to tune
 
 
 def parse_broker_url(url: str) -> tuple[str, int]:
@@ -97,6 +112,7 @@ class Control:
             log.warning("broker %s:%d refused the connection: %s", self.host, self.port, rc)
             return
         log.info("connected to broker %s:%d", self.host, self.port)
+        no_delay(client)
         client.subscribe(self.topics.cmd(self.node), qos=1)
         client.publish(self.topics.status(self.node), self._status("online"), qos=1,
                        retain=True)

@@ -2,6 +2,9 @@
 
 A deploy for a new (or higher) epoch loads its stages next to the old ones; messages
 run with the stages of the epoch they carry until `activate`/`retire` drops old epochs.
+A new epoch's stage whose part, tile and threads are already loaded for the deployment
+shares that interpreter (node/shared_runner.py) instead of loading a second one, and
+new interpreters load only within the node's memory budget (node/memory.py estimates).
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ import numpy as np
 
 from node.errors import DeployError, StoreError
 from node.executor import SendFn, Stage
+from node.memory import mib, stage_bytes
 from node.metrics import Counters
 from node.runner import PartRunner
 from node.runtime import RuntimeSettings
+from node.shared_runner import RunnerKey, SharedRunner, runner_key
 from node.store import Store
 from node.wire.frames import Header
-from node.wire.messages import Deploy
+from node.wire.messages import Deploy, StageSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,7 @@ class ExecSettings:
     xnnpack: bool = True
     queue_size: int = 8
     gather_timeout_s: float = 30.0
+    memory_budget_bytes: int = 0  # 0: no limit
 
 
 class Deployments:
@@ -45,46 +51,111 @@ class Deployments:
         self.node, self.store, self.counters, self.settings = node, store, counters, settings
         self._sender_factory = sender_factory
         self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
         self._deps: dict[str, dict[int, dict[str, Stage]]] = {}
 
     def deploy(self, cmd: Deploy) -> dict[str, Any]:
-        """Load every stage of cmd (all or nothing), then swap them in."""
+        """Load every stage of cmd (all or nothing), then swap them in.
+
+        With `cmd.reuse` a stage whose interpreter key matches one already loaded for
+        the deployment shares it; the others are loaded only if the node's memory
+        budget holds them next to everything already loaded (DeployError otherwise).
+        """
         missing = sorted({s.part for s in cmd.stages if s.part and not self.store.has(s.part)})
         if missing:
             raise DeployError(f"deployment {cmd.deployment!r}: {len(missing)} part(s) not in "
                               f"the store: {', '.join(m[:12] for m in missing)}",
                               code="missing_parts", details={"missing": missing})
-        stages: dict[str, Stage] = {}
-        for spec in cmd.stages:
-            runner = None
-            if spec.part is not None:
-                try:
-                    model = self.store.read_verified(spec.part)
-                except StoreError as exc:
-                    raise DeployError(str(exc), code=exc.code,
-                                      details={"missing": [spec.part]}) from None
-                threads = spec.threads or (self.settings.tile_threads if spec.tile
-                                           else self.settings.threads)
-                try:
-                    runner = PartRunner(model, spec, RuntimeSettings(threads,
-                                                                     self.settings.xnnpack))
-                except DeployError:
-                    raise
-                except Exception as exc:
-                    raise DeployError(f"stage {spec.id!r}: part {spec.part[:12]} does not load: "
-                                      f"{exc}", code="bad_part") from None
-            stages[spec.id] = Stage(self.node, cmd.deployment, cmd.epoch, spec, runner,
-                                    self.counters, self._sender_factory,
-                                    self.settings.queue_size, self.settings.gather_timeout_s)
-        for st in stages.values():
-            st.start()
-        with self._lock:
-            old = self._deps.setdefault(cmd.deployment, {}).get(cmd.epoch)
-            self._deps[cmd.deployment][cmd.epoch] = stages
+        with self._load_lock:  # two deploys must not both count the same free memory
+            runners, reused = self._runners(cmd)
+            stages: dict[str, Stage] = {}
+            for spec in cmd.stages:
+                stages[spec.id] = Stage(self.node, cmd.deployment, cmd.epoch, spec,
+                                        runners.get(spec.id), self.counters,
+                                        self._sender_factory, self.settings.queue_size,
+                                        self.settings.gather_timeout_s)
+            for st in stages.values():
+                st.start()
+            with self._lock:
+                old = self._deps.setdefault(cmd.deployment, {}).get(cmd.epoch)
+                self._deps[cmd.deployment][cmd.epoch] = stages
         for st in (old or {}).values():
             st.stop()
-        log.info("deployed %s epoch %d: stages %s", cmd.deployment, cmd.epoch, sorted(stages))
-        return {"deployment": cmd.deployment, "epoch": cmd.epoch, "stages": sorted(stages)}
+        loaded = sorted(sid for sid in runners if sid not in reused)
+        log.info("deployed %s epoch %d: stages %s (%d loaded, %d reused); %s of %s in use",
+                 cmd.deployment, cmd.epoch, sorted(stages), len(loaded), len(reused),
+                 mib(self.in_use_bytes()), mib(self.settings.memory_budget_bytes))
+        return {"deployment": cmd.deployment, "epoch": cmd.epoch, "stages": sorted(stages),
+                "loaded": loaded, "reused": sorted(reused), "memory": self.memory()}
+
+    def _runners(self, cmd: Deploy) -> tuple[dict[str, SharedRunner], set[str]]:
+        """Stage id -> interpreter for cmd's stages (shared or new); the shared ids."""
+        running = self._running(cmd.deployment) if cmd.reuse else {}
+        keys: dict[str, RunnerKey] = {}
+        for spec in cmd.stages:
+            threads = spec.threads or (self.settings.tile_threads if spec.tile
+                                       else self.settings.threads)
+            key = runner_key(spec, threads, self.settings.xnnpack)
+            if key is not None:
+                keys[spec.id] = key
+        specs = {s.id: s for s in cmd.stages}
+        todo: dict[RunnerKey, StageSpec] = {}  # one new interpreter per key
+        for sid, key in keys.items():
+            if key not in running:
+                todo.setdefault(key, specs[sid])
+        models = {key: self._read(spec) for key, spec in todo.items()}
+        need = {key: stage_bytes(models[key], spec) for key, spec in todo.items()}
+        self._check_budget(cmd, sum(need.values()))
+        fresh = {key: SharedRunner(self._load(models[key], spec, key), key, need[key])
+                 for key, spec in todo.items()}
+        runners = {sid: running.get(key) or fresh[key] for sid, key in keys.items()}
+        return runners, {sid for sid, key in keys.items() if key in running}
+
+    def _running(self, deployment: str) -> dict[RunnerKey, SharedRunner]:
+        """Interpreters loaded for `deployment` (any epoch), by key."""
+        with self._lock:
+            eps = self._deps.get(deployment, {})
+            return {st.runner.key: st.runner for ss in eps.values() for st in ss.values()
+                    if isinstance(st.runner, SharedRunner)}
+
+    def _read(self, spec: StageSpec) -> bytes:
+        try:
+            return self.store.read_verified(spec.part or "")
+        except StoreError as exc:
+            raise DeployError(str(exc), code=exc.code, details={"missing": [spec.part]}) from None
+
+    def _load(self, model: bytes, spec: StageSpec, key: RunnerKey) -> PartRunner:
+        try:
+            return PartRunner(model, spec, RuntimeSettings(key.threads, key.xnnpack))
+        except DeployError:
+            raise
+        except Exception as exc:
+            raise DeployError(f"stage {spec.id!r}: part {key.part[:12]} does not load: {exc}",
+                              code="bad_part") from None
+
+    def _check_budget(self, cmd: Deploy, need: int) -> None:
+        """DeployError (memory_budget) when `need` more bytes would exceed the budget."""
+        budget = self.settings.memory_budget_bytes
+        used = self.in_use_bytes()
+        if budget and need and used + need > budget:
+            raise DeployError(
+                f"node {self.node!r}: memory budget {mib(budget)} exceeded: deployment "
+                f"{cmd.deployment!r} epoch {cmd.epoch} needs {mib(need)} (parts + arenas) "
+                f"with {mib(used)} already in use", code="memory_budget",
+                details={"budget_bytes": budget, "need_bytes": need, "in_use_bytes": used})
+
+    def in_use_bytes(self) -> int:
+        """Estimated bytes of every interpreter loaded (shared ones counted once)."""
+        with self._lock:
+            runners = {id(st.runner): st.runner for eps in self._deps.values()
+                       for ss in eps.values() for st in ss.values()
+                       if isinstance(st.runner, SharedRunner)}
+        return sum(r.need_bytes for r in runners.values())
+
+    def memory(self) -> dict[str, int]:
+        """The budget (0: none) and the estimated bytes in use."""
+        return {"budget_bytes": self.settings.memory_budget_bytes,
+                "in_use_bytes": self.in_use_bytes()}
 
     def _drop(self, deployment: str, epochs: list[int]) -> list[int]:
         with self._lock:

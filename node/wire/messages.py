@@ -22,11 +22,19 @@ __all__ = ["MSG_VERSION", "encode", "to_dict", "InputSpec", "Route", "StageSpec"
 
 @dataclass(frozen=True)
 class Deploy:
+    """Load `stages` as `epoch` of `deployment`, next to the epochs already loaded.
+
+    `reuse`: a stage whose part, tile and threads match a stage already loaded for the
+    deployment (an older epoch) shares that stage's interpreter instead of loading a
+    second one; false loads every stage afresh (a benchmark baseline).
+    """
+
     id: str
     reply_to: str
     deployment: str
     epoch: int
     stages: tuple[StageSpec, ...]
+    reuse: bool = True
     TYPE = "deploy"
 
     def __post_init__(self) -> None:

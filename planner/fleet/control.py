@@ -19,7 +19,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from node.control import parse_broker_url
+from node.control import no_delay, parse_broker_url
 from node.errors import ConfigError
 from node.wire import messages as m
 from node.wire.topics import Topics
@@ -104,6 +104,7 @@ class Control:
         if rc.is_failure:
             log.warning("broker %s refused the connection: %s", self.url, rc)
             return
+        no_delay(client)
         result, mid = client.subscribe([(t, 1) for t in self._subs])
         self._pending_mids.add(mid)
         self._connected.set()
@@ -167,6 +168,11 @@ class Control:
         self.client.publish(self.topics.cmd(node), m.encode(cmd), qos=1)
         fut.cmd_id = cmd.id  # type: ignore[attr-defined]
         return fut
+
+    def forget(self, fut: Future[dict[str, Any]]) -> None:
+        """Stop waiting for a command's reply (a late reply is then ignored)."""
+        with self._lock:
+            self._waiting.pop(getattr(fut, "cmd_id", ""), None)
 
     def result(self, node: str, fut: Future[dict[str, Any]], what: str, timeout_s: float
                ) -> dict[str, Any]:

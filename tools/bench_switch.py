@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""Epoch switch benchmark: a re-plan that moves one stage of a 4-stage 224 px model.
+
+    python tools/bench_switch.py [--rounds 3] [--size 224] [--embedded]
+
+6 local agents on Mosquitto (the embedded broker with --embedded or when Mosquitto is
+missing). A MobileNetV2-like float32 model is deployed twice (one deployment per mode)
+as a 4-stage chain on the same 4 nodes (cuts balance MACs); each switch moves stage 2
+between its node and the mode's own spare node (there and back, so the first move ships
+the part and later ones find it stored), the modes interleaved so both see the same
+machine load:
+
+- `reload`: every stage of the new epoch loads a fresh interpreter (the behaviour before
+  stage reuse; the deploy command's `reuse: false`);
+- `reuse`: unchanged stages keep their running interpreter (`reuse: true`, the default).
+
+Per switch it prints the time from "plan ready" (deploy_layout called with the new
+layout) to the record published (clients move to the new epoch) and to the new epoch
+active (old one dropped), the phases, the bytes shipped, and how many stages loaded an
+interpreter vs reused one; after each switch one frame is checked bit-exact against a
+single-interpreter run. Writes bench_results/switch.json. Compare the two modes' ratio
+from one run; the machine load is printed with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from planner import deploy as deploy_mod  # noqa: E402
+from planner.deploy import deploy_layout  # noqa: E402
+from planner.fleet import Fleet  # noqa: E402
+from planner.fleet.reference import LocalModel, mismatches, random_inputs  # noqa: E402
+from planner.graph import ModelGraph  # noqa: E402
+from planner.layout import chain  # noqa: E402
+from planner.localfleet import LocalFleet  # noqa: E402
+from planner.modelbuild import recipes  # noqa: E402
+
+MODES = ("reload", "reuse")
+
+
+def start_mosquitto(workdir: Path, nodelay: bool = True
+                    ) -> tuple[subprocess.Popen | None, str | None]:
+    """A Mosquitto on a free port, or (None, None) when it is not installed.
+
+    `set_tcp_nodelay true`: with Nagle on in the broker, its reply to a command waits for
+    the client's delayed ACK of the previous packet (~40 ms on Linux) and every command
+    round trip takes ~44 ms instead of < 1 ms; `--broker-nagle` measures that case.
+    """
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(exe).exists():
+        return None, None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    f"set_tcp_nodelay {'true' if nodelay else 'false'}\n")
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return proc, f"mqtt://127.0.0.1:{port}"
+
+
+def balanced_cuts(graph: ModelGraph, stages: int) -> list[int]:
+    """Cut points that split the model's MACs into `stages` roughly equal ranges."""
+    total = sum(op.macs for op in graph.ops)
+    cuts, acc = [], 0.0
+    for i, op in enumerate(graph.ops[:-1]):
+        acc += op.macs
+        if len(cuts) < stages - 1 and acc >= total * (len(cuts) + 1) / stages:
+            cuts.append(i + 1)
+    return cuts
+
+
+class Phases:
+    """Wraps deploy's helpers to time its phases (works with any version of deploy.py)."""
+
+    def __init__(self) -> None:
+        self.t: dict[str, float] = {}
+        self.bytes = 0
+        self._upload = deploy_mod.upload_parts
+        self._all = deploy_mod._all
+
+        def upload(*a: Any, **k: Any) -> int:
+            t = time.perf_counter()
+            self.bytes = self._upload(*a, **k)
+            self.t["upload_s"] = time.perf_counter() - t
+            return self.bytes
+
+        def all_(control: Any, calls: Any, what: str, timeout_s: float) -> Any:
+            t = time.perf_counter()
+            try:
+                return self._all(control, calls, what, timeout_s)
+            finally:
+                key = what.split(" ", 1)[0] + "_s"  # "deploy of ..." / "activate of ..."
+                self.t[key] = time.perf_counter() - t
+
+        deploy_mod.upload_parts = upload
+        deploy_mod._all = all_
+
+    def reset(self) -> None:
+        self.t, self.bytes = {}, 0
+
+
+def switch(fleet: Fleet, graph: ModelGraph, layout: Any, name: str, mode: str,
+           phases: Phases) -> dict[str, Any]:
+    """One timed switch of `name` to `layout`."""
+    phases.reset()
+    published: dict[str, float] = {}
+    publish = fleet.control.publish_record
+
+    def timed_publish(n: str, rec: Any) -> None:
+        publish(n, rec)
+        published.setdefault("t", time.perf_counter())
+
+    fleet.control.publish_record = timed_publish  # type: ignore[method-assign]
+    t0 = time.perf_counter()
+    try:
+        rec = deploy_layout(fleet.control, graph, layout, name, progress=False,
+                            reuse=mode == "reuse")
+    finally:
+        fleet.control.publish_record = publish  # type: ignore[method-assign]
+    total = time.perf_counter() - t0
+    sw = rec.extra.get("switch", {})
+    return {"mode": mode, "epoch": rec.epoch, "live_s": total,
+            "record_s": published.get("t", t0) - t0, "bytes_shipped": phases.bytes,
+            **{k: round(v, 4) for k, v in phases.t.items()},
+            "loaded": sw.get("loaded"), "reused": sw.get("reused")}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3, help="switches per mode (default 3)")
+    ap.add_argument("--size", type=int, default=224, help="input size (default 224)")
+    ap.add_argument("--embedded", action="store_true", help="use the embedded broker")
+    ap.add_argument("--broker-nagle", action="store_true",
+                    help="Mosquitto without set_tcp_nodelay (its default)")
+    ap.add_argument("-o", "--output", default=str(ROOT / "bench_results" / "switch.json"))
+    args = ap.parse_args()
+
+    data = recipes.mobilenet_v2_like(input_size=args.size, dtype="float32", seed=0)
+    graph = ModelGraph(data, f"mobilenet_v2_like_{args.size}")
+    local_model = LocalModel(data)
+    phases = Phases()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-switch-") as d:
+        broker, url = (None, None) if args.embedded else start_mosquitto(Path(d),
+                                                                     not args.broker_nagle)
+        (Path(d) / "agents").mkdir()
+        try:
+            with LocalFleet(6, url, workdir=Path(d) / "agents") as local, \
+                    Fleet.connect(local.broker_url or "") as fleet:
+                fleet.wait_for_nodes(6, 60)
+                a, b, c, dd, *spares = local.names
+                cuts = balanced_cuts(graph, 4)
+                layouts = {mode: [chain(len(graph.ops), cuts, [a, b, c, dd]),
+                                  chain(len(graph.ops), cuts, [a, b, spare, dd])]
+                           for mode, spare in zip(MODES, spares, strict=True)}
+                parts = deploy_mod.wire(graph, layouts["reuse"][0],
+                                        {n: "tcp://x:1" for n in local.names}).parts
+                part_bytes = [len(p.data) for p in parts.values()]
+                x = random_inputs([{"name": t.name, "shape": list(t.shape), "dtype": t.dtype}
+                                   for t in (graph.tensors[i] for i in graph.inputs)], 0)
+                want = local_model.run(x)
+                print(f"model {graph.source}: {len(graph.ops)} ops, {len(data) / 1e6:.1f} MB; "
+                      f"cuts {cuts}; part sizes "
+                      f"{', '.join(f'{s / 1e6:.2f}' for s in part_bytes)} MB")
+                for mode in MODES:
+                    name = f"switch-{mode}"
+                    deploy_layout(fleet.control, graph, layouts[mode][0], name, progress=False)
+                for r in range(args.rounds):
+                    for mode in MODES if r % 2 == 0 else MODES[::-1]:
+                        name = f"switch-{mode}"
+                        target = layouts[mode][(r + 1) % 2]
+                        row = switch(fleet, graph, target, name, mode, phases)
+                        dep = fleet.deployment(name, timeout_s=30)
+                        deadline = time.monotonic() + 5
+                        while dep.epoch != row["epoch"] and time.monotonic() < deadline:
+                            time.sleep(0.01)
+                        row["exact"] = not mismatches(dep.infer(x, timeout=60), want)
+                        dep.close()
+                        row["load_1m"] = os.getloadavg()[0]
+                        rows.append(row)
+                        print(f"{mode:6s} epoch {row['epoch']}: live {row['live_s']:.3f} s "
+                              f"(record {row['record_s']:.3f} s; upload "
+                              f"{row.get('upload_s', 0):.3f}, deploy {row.get('deploy_s', 0):.3f}"
+                              f", activate {row.get('activate_s', 0):.3f}); shipped "
+                              f"{row['bytes_shipped'] / 1e6:.2f} MB; loaded {row['loaded']}, "
+                              f"reused {row['reused']}; exact {row['exact']}; "
+                              f"load {row['load_1m']:.2f}")
+                for mode in MODES:
+                    fleet.undeploy(f"switch-{mode}")
+        finally:
+            if broker is not None:
+                broker.terminate()
+                broker.wait()
+    summary: dict[str, Any] = {}
+    for mode in MODES:
+        mine = [r for r in rows if r["mode"] == mode]
+        summary[mode] = {k: statistics.median(r[k] for r in mine)
+                         for k in ("live_s", "record_s", "deploy_s") if all(k in r for r in mine)}
+        summary[mode]["bytes_shipped_first"] = mine[0]["bytes_shipped"] if mine else 0
+    if summary["reload"].get("live_s"):
+        summary["live_ratio_reuse_over_reload"] = (summary["reuse"]["live_s"]
+                                                   / summary["reload"]["live_s"])
+    print(f"broker: {'embedded' if url is None else 'mosquitto'}"
+          f"{' with Nagle on' if args.broker_nagle else ''}")
+    print("median live: " + ", ".join(f"{m} {summary[m].get('live_s', 0):.3f} s" for m in MODES)
+          + f"; reuse/reload {summary.get('live_ratio_reuse_over_reload', 0):.2f}; "
+          f"all exact: {all(r['exact'] for r in rows)}; load {os.getloadavg()[0]:.2f}")
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    broker_kind = "embedded" if url is None else (
+        "mosquitto (Nagle on)" if args.broker_nagle else "mosquitto (set_tcp_nodelay)")
+    out.write_text(json.dumps({"model": graph.source, "size": args.size, "cuts": cuts,
+                               "broker": broker_kind,
+                               "part_bytes": part_bytes, "rows": rows, "summary": summary},
+                              indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
