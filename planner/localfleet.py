@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from planner.errors import FleetError
@@ -54,8 +55,11 @@ class LocalFleet:
     """Start with `start()` (or `with`); `broker_url` and `agents` are then set."""
 
     def __init__(self, nodes: int = 3, broker_url: str | None = None, board: str = "laptop",
-                 threads: int | None = None, workdir: str | Path | None = None) -> None:
+                 threads: int | None = None, workdir: str | Path | None = None,
+                 agent_args: Mapping[str, Sequence[str]] | None = None) -> None:
+        """`agent_args`: extra command-line arguments by agent name (e.g. a --config)."""
         self.nodes, self.board, self.threads = nodes, board, threads
+        self.agent_args = dict(agent_args or {})
         self.broker_url = broker_url
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="tilefleet-demo-"))
@@ -82,16 +86,24 @@ class LocalFleet:
                 _wait_port(port, self.broker, 20)
                 self.broker_url = f"mqtt://127.0.0.1:{port}"
             for name in self.names:
-                cmd = [sys.executable, "-m", "node.cli", "--name", name, "--broker",
-                       self.broker_url, "--board", self.board, "--host", "127.0.0.1",
-                       "--data-port", "0", "--state-dir", str(self.workdir / name)]
-                if self.threads:
-                    cmd += ["--threads", str(self.threads)]
-                self.procs[name] = self._spawn(cmd, f"{name}.log")
+                self.spawn_agent(name)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def spawn_agent(self, name: str, *args: str) -> subprocess.Popen:
+        """Start (or add) agent `name` on the broker; `args` go after the defaults."""
+        assert self.broker_url is not None, "start() first"
+        extra = [*self.agent_args.get(name, ()), *args]
+        board = [] if "--config" in extra else ["--board", self.board]
+        cmd = [sys.executable, "-m", "node.cli", "--name", name, "--broker", self.broker_url,
+               *board, "--host", "127.0.0.1", "--data-port", "0", "--state-dir",
+               str(self.workdir / name)]
+        if self.threads:
+            cmd += ["--threads", str(self.threads)]
+        self.procs[name] = self._spawn([*cmd, *extra], f"{name}.log")
+        return self.procs[name]  # an added agent is not in `names` (the fleet as started)
 
     def dead(self) -> list[str]:
         """Agents whose process has exited."""

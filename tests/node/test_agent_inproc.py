@@ -1,7 +1,12 @@
-"""An agent in this process (no broker needed): deploy, chain, tiles, errors, epochs."""
+"""An agent in this process (no broker needed): deploy, chain, tiles, errors, epochs,
+shared interpreters across epochs, the memory budget."""
 
 from __future__ import annotations
 
+import gc
+import time
+import weakref
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +23,9 @@ from tests.node.harness import Client
 from tests.node.models import three_parts, tiled_head
 
 pytest.importorskip("planner.cut")
+from planner.cut import cut_range  # noqa: E402
+from planner.graph import ModelGraph  # noqa: E402
+from planner.modelbuild import recipes  # noqa: E402
 
 
 @pytest.fixture
@@ -230,3 +238,104 @@ def test_random_frames_do_not_take_the_agent_down(agent: Agent, client: Client) 
     client.send(agent.dataplane.data_endpoint, "chain", "s0", {"input": x}, "after")
     assert client.recv()[0].kind == "result"
     assert sum(agent.metrics().errors.values()) >= 200
+
+
+def deploy_result(agent: Agent, chain, name: str, epoch: int, reuse: bool = True) -> dict:
+    """deploy_chain's stages as epoch `epoch` of `name`; the agent's deploy reply."""
+    ep = agent.dataplane.data_endpoint
+    with ServiceClient(agent.dataplane.service_endpoint) as svc:
+        for p in chain.parts:
+            if svc.missing([p.sha256]):
+                svc.upload(p.data)
+    stages = []
+    for k, p in enumerate(chain.parts):
+        last = k == len(chain.parts) - 1
+        routes = tuple(M.Route(o, CLIENT if last else ep, "" if last else f"s{k + 1}")
+                       for o in p.output_names)
+        stages.append(M.StageSpec(f"s{k}", p.sha256, spec_inputs(p), routes))
+    return agent.handle(M.Deploy(f"d{epoch}", "", name, epoch, tuple(stages), reuse=reuse))
+
+
+def test_new_epoch_shares_unchanged_interpreters_and_frees_old_ones(
+        agent: Agent, client: Client) -> None:
+    chain = three_parts()
+    ep, ids = agent.dataplane.data_endpoint, ["s0", "s1", "s2"]
+    first = deploy_result(agent, chain, "r", 1)
+    assert first["loaded"] == ids and first["reused"] == []
+    one_copy = agent.deployments.memory()["in_use_bytes"]
+    assert one_copy > sum(len(p.data) for p in chain.parts)  # parts + arenas
+    second = deploy_result(agent, chain, "r", 2)
+    assert second["loaded"] == [] and second["reused"] == ids
+    assert agent.deployments.memory()["in_use_bytes"] == one_copy  # no second interpreter
+    rng = np.random.default_rng(5)
+    xs = [sample("float32", rng) for _ in range(12)]
+    for i, x in enumerate(xs):  # both epochs at once on the shared interpreters
+        client.send(ep, "r", "s0", {"input": x}, f"q{i}", epoch=1 + i % 2)
+    got = {}
+    for _ in xs:
+        h, arrs = client.recv()
+        assert h.kind == "result", h.error
+        got[h.request] = (h.epoch, arrs[0])
+    for i, x in enumerate(xs):
+        assert got[f"q{i}"][0] == 1 + i % 2
+        np.testing.assert_array_equal(got[f"q{i}"][1], run_whole(chain.model, [x])[0])
+    assert agent.handle(M.Activate("a", "", "r", 2))["retired"] == [1]
+    assert agent.deployments.memory()["in_use_bytes"] == one_copy
+    third = deploy_result(agent, chain, "r", 3, reuse=False)  # the old behaviour
+    assert third["loaded"] == ids and third["reused"] == []
+    assert agent.deployments.memory()["in_use_bytes"] == 2 * one_copy
+    old = weakref.ref(agent.deployments._deps["r"][2]["s1"].runner)
+    agent.handle(M.Activate("a", "", "r", 3))
+    assert agent.deployments.memory()["in_use_bytes"] == one_copy
+    deadline = time.monotonic() + 5
+    while old() is not None and time.monotonic() < deadline:  # workers exit, then freed
+        gc.collect()
+        time.sleep(0.02)
+    assert old() is None
+    client.send(ep, "r", "s0", {"input": xs[0]}, "after", epoch=3)
+    h, arrs = client.recv()
+    np.testing.assert_array_equal(arrs[0], run_whole(chain.model, [xs[0]])[0])
+    agent.handle(M.Undeploy("u", "", "r"))
+    assert agent.deployments.memory()["in_use_bytes"] == 0
+
+
+def test_memory_budget_refuses_a_load_and_the_agent_keeps_running(
+        tmp_path: Path, client: Client) -> None:
+    cfg = config.for_board("laptop").override(benchmark_s=0.0, memory_budget_mb=1)
+    a = Agent("tiny", "mqtt://127.0.0.1:9", cfg, tmp_path / "s")
+    a.start()
+    try:
+        big = ModelGraph(recipes.mobilenet_v2_like(input_size=32, dtype="float32", seed=0))
+        part = cut_range(big, 0, len(big.ops))  # ~14 MB of weights
+        with ServiceClient(a.dataplane.service_endpoint) as svc:
+            svc.upload(part.data)
+        spec = M.StageSpec("all", part.sha256, spec_inputs(part),
+                           tuple(M.Route(o, CLIENT) for o in part.output_names))
+        with pytest.raises(DeployError) as e:
+            a.handle(M.Deploy("big", "", "big", 1, (spec,)))
+        msg = str(e.value)
+        assert e.value.code == "memory_budget" and "\n" not in msg
+        assert "node 'tiny'" in msg and "memory budget 1.0 MiB" in msg
+        need = e.value.details["need_bytes"]
+        assert need > len(part.data) and f"needs {need / (1 << 20):.1f} MiB" in msg
+        assert a.deployments.summary() == {} and a.deployments.memory()["in_use_bytes"] == 0
+        # the agent keeps running: a chain that fits loads and answers exactly
+        chain = three_parts()
+        deploy_result(a, chain, "small", 1)
+        x = sample("float32", np.random.default_rng(3))
+        client.send(a.dataplane.data_endpoint, "small", "s0", {"input": x}, "fits", epoch=1)
+        h, arrs = client.recv()
+        assert h.kind == "result"
+        np.testing.assert_array_equal(arrs[0], run_whole(chain.model, [x])[0])
+        # shared interpreters count once: a second epoch fits only when it reuses them
+        one_copy = a.deployments.memory()["in_use_bytes"]
+        a.deployments.settings = replace(a.deployments.settings,
+                                         memory_budget_bytes=one_copy * 3 // 2)
+        assert deploy_result(a, chain, "small", 2)["reused"] == ["s0", "s1", "s2"]
+        with pytest.raises(DeployError, match="memory budget"):
+            deploy_result(a, chain, "small", 3, reuse=False)
+        assert sorted(a.deployments.summary()["small"]) == [1, 2]
+        assert a.handle(M.StatusQuery("q", ""))["memory"] == {
+            "budget_bytes": one_copy * 3 // 2, "in_use_bytes": one_copy}
+    finally:
+        a.stop()
