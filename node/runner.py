@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zmq
 
 from node.errors import DeployError
 from node.runtime import RuntimeSettings, make_interpreter
 from node.tile_exec import TileRunner
-from node.wire.frames import Region, frame_array
+from node.wire.frames import Region
 from node.wire.messages import StageSpec
 
 log = logging.getLogger(__name__)
@@ -85,4 +86,14 @@ class PartRunner:
         if self.crop is not None:
             y0, y1, x0, x1 = self.crop
             view = view[:, y0:y1, x0:x1, :]
-        return frame_array(view) if view.flags.c_contiguous else np.ascontiguousarray(view)
+        if not view.flags.c_contiguous or view.nbytes == 0:
+            return np.ascontiguousarray(view)
+        # zmq.Frame keeps the object it copied from: hand it a memoryview released right
+        # after the copy, else the frame (held by whoever got the output, e.g. the next
+        # stage of this node) pins the runtime's buffer and the next invoke is refused
+        mv = memoryview(view)
+        try:
+            f = zmq.Frame(mv, copy=True)
+        finally:
+            mv.release()
+        return np.frombuffer(f.buffer, dtype=view.dtype).reshape(view.shape)

@@ -116,8 +116,11 @@ def measure_chain(fleet: Fleet, node: NodeInfo, graph: ModelGraph, groups: list[
     """What a stage adds to its invoke, from the model's groups as a chain of stages on the node.
 
     The chain runs like a pipeline does (each interpreter once per frame, after the others),
-    so its round trip minus the groups' invokes, the k + 1 hops (a forward echo's half round
-    trip plus bytes over the loopback bandwidth) leaves k stage overheads.
+    and hands activations from stage to stage inside the node (no socket: see
+    node/dataplane.py), as the cost model's zero transfer on one device says; so its round
+    trip minus the groups' invokes and the two socket hops (client -> first stage, last
+    stage -> client: a forward echo's half round trip plus bytes over the loopback
+    bandwidth) leaves k stage overheads.
     """
     layout = tuple(StageLayout(a, b, (node.name,)) for a, b in groups)
     w = wire(graph, layout, {node.name: node.data_endpoint})
@@ -136,9 +139,8 @@ def measure_chain(fleet: Fleet, node: NodeInfo, graph: ModelGraph, groups: list[
         (rtt, _), = echo.rtts([(first, [msg])], rounds, replies=len(senders))
     finally:
         echo.close()
-    cm_bytes = [sum(graph.tensors[t].nbytes for t in graph.live_at(a)) for a, _ in groups[1:]]
     edge = sum(graph.tensors[i].nbytes for i in graph.inputs) + sum(graph.tensors[i].nbytes for i in graph.outputs)
-    hops = (len(groups) + 1) * hop_s + (sum(cm_bytes) + edge) / bandwidth
+    hops = 2 * hop_s + edge / bandwidth
     return max((rtt - sum(invoke_s) - hops) / len(groups), 0.0)
 
 

@@ -192,8 +192,11 @@ def simulate(plan: Plan, cm: CostModel, frames: int = 32) -> dict:
             rec["bytes"] += e.nbytes
             rec["busy_s"] += e.end - e.start
     sends = [(*e.resource.split("->", 1), e.end - e.start) for e in one.events if e.kind == "send"]
+    cores = {h: c for h, c in cm.shared_hosts().values()}
+    hosts = {}
     for host, secs in cm.host_bound(busy, sends).items():  # a shared host is a resource too
         busy[f"host:{host}"] = secs
+        hosts[host] = {"cores": cores[host], "work_s": secs * cores[host]}
     bottleneck = max(busy, key=busy.get) if busy else None
     bound = 1.0 / busy[bottleneck] if bottleneck and busy[bottleneck] > 0 else float("inf")
     frames = max(frames, 2)
@@ -208,7 +211,8 @@ def simulate(plan: Plan, cm: CostModel, frames: int = 32) -> dict:
                          "memory_budget_bytes": cm.profile.devices[name].memory_bytes}
     return {"latency_s": latency, "throughput_fps": measured, "throughput_bound_fps": bound,
             "bytes_per_frame": sum(rec["bytes"] for rec in links.values()), "devices": devices,
-            "links": list(links.values()), "bottleneck": bottleneck, "frames": frames}
+            "links": list(links.values()), "hosts": hosts, "bottleneck": bottleneck,
+            "frames": frames}
 
 
 def plan_memory(plan: Plan, cm: CostModel) -> dict[str, int]:

@@ -75,15 +75,30 @@ def foreign(before: tuple[float, float, float]) -> float:
 def measure(dep, frames: int, window: int, data: bytes, repeat: int) -> dict:
     """Median latency and throughput over `repeat` rounds after a warm-up, with their spread."""
     run_bench(dep, min(frames, 50), window)  # warm-up: connections, allocations, caches
-    lats, fps, bad, before, cpu0 = [], [], 0, load(), cpu_now()
+    lats, fps, cpu, bad, before, cpu0 = [], [], [], 0, load(), cpu_now()
     for _ in range(repeat):
         lats.append(latency(dep, 30)["latency_s"])
+        c0 = cpu_now()
         stream = run_bench(dep, frames, window, data)
+        cpu.append((cpu_now()[2] - c0[2]) / frames)
         fps.append(stream["throughput_fps"])
         bad += stream["errors"] + stream["mismatches"]
     return {"latency_s": statistics.median(lats), "throughput_fps": statistics.median(fps),
             "latency_runs_s": lats, "throughput_runs_fps": fps, "identical": bad == 0,
+            "cpu_per_frame_s": statistics.median(cpu),
             "load_before": before, "load_after": load(), "foreign_cpu_cores": foreign(cpu0)}
+
+
+def predicted_cpu(pred: dict) -> float | None:
+    """CPU seconds per frame the model books on the shared host's cores (None: no shared host)."""
+    hosts = pred.get("hosts") or {}
+    return sum(h["work_s"] for h in hosts.values()) if hosts else None
+
+
+def cpu_pair(pred: dict, meas: dict) -> str:
+    """'predicted/measured' CPU ms per frame on this host (measured: client and agents)."""
+    p = pred.get("cpu_per_frame_s")
+    return f"{p * 1e3 if p else 0:.2f}/{meas.get('cpu_per_frame_s', 0) * 1e3:.2f}ms"
 
 
 def err(pred: float | None, meas: float) -> float | None:
@@ -126,7 +141,7 @@ def replay(graph: ModelGraph, report: dict) -> int:
     """Predicted (now) vs measured (then) for every strategy of a saved report."""
     cm = CostModel(graph, profile_from_json(report["profile"]))
     print(f"{'strategy':>12} {'pred lat':>9} {'meas lat':>9} {'err':>6} {'pred fps':>9} "
-          f"{'meas fps':>9} {'err':>6} bottleneck")
+          f"{'meas fps':>9} {'err':>6} {'cpu/frame':>13} bottleneck")
     for s, r in report["strategies"].items():
         if "layout" not in r:
             continue
@@ -140,7 +155,7 @@ def replay(graph: ModelGraph, report: dict) -> int:
         print(f"{s:>12} {p['latency_s'] * 1e3:>7.2f}ms {m['latency_s'] * 1e3:>7.2f}ms "
               f"{err(p['latency_s'], m['latency_s']):>+6.0%} {p['throughput_fps']:>9.0f} "
               f"{m['throughput_fps']:>9.0f} {err(p['throughput_fps'], m['throughput_fps']):>+6.0%} "
-              f"{p['bottleneck']}")
+              f"{cpu_pair({'cpu_per_frame_s': predicted_cpu(p)}, m):>13} {p['bottleneck']}")
     return 0
 
 
@@ -181,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             pred = dep.record.predicted or {}
             rec = {"stages": len(dep.record.stages), "nodes": len(dep.record.nodes),
                    "layout": dep.record.layout,
-                   "predicted": {k: pred.get(k) for k in ("latency_s", "throughput_fps",
-                                                          "throughput_bound_fps", "bottleneck")},
+                   "predicted": {**{k: pred.get(k) for k in ("latency_s", "throughput_fps",
+                                                             "throughput_bound_fps", "bottleneck")},
+                                 "cpu_per_frame_s": predicted_cpu(pred)},
                    "measured": got,
                    "latency_error": err(pred.get("latency_s"), got["latency_s"]),
                    "throughput_error": err(pred.get("throughput_fps"), got["throughput_fps"]),
@@ -194,14 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{graph.source}: {len(graph.ops)} ops on {args.nodes} local agents, {os.cpu_count()} "
           f"CPUs, {args.frames} frames, window {args.window}, median of {args.repeat}")
     print(f"{'strategy':>12} {'stages':>6} {'pred lat':>9} {'meas lat':>9} {'err':>6} "
-          f"{'pred fps':>9} {'meas fps':>9} {'err':>6} {'fps spread':>11} {'load':>9} {'other':>5} identical")
+          f"{'pred fps':>9} {'meas fps':>9} {'err':>6} {'fps spread':>11} {'cpu/frame':>13} {'load':>9} "
+          f"{'other':>5} identical")
     for s, r in rows:
         p, m = r["predicted"], r["measured"]
         spread = f"{min(m['throughput_runs_fps']):.0f}-{max(m['throughput_runs_fps']):.0f}"
         print(f"{s:>12} {r['stages']:>6} {p['latency_s'] * 1e3:>7.2f}ms "
               f"{m['latency_s'] * 1e3:>7.2f}ms {r['latency_error'] or 0:>+6.0%} "
               f"{p['throughput_fps']:>9.0f} {m['throughput_fps']:>9.0f} "
-              f"{r['throughput_error'] or 0:>+6.0%} {spread:>11} "
+              f"{r['throughput_error'] or 0:>+6.0%} {spread:>11} {cpu_pair(p, m):>13} "
               f"{m['load_before']:>4.1f}/{m['load_after']:<4.1f} {m['foreign_cpu_cores']:>5.2f} "
               f"{r['identical']}")
     o = report["overhead"]
