@@ -1,9 +1,9 @@
-"""Live re-planning: watch status and metrics, re-plan on node loss or drift, switch epochs."""
+"""Live re-planning: watch status, metrics and links; re-plan on node loss, drift or a join."""
 
 from planner.live.drift import Drift, DriftRule, History, Sample
-from planner.live.policy import Trigger, adjust_profile, decide, moved_stages
+from planner.live.policy import JOIN, Trigger, adjust_profile, decide, moved_stages
 from planner.live.replanner import Replan, plan_next
 from planner.live.watcher import ReplanPolicy, Watcher, watch
 
-__all__ = ["Drift", "DriftRule", "History", "Replan", "ReplanPolicy", "Sample", "Trigger",
+__all__ = ["JOIN", "Drift", "DriftRule", "History", "Replan", "ReplanPolicy", "Sample", "Trigger",
            "Watcher", "adjust_profile", "decide", "moved_stages", "plan_next", "watch"]

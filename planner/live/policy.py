@@ -3,6 +3,11 @@
 A node of the deployment that announces `offline` (its Last Will) triggers at once; a
 sustained drift (planner.live.drift) triggers unless a re-plan happened less than the
 cool-down ago (the new epoch's stages need a few intervals to set their baselines).
+A link drift counts only when it moves the running plan's simulated figure by more than
+the policy's margin (`material_links`): probes of a fast link swing a lot on a busy host
+without any effect on a plan whose transfers take microseconds. A node that joins
+triggers a re-plan when a plan that may use it beats the running one by the margin
+(`gain`; the watcher profiles the joiner first).
 """
 
 from __future__ import annotations
@@ -12,22 +17,27 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from planner.live.drift import Drift, device_factors, link_bandwidths
+from planner.plan import Plan
 from planner.profile import Link, Profile
 
-NODE_LOST, DRIFT = "node_lost", "drift"
+NODE_LOST, DRIFT, JOIN = "node_lost", "drift", "join"
 
 
 @dataclass(frozen=True)
 class Trigger:
     """Why a re-plan is due: lost nodes and/or drifts."""
 
-    reason: str  # NODE_LOST or DRIFT
+    reason: str  # NODE_LOST, DRIFT or JOIN
     lost: tuple[str, ...] = ()
     drifts: tuple[Drift, ...] = ()
+    joined: tuple[str, ...] = ()
+    note: str = ""  # why it matters, e.g. the predicted gain of a join
 
     def describe(self) -> str:
         parts = [f"node {n} went offline" for n in self.lost]
         parts += [d.describe() for d in self.drifts]
+        parts += [f"node {n} joined" for n in self.joined]
+        parts += [self.note] if self.note else []
         return "; ".join(parts) or self.reason
 
 
@@ -86,6 +96,50 @@ def moved_stages(old: Mapping[str, Mapping[str, Any]], new: Mapping[str, Mapping
             for ops, nodes in sorted(stage_places(new).items()) if before.get(ops) != nodes]
 
 
-def link_baselines(profile: Profile, nodes: Sequence[str]) -> dict[str, float]:
-    """Profile bandwidth of every link between the deployment's nodes, keyed "a->b"."""
-    return {f"{a}->{b}": profile.link(a, b).bandwidth for a in nodes for b in nodes if a != b}
+def plan_figure(graph: Any, plan: Plan, profile: Profile, objective: str | None = None
+                ) -> float:
+    """The plan's simulated figure under `profile` for `objective` (default: the plan's own;
+    lower is better: seconds of latency, or minus frames per second)."""
+    from planner.costmodel import CostModel
+    from planner.simulate import simulate
+
+    sim = simulate(plan, CostModel(graph, replace(profile, source=plan.source, sink=plan.sink)))
+    if (objective or plan.objective) == "throughput":
+        return -float(sim["throughput_fps"])
+    return float(sim["latency_s"])
+
+
+def gain(before: float, after: float) -> float:
+    """Relative improvement of a figure (lower is better): 0.2 means 20% better."""
+    if before == after:
+        return 0.0
+    return (before - after) / abs(before) if before else float("inf")
+
+
+def material_links(graph: Any, plan: Plan, profile: Profile, drifts: Sequence[Drift],
+                   model_sha256: str, margin: float) -> list[Drift]:
+    """The link drifts that alone move the plan's figure by more than `margin` (either way)."""
+    links = [d for d in drifts if d.kind == "link"]
+    if not links:
+        return []
+    base = plan_figure(graph, plan, profile)
+    out = []
+    for d in links:
+        changed = adjust_profile(profile, model_sha256, Trigger(DRIFT, (), (d,)))
+        if abs(gain(base, plan_figure(graph, plan, changed))) > margin:
+            out.append(d)
+    return out
+
+
+def settled_joiners(online_since: Mapping[str, float], in_use: Iterable[str],
+                    excluded: Iterable[str], last_tried: Mapping[str, float], now: float,
+                    settle_s: float, cooldown_s: float) -> list[str]:
+    """Nodes online for `settle_s`, not in the deployment, not tried within `cooldown_s`.
+
+    The cool-down is per node, so a flapping node is judged at most once per cool-down
+    however often it comes back.
+    """
+    skip = set(in_use) | set(excluded)
+    return sorted(n for n, t in online_since.items()
+                  if n not in skip and now - t >= settle_s
+                  and now - last_tried.get(n, -float("inf")) >= cooldown_s)

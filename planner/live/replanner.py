@@ -86,9 +86,13 @@ def plan_next(graph: ModelGraph, profile: Profile, old_plan: dict[str, Any] | No
 
 def execute(control: Control, graph: ModelGraph, record: Record, profile: Profile,
             trigger: Trigger, strategy: str, constraints: Constraints, *, partial: bool = True,
-            seen_at: float | None = None, timeout_s: float = 30.0
-            ) -> tuple[Replan, Record, Profile]:
-    """Re-plan `record` for `trigger` and switch to the next epoch; returns what happened."""
+            seen_at: float | None = None, timeout_s: float = 30.0,
+            planned: tuple[Any, str] | None = None) -> tuple[Replan, Record, Profile]:
+    """Re-plan `record` for `trigger` and switch to the next epoch; returns what happened.
+
+    `planned` is a (Plan, mode) the caller already made for this trigger and profile
+    (a join is judged by planning it).
+    """
     from planner.deploy import deploy_layout
     from planner.layout import from_plan
 
@@ -97,8 +101,9 @@ def execute(control: Control, graph: ModelGraph, record: Record, profile: Profil
     tp = time.monotonic()
     changed = set(device_factors(trigger.drifts)) | {
         n for a, b in link_bandwidths(trigger.drifts) for n in (a, b)}
-    plan, mode = plan_next(graph, new_profile, record.plan, strategy, constraints, partial,
-                           changed - set(trigger.lost))
+    changed |= set(trigger.joined)
+    plan, mode = planned or plan_next(graph, new_profile, record.plan, strategy, constraints,
+                                      partial, changed - set(trigger.lost))
     plan_s = time.monotonic() - tp
     rec = deploy_layout(control, graph, from_plan(plan), record.name, strategy=strategy,
                         plan=plan.to_json(), predicted=dict(plan.predicted),

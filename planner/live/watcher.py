@@ -2,8 +2,12 @@
 
 It polls the fleet client's view of the broker (retained status, latest metrics per
 node, the deployment record): the paho thread keeps those tables current, so nothing
-here blocks it. Every poll feeds new metrics into the epoch's History, asks the pure
-policy for a trigger, and re-plans when there is one.
+here blocks it. Every poll feeds new metrics (and, every `link_probe_s`, a bandwidth
+probe of each link between adjacent stages) into the epoch's History, asks the pure
+policy for a trigger, and re-plans when there is one. With no trigger, a node that came
+online since the last poll (a new board, or one back after its Last Will) is profiled
+once it has been up `join_settle_s`, and the deployment is re-planned onto it when that
+beats the running plan by `margin`.
 """
 
 from __future__ import annotations
@@ -21,8 +25,18 @@ from planner.errors import FleetError, TilefleetError
 from planner.fleet.record import Record
 from planner.graph import ModelGraph
 from planner.live.drift import DriftRule, History, beyond_band
-from planner.live.policy import decide, link_baselines
-from planner.live.replanner import FALLBACK_STRATEGY, Replan, execute
+from planner.live.policy import (
+    DRIFT,
+    JOIN,
+    Trigger,
+    decide,
+    gain,
+    material_links,
+    plan_figure,
+    settled_joiners,
+)
+from planner.live.replanner import FALLBACK_STRATEGY, Replan, execute, plan_next
+from planner.plan import plan_from_json
 from planner.profile import Profile
 
 if TYPE_CHECKING:
@@ -45,6 +59,13 @@ class ReplanPolicy:
     link_probe_s: float = 0.0  # probe the deployment's links this often (0: never)
     probe_bytes: int = 256_000
     timeout_s: float = 30.0
+    # A link drift or a join re-plans only when it moves the plan's simulated figure
+    # (latency, or throughput) by more than this fraction.
+    margin: float = 0.1
+    join: bool = True  # judge nodes that come online (new, or back after a Last Will)
+    join_settle_s: float = 1.0  # a joiner must stay online this long before it is judged
+    join_cooldown_s: float = 60.0  # a node is judged at most once per this (flapping)
+    profile_cache: str | None = None  # where joiners' measurements are cached (None: default)
 
 
 class Watcher:
@@ -63,6 +84,9 @@ class Watcher:
         self._quiet_until = 0.0
         self._retry_at = 0.0
         self._next_probe = 0.0
+        self._online: set[str] | None = None  # online nodes at the last poll
+        self._online_since: dict[str, float] = {}  # nodes that came online since the start
+        self._join_tried: dict[str, float] = {}
         self._stop = threading.Event()
         self._done = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -99,6 +123,7 @@ class Watcher:
     def step(self, now: float) -> Replan | None:
         """Ingest what is new, decide, maybe re-plan; returns the re-plan done, if any."""
         rec = self.record()
+        self._track_online(now)
         if rec is None:
             return None
         if self._history is None or self._history.epoch != rec.epoch:
@@ -112,33 +137,115 @@ class Watcher:
             self._next_probe = now + self.policy.link_probe_s
             self._probe(rec, hist, now)
         nodes = list(rec.nodes)
-        baselines = link_baselines(self.profile, nodes)
-        drifts = hist.drifts(self.policy.rule, baselines)
+        # Links are compared with their own first probes of this epoch (no profile
+        # baseline): the profile measured them with another payload size, at another time.
+        drifts = hist.drifts(self.policy.rule, {})
         trig = decide(nodes, dict(self.fleet.control.status), drifts, now, self._quiet_until)
-        if trig is None or now < self._retry_at:
+        if now < self._retry_at:
             return None
-        extra = [d for d in beyond_band(hist, self.policy.rule, baselines)
-                 if d.key not in {x.key for x in trig.drifts} and d.subject not in trig.lost]
-        trig = replace(trig, drifts=trig.drifts + tuple(extra))
+        if trig is not None and trig.reason == DRIFT:
+            trig = self._material(rec, trig)
         strategy = self.policy.strategy or (rec.strategy if rec.strategy not in ("", "manual")
                                             else FALLBACK_STRATEGY)
+        planned = None
+        if trig is None:
+            if not self.policy.join or now < self._quiet_until:
+                return None
+            trig, planned = self._judge_joiners(rec, strategy, now)
+            if trig is None:
+                return None
+        else:
+            extra = [d for d in beyond_band(hist, self.policy.rule, {})
+                     if d.key not in {x.key for x in trig.drifts} and d.subject not in trig.lost]
+            trig = replace(trig, drifts=trig.drifts + tuple(extra))
         try:
             ev, new_rec, self.profile = execute(
                 self.fleet.control, self.graph, rec, self.profile, trig, strategy,
                 self.policy.constraints, partial=self.policy.partial, seen_at=now,
-                timeout_s=self.policy.timeout_s)
+                timeout_s=self.policy.timeout_s, planned=planned)
         except TilefleetError as exc:
             self._retry_at = now + self.policy.retry_s  # `now`: the caller's clock
             self.errors.append(f"{trig.describe()}: {exc}")
             log.error("re-plan of %s for %s failed: %s", self.name, trig.describe(), exc)
             return None
         self._quiet_until = now + self.policy.cooldown_s
+        for n in trig.joined:
+            self._online_since.pop(n, None)
         with self._done:
             self.replans.append(ev)
             self._done.notify_all()
         if self.on_replan is not None:
             self.on_replan(ev)
         return ev
+
+    def _material(self, rec: Record, trig: Trigger) -> Trigger | None:
+        """`trig` without the link drifts that would not change the plan's figure much."""
+        links = [d for d in trig.drifts if d.kind == "link"]
+        if not links or not rec.plan:
+            return trig
+        try:
+            keep = material_links(self.graph, plan_from_json(rec.plan, "<deployment record>"),
+                                  self.profile, links, self.graph.sha256, self.policy.margin)
+        except TilefleetError as exc:  # cannot judge it: act on it
+            log.info("cannot simulate the running plan (%s); acting on every link drift", exc)
+            return trig
+        for d in links:
+            if d not in keep:
+                log.debug("link drift without effect on the plan: %s", d.describe())
+        drifts = tuple(d for d in trig.drifts if d.kind != "link" or d in keep)
+        return replace(trig, drifts=drifts) if drifts else None
+
+    def _track_online(self, now: float) -> None:
+        """Note when nodes come online; those online at the start have not joined."""
+        control = self.fleet.control
+        online = {n for n, r in control.online().items() if r.get("service_endpoint")}
+        if self._online is not None:
+            for n in online - self._online:
+                self._online_since[n] = now
+            for n in self._online - online:
+                self._online_since.pop(n, None)
+        self._online = online
+
+    def _judge_joiners(self, rec: Record, strategy: str, now: float
+                       ) -> tuple[Trigger | None, Any]:
+        """A JOIN trigger (and its plan) when a plan using the joiners beats the running one."""
+        from planner.live.joins import with_joiners
+
+        joiners = settled_joiners(self._online_since, rec.nodes,
+                                  self.policy.constraints.exclude, self._join_tried, now,
+                                  self.policy.join_settle_s, self.policy.join_cooldown_s)
+        if not joiners:
+            return None, None
+        for n in joiners:
+            self._join_tried[n] = now
+        try:
+            # Keep the joiners in the profile either way: a later re-plan may need them.
+            self.profile = with_joiners(self.fleet, self.graph, self.profile, joiners,
+                                        self.policy.profile_cache)
+            if not rec.plan:
+                log.info("%s: node(s) %s joined; a hand-made layout is not re-planned for a "
+                         "join", self.name, ", ".join(joiners))
+                return None, None
+            plan, mode = plan_next(self.graph, self.profile, rec.plan, strategy,
+                                   self.policy.constraints, self.policy.partial, set(joiners))
+            # Both plans judged by the re-plan's objective (the running one may differ).
+            before = plan_figure(self.graph, plan_from_json(rec.plan, "<deployment record>"),
+                                 self.profile, plan.objective)
+            after = plan_figure(self.graph, plan, self.profile)
+        except TilefleetError as exc:
+            self.errors.append(f"judging joiner(s) {', '.join(joiners)}: {exc}")
+            log.error("%s: could not judge joiner(s) %s: %s", self.name, ", ".join(joiners), exc)
+            return None, None
+        used = [n for n in joiners if n in plan.devices()]
+        g = gain(before, after)
+        what = "throughput" if plan.objective == "throughput" else "latency"
+        shown = (-before, -after) if what == "throughput" else (before, after)
+        note = f"predicted {what} {shown[0]:.4g} -> {shown[1]:.4g} ({g:+.0%})"
+        if not used or g <= self.policy.margin:
+            log.info("%s: node(s) %s joined: %s, within the %.0f%% margin: no re-plan",
+                     self.name, ", ".join(joiners), note, 100 * self.policy.margin)
+            return None, None
+        return Trigger(JOIN, joined=tuple(used), note=note), (plan, mode)
 
     def _probe(self, rec: Record, hist: History, now: float) -> None:
         """Bandwidth of each node -> node link the layout uses (adjacent stages)."""
@@ -153,7 +260,13 @@ class Watcher:
             except FleetError as exc:
                 log.info("link probe %s -> %s failed: %s", a, b, exc)
                 continue
-            hist.add_link(a, b, max(float(r["bandwidth_bps"]) / 8, 1.0), now)
+            # Bytes per second of the whole probe message, round trip included: finite and
+            # monotonic in the link's speed (bandwidth_bps subtracts a ping and explodes
+            # when the payload takes about as long as the ping on a fast link).
+            secs = float(r.get("transfer_s") or 0.0)
+            bw = (self.policy.probe_bytes / secs if secs > 0
+                  else float(r["bandwidth_bps"]) / 8)
+            hist.add_link(a, b, max(bw, 1.0), now)
 
 
 def watch(fleet: Fleet, name: str, model: Any, profile: Profile | None = None,

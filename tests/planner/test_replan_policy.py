@@ -11,7 +11,6 @@ from planner.live.policy import (
     Trigger,
     adjust_profile,
     decide,
-    link_baselines,
     moved_stages,
 )
 from planner.live.replanner import Replan, plan_next
@@ -64,11 +63,6 @@ def test_adjust_profile_drops_the_dead_and_scales_the_slow():
     assert q.devices["c"] == p.devices["c"]
     assert q.link("a", "c").bandwidth == 2e6 and q.link("a", "c").latency == 0
     assert p.devices["a"].op_seconds["m"] == (0.001, 0.002)  # the input is not changed
-
-
-def test_link_baselines_cover_both_directions():
-    b = link_baselines(_profile("m"), ["a", "b"])
-    assert b == {"a->b": 1e7, "b->a": 1e7}
 
 
 def test_moved_stages():

@@ -26,6 +26,11 @@ class FakeControl:
         self.records = {"d": _record(1)}
         self.status = {"a": {"state": "online"}, "b": {"state": "online"}}
         self.metrics: dict = {}
+        self.resources = {n: {"service_endpoint": f"tcp://{n}:1"} for n in ("a", "b")}
+
+    def online(self) -> dict:
+        return {n: self.resources.get(n, {}) for n, s in self.status.items()
+                if s.get("state") == "online"}
 
     def record(self, name: str):
         return self.records.get(name)
