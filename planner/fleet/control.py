@@ -185,7 +185,9 @@ class Control:
             raise CommandError(f"node {node!r} did not answer {what} within {timeout_s:.0f} s",
                                node, "timeout") from None
         if not rep.get("ok"):
-            raise CommandError(f"node {node!r}: {what} failed: {rep.get('error')}", node,
+            error = str(rep.get("error"))
+            error = error.removeprefix(f"node {node!r}: ")  # named once is enough
+            raise CommandError(f"node {node!r}: {what} failed: {error}", node,
                                rep.get("code") or "error", rep.get("result") or {})
         return rep.get("result") or {}
 

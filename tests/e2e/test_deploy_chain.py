@@ -80,6 +80,44 @@ def test_redeploy_moves_to_the_next_epoch_and_old_handles_follow(env):
         env.fleet.deployment("epochs")
 
 
+def test_switch_moving_one_stage_ships_one_part_and_reuses_the_other_stages(env):
+    g = _fleet.graph()
+    n, (a, b, c) = len(g.ops), env.names
+    cuts = [25, 50]  # parts no other test of this module ships
+    dep = env.fleet.deploy(g, name="move", layout=chain(n, cuts, [a, b, c]), progress=False)
+    local = LocalModel(_fleet.model())
+    xs = [random_inputs(dep.record.model["inputs"], seed) for seed in range(24)]
+    want = [local.run(x) for x in xs]
+    mem = {node: env.fleet.control.command(node, m.StatusQuery, 10)["memory"]["in_use_bytes"]
+           for node in (a, b, c)}
+    futures = [dep.submit(x) for x in xs[:12]]  # in flight while the epoch switches
+    moved = env.fleet.deploy(g, name="move", layout=chain(n, cuts, [a, a, c]), progress=False)
+    futures += [dep.submit(x) for x in xs[12:]]
+    switch = moved.record.extra["switch"]
+    s1 = moved.record.stages["s1"]["part"]
+    assert switch["loaded"] == 1 and switch["reused"] == 2  # only s1, now on a, loads
+    assert switch["bytes_shipped"] == _part_bytes(g, cuts[0], cuts[1], s1)  # to a, once
+    got = [f.result(timeout=60) for f in futures]
+    assert [mismatches(g_, w) for g_, w in zip(got, want, strict=True)] == [[]] * len(xs)
+    assert dep.stats()["failed"] == 0 and dep.stats()["delivered"] == len(xs)
+    status = {node: env.fleet.control.command(node, m.StatusQuery, 10) for node in (a, b, c)}
+    assert "move" not in status[b]["deployments"]  # b left the deployment and freed it
+    assert status[c]["memory"]["in_use_bytes"] == mem[c]  # c kept its one interpreter
+    assert status[a]["memory"]["in_use_bytes"] > mem[a]  # a holds s0 and s1 now
+    again = env.fleet.deploy(g, name="move", layout=chain(n, cuts, [a, b, c]), progress=False)
+    assert again.record.extra["switch"]["bytes_shipped"] == 0  # b still stores s1's part
+    assert not mismatches(again.infer(xs[0], timeout=30), want[0])
+    again.undeploy()
+
+
+def _part_bytes(g, start: int, end: int, sha: str) -> int:
+    from planner.wiring import cut_cached
+
+    part = cut_cached(g, start, end)
+    assert part.sha256 == sha
+    return len(part.data)
+
+
 def test_wrong_inputs_and_unknown_nodes_are_refused(env):
     g = _fleet.graph()
     with pytest.raises(TilefleetError, match="unknown node 'nope'"):

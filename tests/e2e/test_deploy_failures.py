@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import signal
+import time
+
 import pytest
 
 from node.wire import messages as m
+from planner.errors import FleetError
 from planner.fleet import RequestError
 from planner.fleet.reference import LocalModel, mismatches, random_inputs
 from planner.layout import chain
@@ -50,6 +55,68 @@ def test_killed_agent_times_out_then_fails_and_others_keep_working(env):
     with pytest.raises(RequestError, match="no result after 2 attempt"):
         dep.infer(x, timeout=30)
     assert not mismatches(other.infer(x, timeout=30), want)
-    env.fleet.undeploy("killed")  # skips the dead node, clears the record
+    doc = env.fleet.undeploy("killed")  # skips the dead node, clears the record
+    assert victim in doc["offline"] + doc["unconfirmed"] and doc["nodes"] == [env.names[1]]
     assert env.fleet.control.record("killed") is None
     other.undeploy()
+
+
+def _add_agent(env, name: str, *args: str) -> None:
+    """Start one more real agent on the module's broker and wait until it is online."""
+    env.local.spawn_agent(name, *args)
+    deadline = time.monotonic() + 60
+    while not env.fleet.control.online().get(name):
+        assert time.monotonic() < deadline, f"agent {name} did not come online"
+        time.sleep(0.05)
+
+
+def test_undeploy_is_bounded_when_a_node_hangs_before_its_last_will(env):
+    g = _fleet.graph()
+    _add_agent(env, "frozen")
+    try:
+        dep = env.fleet.deploy(g, name="hung", layout=chain(len(g.ops), [30],
+                                                            [env.names[0], "frozen"]),
+                               progress=False)
+        env.local.procs["frozen"].send_signal(signal.SIGSTOP)  # socket open: no Last Will
+        t = time.monotonic()
+        doc = env.fleet.undeploy("hung")
+        took = time.monotonic() - t
+        assert doc["unconfirmed"] == ["frozen"] and doc["nodes"] == [env.names[0]], doc
+        assert not doc["errors"] and not doc["offline"] and took < 2.5, took
+        assert env.fleet.control.record("hung") is None
+        assert "frozen" in env.fleet.control.online()  # still: the Last Will is ~15 s away
+        st = env.fleet.control.command(env.names[0], m.StatusQuery, 10)
+        assert "hung" not in st["deployments"]
+        dep.close()
+    finally:
+        env.local.kill("frozen")  # SIGKILL ends a stopped process too
+
+
+def test_load_over_the_memory_budget_is_refused_naming_node_budget_and_need(env, tmp_path):
+    board = tmp_path / "tiny.toml"
+    board.write_text('[board]\nname = "tiny"\nmemory_mb = 64\n\n[agent]\n'
+                     'memory_budget_mb = 1\nhost = "127.0.0.1"\nbenchmark_s = 0.0\n')
+    _add_agent(env, "tiny", "--config", str(board))
+    g = _fleet.graph()
+    assert env.fleet.node("tiny").memory_budget_bytes == 1 << 20
+    try:
+        with pytest.raises(FleetError) as e:  # ~14 MB of weights after op 30
+            env.fleet.deploy(g, name="budget", layout=chain(len(g.ops), [30],
+                                                             [env.names[0], "tiny"]),
+                             progress=False)
+        msg = str(e.value)
+        assert "\n" not in msg and "node 'tiny'" in msg and "memory budget 1.0 MiB" in msg
+        assert re.search(r"needs \d+\.\d MiB", msg), msg
+        assert env.fleet.control.record("budget") is None
+        for node in (env.names[0], "tiny"):  # nothing is left loaded, nobody went down
+            st = env.fleet.control.command(node, m.StatusQuery, 10)
+            assert "budget" not in st["deployments"]
+        assert env.fleet.control.command("tiny", m.StatusQuery, 10)["memory"] == {
+            "budget_bytes": 1 << 20, "in_use_bytes": 0}
+        dep = env.fleet.deploy(g, name="budget", layout=chain(len(g.ops), [30],
+                                                               env.names[:2]), progress=False)
+        x = random_inputs(dep.record.model["inputs"], 4)
+        assert not mismatches(dep.infer(x, timeout=30), LocalModel(_fleet.model()).run(x))
+        dep.undeploy()
+    finally:
+        env.local.kill("tiny")
