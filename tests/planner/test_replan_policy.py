@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from planner.constraints import Constraints
+import pytest
+
+from planner.constraints import Constraints, Pin
 from planner.graph import ModelGraph
 from planner.live.drift import Drift
 from planner.live.policy import (
     DRIFT,
+    JOIN,
     NODE_LOST,
     Trigger,
     adjust_profile,
     decide,
+    gain,
+    material_links,
     moved_stages,
+    plan_figure,
+    settled_joiners,
 )
 from planner.live.replanner import Replan, plan_next
 from planner.modelbuild import recipes
@@ -97,3 +104,48 @@ def test_plan_next_adjusts_the_old_plan_first():
     plan, mode = plan_next(g, p, old.to_json(), "throughput", Constraints())
     assert lost not in plan.devices()
     assert mode == plan.notes["replan"]["mode"] in ("partial", "full")
+
+
+def test_gain_is_relative_and_signed():
+    assert gain(10.0, 8.0) == pytest.approx(0.2)  # latency: lower is better
+    assert gain(-100.0, -150.0) == pytest.approx(0.5)  # minus fps: 100 -> 150 fps
+    assert gain(8.0, 10.0) == pytest.approx(-0.25) and gain(3.0, 3.0) == 0.0
+
+
+def test_join_trigger_names_the_joiner_and_the_gain():
+    t = Trigger(JOIN, joined=("c",), note="predicted throughput 100 -> 150 (+50%)")
+    assert t.describe() == "node c joined; predicted throughput 100 -> 150 (+50%)"
+
+
+def test_settled_joiners_wait_skip_users_and_cool_down_per_node():
+    since = {"c": 10.0, "d": 10.8, "a": 5.0, "x": 1.0}
+    tried = {"c": 0.0}
+    got = settled_joiners(since, in_use=["a"], excluded=["x"], last_tried=tried, now=11.0,
+                          settle_s=0.5, cooldown_s=60.0)
+    assert got == []  # c tried 11 s ago, d online for 0.2 s only, a in use, x excluded
+    got = settled_joiners(since, ["a"], ["x"], tried, now=61.0, settle_s=0.5, cooldown_s=60.0)
+    assert got == ["c", "d"]
+
+
+def _chain(graph, profile, cut):
+    """A throughput plan pinned to a 2-stage chain a -> b cut at op `cut`."""
+    pins = (Pin(0, cut, "a"), Pin(cut, len(graph.ops), "b"))
+    plan, _ = plan_next(graph, profile, None, "throughput",
+                        Constraints(pins=pins, objective="throughput"))
+    assert [s.device for s in plan.stages] == ["a", "b"]
+    return plan
+
+
+def test_a_link_drift_counts_only_when_it_moves_the_plan():
+    g = ModelGraph(recipes.mobilenet_v2_like(input_size=64, seed=0), "m")
+    devs = {n: Device(n) for n in ("a", "b")}
+    devs["client"] = Device("client", compute=False)
+    p = Profile(devs, {("a", "b"): Link(1e9, 1e-4)}, default_link=Link(1e9, 1e-4))
+    plan = _chain(g, p, 6)  # ~98 KB cross a -> b per frame
+    halved = Drift("a->b", "a->b", "link", 1e9, 5e8, 0.0)  # 0.1 ms more per frame
+    crawling = Drift("a->b", "a->b", "link", 1e9, 5e5, 0.0)  # 0.2 s per frame
+    assert material_links(g, plan, p, [halved], g.sha256, 0.1) == []
+    assert material_links(g, plan, p, [crawling, slow("a")], g.sha256, 0.1) == [crawling]
+    fps = -plan_figure(g, plan, adjust_profile(p, g.sha256, Trigger(DRIFT, (), (crawling,))))
+    assert fps < 10 < -plan_figure(g, plan, p)
+    assert plan_figure(g, plan, p, "latency") > 0  # judged by another objective on demand

@@ -10,7 +10,7 @@ from planner.errors import FleetError
 from planner.live import watcher as w
 from planner.live.drift import DriftRule
 from planner.live.replanner import Replan
-from planner.profile import Device, Profile
+from planner.profile import Device, Link, Profile
 
 
 def _record(epoch: int, nodes=("a", "b")) -> dict:
@@ -93,3 +93,134 @@ def test_no_record_no_action(setup):
     control, watcher, calls, _ = setup
     control.records.clear()
     assert watcher.step(0.0) is None and not calls
+
+
+# ---- joins and link probes: a real model and plan, the fleet in memory -------------------
+@pytest.fixture(scope="module")
+def graph():
+    from planner.graph import ModelGraph
+    from planner.modelbuild import recipes
+
+    return ModelGraph(recipes.mobilenet_v2_like(input_size=64, seed=0), "m")
+
+
+def _planned(graph, control: FakeControl, profile: Profile, cut: int = 6) -> None:
+    """Record `d` runs a throughput plan pinned to the chain a -> b cut at `cut`."""
+    from planner.constraints import Constraints, Pin
+    from planner.live.replanner import plan_next
+
+    pins = (Pin(0, cut, "a"), Pin(cut, len(graph.ops), "b"))
+    plan, _ = plan_next(graph, profile, None, "throughput",
+                        Constraints(pins=pins, objective="throughput"))
+    control.records["d"]["plan"] = plan.to_json()
+    control.records["d"]["stages"] = {
+        "s0": {"node": "a", "ops": [0, cut], "part": "", "tile": None},
+        "s1": {"node": "b", "ops": [cut, len(graph.ops)], "part": "", "tile": None}}
+
+
+def _profile(*names: str, speed: float = 1e9) -> Profile:
+    devs = {n: Device(n, speed=speed) for n in names}
+    devs["client"] = Device("client", compute=False)
+    return Profile(devs, {}, default_link=Link(1e9, 1e-4))
+
+
+@pytest.fixture
+def live(setup, graph, monkeypatch):
+    """The `setup` watcher with a real graph, a real plan and joiners measured as given."""
+    from planner.constraints import Constraints
+
+    control, watcher, calls, _ = setup
+    watcher.graph, watcher.profile = graph, _profile("a", "b")
+    watcher.policy = w.ReplanPolicy(rule=DriftRule(settle_frames=0), cooldown_s=10,
+                                    join_settle_s=0.5, join_cooldown_s=60,
+                                    constraints=Constraints(objective="throughput"))
+    _planned(graph, control, watcher.profile)
+    measured: dict[str, Device] = {}
+    judged: list[list[str]] = []
+
+    def with_joiners(fleet, g, profile, joiners, cache_dir=None):
+        judged.append(list(joiners))
+        devices = {**profile.devices, **{n: measured[n] for n in joiners}}
+        return Profile(devices, profile.links, default_link=profile.default_link)
+
+    import planner.live.joins as joins
+
+    monkeypatch.setattr(joins, "with_joiners", with_joiners)
+    return control, watcher, calls, measured, judged
+
+
+def _online(control: FakeControl, node: str, up: bool = True) -> None:
+    control.status[node] = {"state": "online" if up else "offline"}
+    control.resources[node] = {"service_endpoint": f"tcp://{node}:1"}
+
+
+def test_a_faster_joiner_is_judged_after_settling_and_replanned_onto(live):
+    control, watcher, calls, measured, judged = live
+    measured["c"] = Device("c", speed=1e11)  # 100x the others
+    assert watcher.step(0.0) is None  # nodes online at the start have not joined
+    _online(control, "c")
+    assert watcher.step(1.0) is None and watcher.step(1.3) is None and not judged  # settling
+    ev = watcher.step(1.6)
+    assert judged == [["c"]] and ev is not None and ev.reason == "join"
+    assert calls[-1].joined == ("c",) and "node c joined" in ev.detail
+    assert "predicted throughput" in ev.detail and "c" in watcher.profile.devices
+
+
+def test_a_joiner_that_would_not_help_is_judged_once_and_kept_in_the_profile(live):
+    control, watcher, calls, measured, judged = live
+    measured["c"] = Device("c", speed=1e6)  # far slower than a and b
+    watcher.step(0.0)
+    _online(control, "c")
+    watcher.step(1.0)
+    assert watcher.step(2.0) is None and watcher.step(3.0) is None
+    assert judged == [["c"]] and not calls and "c" in watcher.profile.devices
+
+
+def test_a_flapping_node_is_judged_at_most_once_per_cool_down(live):
+    control, watcher, calls, measured, judged = live
+    measured["c"] = Device("c", speed=1e6)
+    watcher.step(0.0)
+    for t in range(1, 40, 2):  # online for 1 s, offline for 1 s, again and again
+        _online(control, "c", up=True)
+        watcher.step(float(t))
+        watcher.step(t + 0.9)
+        _online(control, "c", up=False)
+        watcher.step(t + 1.0)
+    assert judged == [["c"]] and not calls
+    _online(control, "c")
+    watcher.step(70.0)
+    watcher.step(71.0)
+    assert judged == [["c"], ["c"]]  # after the cool-down it is judged again
+
+
+class Prober:
+    """Answers the watcher's probe commands: `secs` per probe message on a -> b."""
+
+    def __init__(self, control: FakeControl) -> None:
+        self.secs = 16_000 / 1e9
+        self.asked: list[tuple[str, str]] = []
+        control.command = self.command
+
+    def command(self, node, cmd_cls, timeout_s, endpoint, nbytes, repetitions):
+        self.asked.append((node, endpoint))
+        return {"transfer_s": self.secs, "rtt_s": self.secs, "bandwidth_bps": 8e15}
+
+
+def test_link_probes_replan_on_a_slow_link_and_ignore_a_harmless_swing(live):
+    control, watcher, calls, _, _ = live
+    control.records["d"]["nodes"] = {"a": {}, "b": {"service_endpoint": "tcp://b:1"}}
+    watcher.policy = w.replace(watcher.policy, link_probe_s=1.0, probe_bytes=16_000, join=False)
+    probe = Prober(control)
+    for t in range(2):  # baseline: 1 GB/s
+        watcher.step(float(t))
+    probe.secs *= 3  # a sustained 3x drop, but it costs 0.2 ms per 98 KB frame
+    for t in range(2, 6):
+        assert watcher.step(float(t)) is None
+    probe.secs = 16_000 / 5e5  # 500 KB/s: the 98 KB activation takes 0.2 s
+    evs = [watcher.step(float(t)) for t in range(6, 8)]
+    assert probe.asked[0] == ("a", "tcp://b:1")
+    # the run of slow samples began in the harmless phase; its median is the crawl
+    assert evs[0] is None and evs[1] is not None and evs[1].reason == "drift"
+    assert len(calls) == 1
+    assert [d.key for d in calls[-1].drifts] == ["a->b"]
+    assert calls[-1].drifts[0].measured == pytest.approx(5e5)
