@@ -2,7 +2,10 @@
 
 Triggers: a node of D goes offline (its Last Will), or a stage's measured time (from the
 agents' metrics) or a probed link's bandwidth stays beyond the threshold for
-`--intervals` metric rounds. Each re-plan is printed, logged, and published on
+`--intervals` metric rounds (a link only when that moves the plan's predicted figure by
+more than `--margin`), or a node comes online (new, or back after its Last Will) and a
+plan that uses it beats the running one by `--margin` (judged once per node per
+`--join-cooldown`). Each re-plan is printed, logged, and published on
 `tilefleet/<fleet>/deployments/D/replans`. `--json` prints one document at the end.
 """
 
@@ -30,6 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seconds between drift re-plans (default 5)")
     p.add_argument("--probe-links", type=float, default=0.0, metavar="S",
                    help="probe the deployment's links every S seconds (default: never)")
+    p.add_argument("--probe-bytes", type=int, default=256_000,
+                   help="payload of each link probe (default 256000)")
+    p.add_argument("--margin", type=float, default=0.1,
+                   help="predicted gain a join or link drift needs to re-plan (default 0.1)")
+    p.add_argument("--no-join", action="store_true", help="do not re-plan onto joining nodes")
+    p.add_argument("--join-cooldown", type=float, default=60.0,
+                   help="seconds before the same node is judged again (default 60)")
     p.add_argument("--no-partial", action="store_true", help="always plan from scratch")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--max-replans", type=int, help="stop after this many re-plans")
@@ -44,10 +54,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threshold <= 0 or args.intervals < 1 or args.cooldown < 0:
         raise FleetError("--threshold must be > 0, --intervals >= 1, --cooldown >= 0")
+    if args.margin < 0 or args.join_cooldown < 0 or not 0 < args.probe_bytes <= 64 << 20:
+        raise FleetError("--margin and --join-cooldown must be >= 0, --probe-bytes in 1..64 MiB")
     graph = load_model(args.model)
     policy = ReplanPolicy(rule=DriftRule(threshold=args.threshold, intervals=args.intervals),
                           strategy=args.strategy, partial=not args.no_partial,
-                          cooldown_s=args.cooldown, link_probe_s=args.probe_links)
+                          cooldown_s=args.cooldown, link_probe_s=args.probe_links,
+                          probe_bytes=args.probe_bytes, margin=args.margin,
+                          join=not args.no_join, join_cooldown_s=args.join_cooldown)
 
     def say(ev) -> None:
         if not args.json:
