@@ -21,6 +21,9 @@ eth0 and the receiver's host-side veth, so:
   traffic to the host or other nodes.
 netem is not available on every kernel (not here): tbf only limits the rate.
 
+`agents_on_lab(nodes, workdir)` is the tilefleet set-up on top: Mosquitto listening on
+the bridge address and one `tilefleet-node` per namespace (`--host` its address).
+
 Names carry the owner's pid (`tfl<pid><letter>`): `cleanup` removes labs whose owner is
 gone (a crashed test), `cleanup --all` every lab, `down` one. Labs made by `up` belong to
 no process (pid 0) and stay until `down` or `cleanup --all`. Needs root.
@@ -30,23 +33,27 @@ Exit codes: 0 done, 2 bad input or not usable here (one line on stderr).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import ipaddress
+import itertools
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 PREFIX = "tfl"
 _TAG = re.compile(rf"^{PREFIX}(\d+)([a-z])")
 SUBNET_BASE = "10.222"  # labs take 10.222.K.0/24, K free at creation
-_counter = iter("abcdefghijklmnopqrstuvwxyz")
+_counter = itertools.count()  # labs made by this process: tag letters a, b, ...
 
 
 class NetlabError(Exception):
@@ -109,6 +116,10 @@ def _free_subnet() -> ipaddress.IPv4Network:
     raise NetlabError(f"no free /24 left in {SUBNET_BASE}.0.0/16")
 
 
+def _letter() -> str:
+    return "abcdefghijklmnopqrstuvwxyz"[next(_counter) % 26]
+
+
 def _pid_alive(pid: int) -> bool:
     return pid > 0 and Path(f"/proc/{pid}").exists()
 
@@ -126,7 +137,7 @@ class Lab:
         if not 1 <= self.nodes <= 200:
             raise NetlabError(f"a lab has 1..200 nodes, not {self.nodes}")
         if not self.tag:
-            self.tag = f"{os.getpid()}{next(_counter)}"
+            self.tag = f"{os.getpid()}{_letter()}"
         if not _TAG.match(f"{PREFIX}{self.tag}"):
             raise NetlabError(f"bad lab tag {self.tag!r} (digits then one letter, e.g. 0a)")
 
@@ -329,6 +340,71 @@ def cleanup(everything: bool = False) -> list[str]:
     return gone
 
 
+def die_with_parent() -> None:  # in a child before exec: SIGTERM when its parent dies
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def wait_listening(host: str, port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise NetlabError(f"nothing listens on {host}:{port} after {timeout_s:.0f} s")
+
+
+@dataclass
+class AgentsOnLab:
+    lab: Lab
+    broker_url: str
+    names: list[str]
+
+
+@contextmanager
+def agents_on_lab(nodes: int, workdir: Path, board: str = "laptop",
+                  mosquitto: str | None = None) -> Iterator[AgentsOnLab]:
+    """A lab, Mosquitto on its bridge and agent n<i> in namespace i; all gone afterwards.
+
+    Logs go to workdir (mosquitto.log, n<i>.log). Children die with this process
+    (PR_SET_PDEATHSIG), and the lab's teardown kills whatever is left in its namespaces.
+    """
+    exe = mosquitto or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    with Lab(nodes) as lab:
+        with socket.socket() as s:
+            s.bind((lab.gateway, 0))
+            port = s.getsockname()[1]
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(f"listener {port} {lab.gateway}\nallow_anonymous true\n"
+                        "persistence false\n")
+        with open(workdir / "mosquitto.log", "ab") as log:
+            broker = subprocess.Popen([exe, "-c", str(conf)], stdout=log,
+                                      stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        try:
+            wait_listening(lab.gateway, port)
+            url = f"mqtt://{lab.gateway}:{port}"
+            names = [f"n{i}" for i in range(nodes)]
+            for i, name in enumerate(names):
+                with open(workdir / f"{name}.log", "ab") as out:
+                    lab.popen(i, [sys.executable, "-m", "node.cli", "--name", name,
+                                  "--broker", url, "--board", board, "--host", lab.addr(i),
+                                  "--data-port", "0", "--state-dir", str(workdir / name)],
+                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              preexec_fn=die_with_parent, cwd=Path(__file__).resolve().parents[1])
+            yield AgentsOnLab(lab, url, names)
+        finally:
+            broker.terminate()
+            try:
+                broker.wait(5)
+            except subprocess.TimeoutExpired:
+                broker.kill()
+                broker.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only check that a lab can run here")
@@ -363,9 +439,9 @@ def main(argv: list[str] | None = None) -> int:
             print("netlab: root, ip netns and tc tbf are usable")
             return 0
         if a.cmd == "up":
-            lab = Lab(a.nodes, tag=f"0{next(_counter)}")
+            lab = Lab(a.nodes, tag=f"0{_letter()}")
             while lab.tag in labs():
-                lab = Lab(a.nodes, tag=f"0{next(_counter)}")
+                lab = Lab(a.nodes, tag=f"0{_letter()}")
             print(json.dumps(lab.up().describe(), indent=2))
         elif a.cmd == "down":
             Lab.attach(a.tag)

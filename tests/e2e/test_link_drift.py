@@ -12,16 +12,12 @@ once and is bit-identical to a local interpreter. Skipped without root / netns /
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -46,69 +42,18 @@ pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not HAVE_MOSQUITTO, reason="mosquitto not installed")]
 
 
-def _die_with_parent() -> None:  # in the child, before exec: die if the test process dies
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-
-
-@dataclass
-class LabFleet:
-    lab: object
-    fleet: Fleet
-    names: list[str]
-    workdir: Path
-
-
 @contextmanager
-def lab_fleet(nodes: int) -> Iterator[LabFleet]:
-    """A netlab of `nodes` namespaces, Mosquitto on its bridge, one agent per namespace."""
+def lab_fleet(nodes: int) -> Iterator[tuple[object, Fleet, list[str]]]:
+    """(lab, connected Fleet, agent names): agents in namespaces, Mosquitto on the bridge."""
     reason = netlab.check()
     if reason:
         pytest.skip(f"network lab not usable here: {reason}")
-    netlab.cleanup()  # labs left by a crashed run of this test
-    with tempfile.TemporaryDirectory(prefix="e2e-netlab-") as d, netlab.Lab(nodes) as lab:
-        work = Path(d)
-        import socket
-
-        with socket.socket() as s:
-            s.bind((lab.gateway, 0))
-            port = s.getsockname()[1]
-        (work / "mosquitto.conf").write_text(f"listener {port} {lab.gateway}\n"
-                                             "allow_anonymous true\npersistence false\n")
-        log = open(work / "mosquitto.log", "ab")
-        broker = subprocess.Popen([MOSQUITTO, "-c", str(work / "mosquitto.conf")], stdout=log,
-                                  stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-        try:
-            wait_port_on(lab.gateway, port)
-            url = f"mqtt://{lab.gateway}:{port}"
-            names = [f"n{i}" for i in range(nodes)]
-            for i, name in enumerate(names):
-                out = open(work / f"{name}.log", "ab")
-                lab.popen(i, [sys.executable, "-m", "node.cli", "--name", name, "--broker", url,
-                              "--board", "laptop", "--host", lab.addr(i), "--data-port", "0",
-                              "--state-dir", str(work / name)],
-                          stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                          preexec_fn=_die_with_parent, cwd=ROOT)
-                out.close()
-            with Fleet.connect(url) as fleet:
+    netlab.cleanup()  # labs left by a crashed run (their owner process is gone)
+    with tempfile.TemporaryDirectory(prefix="e2e-netlab-") as d:
+        with netlab.agents_on_lab(nodes, Path(d), mosquitto=MOSQUITTO) as env:
+            with Fleet.connect(env.broker_url) as fleet:
                 fleet.wait_for_nodes(nodes, 60)
-                yield LabFleet(lab, fleet, names, work)
-        finally:
-            broker.terminate()
-            broker.wait(5)
-            log.close()
-
-
-def wait_port_on(host: str, port: int, timeout: float = 10.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on {host}:{port}")
+                yield env.lab, fleet, env.names
 
 
 def link_bytes(graph: ModelGraph, stages: dict, a: str, b: str) -> int:
@@ -121,12 +66,12 @@ def link_bytes(graph: ModelGraph, stages: dict, a: str, b: str) -> int:
 def test_shaped_link_mid_stream_moves_traffic_off_it():
     data = recipes.mobilenet_v2_like(input_size=64, dtype="float32", seed=0)
     graph = ModelGraph(data, "mobilenet_v2_like_64")
-    with lab_fleet(3) as env:
-        n0, n1 = env.names[:2]
-        profile = env.fleet.profile(graph, progress=False)
+    with lab_fleet(3) as (lab, fleet, names):
+        n0, n1 = names[:2]
+        profile = fleet.profile(graph, progress=False)
         # The first deploy is pinned to a cut where 98 KB cross n0 -> n1 per frame.
         pins = (Pin(0, 6, n0), Pin(6, len(graph.ops), n1))
-        dep = env.fleet.deploy(graph, name="linkdrift", strategy="throughput", profile=profile,
+        dep = fleet.deploy(graph, name="linkdrift", strategy="throughput", profile=profile,
                                constraints=Constraints(pins=pins, objective="throughput"),
                                progress=False, timeout_s=3.0, retries=5)
         assert dep.record.stage_nodes() == [n0, n1]
@@ -141,7 +86,7 @@ def test_shaped_link_mid_stream_moves_traffic_off_it():
         try:
             time.sleep(3.0)  # probes set the link's baseline
             t_shape = time.monotonic()
-            env.lab.shape(0, 4, "egress", peer=1)
+            lab.shape(0, 4, "egress", peer=1)
             replanned = watcher.wait_for(1, 30)
             t_rep = time.monotonic()
             time.sleep(1.0)
