@@ -133,7 +133,9 @@ def deploy_layout(control: Control, graph: ModelGraph, layout: tuple[StageLayout
              "(%d interpreter(s) loaded, %d reused; %d bytes shipped)", name, epoch,
              len(wiring.stages), len(calls), time.monotonic() - t, loaded, reused, shipped)
     now = time.time()
+    held = sum(int((r.get("memory") or {}).get("in_use_bytes", 0)) for r in ready.values())
     switch = {"bytes_shipped": shipped, "loaded": loaded, "reused": reused,
+              "held_bytes": held,  # estimated, on the new epoch's nodes, both epochs loaded
               "wire_s": round(t_wire - t0, 4), "upload_s": round(t - t_wire, 4),
               "load_s": round(time.monotonic() - t, 4)}
     rec = Record(
@@ -152,11 +154,13 @@ def deploy_layout(control: Control, graph: ModelGraph, layout: tuple[StageLayout
         created=float(old.get("created", now)) if old else now, updated=now,
         extra={"switch": switch})
     control.publish_record(name, rec.to_json())
-    _all(control, {n: (m.Activate, {"deployment": name, "epoch": epoch}) for n in calls},
-         f"activate of {name!r} epoch {epoch}", timeout_s)
-    if old:  # nodes that left the deployment drop it entirely
-        gone = [n for n in old.get("nodes", {}) if n not in calls and n in online]
-        _quietly(control, {n: (m.Undeploy, {"deployment": name}) for n in gone}, "undeploy")
+    gone = [n for n in (old or {}).get("nodes", {}) if n not in calls and n in online]
+    with ThreadPoolExecutor(1) as pool:  # nodes that left drop it, while the rest activate
+        left = pool.submit(_quietly, control, {n: (m.Undeploy, {"deployment": name})
+                                               for n in gone}, "undeploy")
+        _all(control, {n: (m.Activate, {"deployment": name, "epoch": epoch}) for n in calls},
+             f"activate of {name!r} epoch {epoch}", timeout_s)
+        left.result()
     return rec
 
 

@@ -16,9 +16,10 @@ machine load:
 
 Per switch it prints the time from "plan ready" (deploy_layout called with the new
 layout) to the record published (clients move to the new epoch) and to the new epoch
-active (old one dropped), the phases, the bytes shipped, and how many stages loaded an
-interpreter vs reused one; after each switch one frame is checked bit-exact against a
-single-interpreter run. Writes bench_results/switch.json. Compare the two modes' ratio
+active (old one dropped), the phases, the bytes shipped, how many stages loaded an
+interpreter vs reused one, and the extra memory the new epoch's nodes hold while both
+epochs are loaded (the agents' estimate: parts + arenas); after each switch one frame is
+checked bit-exact against a single-interpreter run. Writes bench_results/switch.json. Compare the two modes' ratio
 from one run; the machine load is printed with the figures.
 """
 
@@ -40,6 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from node.wire import messages as m  # noqa: E402
 from planner import deploy as deploy_mod  # noqa: E402
 from planner.deploy import deploy_layout  # noqa: E402
 from planner.fleet import Fleet  # noqa: E402
@@ -133,6 +135,9 @@ def switch(fleet: Fleet, graph: ModelGraph, layout: Any, name: str, mode: str,
         published.setdefault("t", time.perf_counter())
 
     fleet.control.publish_record = timed_publish  # type: ignore[method-assign]
+    nodes = {st.devices[0] for st in layout}
+    before = sum(fleet.control.command(n, m.StatusQuery, 10)["memory"]["in_use_bytes"]
+                 for n in nodes)
     t0 = time.perf_counter()
     try:
         rec = deploy_layout(fleet.control, graph, layout, name, progress=False,
@@ -144,7 +149,8 @@ def switch(fleet: Fleet, graph: ModelGraph, layout: Any, name: str, mode: str,
     return {"mode": mode, "epoch": rec.epoch, "live_s": total,
             "record_s": published.get("t", t0) - t0, "bytes_shipped": phases.bytes,
             **{k: round(v, 4) for k, v in phases.t.items()},
-            "loaded": sw.get("loaded"), "reused": sw.get("reused")}
+            "loaded": sw.get("loaded"), "reused": sw.get("reused"),
+            "extra_mb": round((sw.get("held_bytes", 0) - before) / 2**20, 1)}
 
 
 def main() -> int:
@@ -205,7 +211,8 @@ def main() -> int:
                               f"{row.get('upload_s', 0):.3f}, deploy {row.get('deploy_s', 0):.3f}"
                               f", activate {row.get('activate_s', 0):.3f}); shipped "
                               f"{row['bytes_shipped'] / 1e6:.2f} MB; loaded {row['loaded']}, "
-                              f"reused {row['reused']}; exact {row['exact']}; "
+                              f"reused {row['reused']}, +{row['extra_mb']} MiB held; "
+                              f"exact {row['exact']}; "
                               f"load {row['load_1m']:.2f}")
                 for mode in MODES:
                     fleet.undeploy(f"switch-{mode}")
@@ -217,14 +224,17 @@ def main() -> int:
     for mode in MODES:
         mine = [r for r in rows if r["mode"] == mode]
         summary[mode] = {k: statistics.median(r[k] for r in mine)
-                         for k in ("live_s", "record_s", "deploy_s") if all(k in r for r in mine)}
+                         for k in ("live_s", "record_s", "deploy_s", "extra_mb")
+                         if all(k in r for r in mine)}
         summary[mode]["bytes_shipped_first"] = mine[0]["bytes_shipped"] if mine else 0
     if summary["reload"].get("live_s"):
         summary["live_ratio_reuse_over_reload"] = (summary["reuse"]["live_s"]
                                                    / summary["reload"]["live_s"])
     print(f"broker: {'embedded' if url is None else 'mosquitto'}"
           f"{' with Nagle on' if args.broker_nagle else ''}")
-    print("median live: " + ", ".join(f"{m} {summary[m].get('live_s', 0):.3f} s" for m in MODES)
+    print("median live: " + ", ".join(f"{m} {summary[m].get('live_s', 0):.3f} s "
+                                      f"(+{summary[m].get('extra_mb', 0)} MiB held during "
+                                      "the switch)" for m in MODES)
           + f"; reuse/reload {summary.get('live_ratio_reuse_over_reload', 0):.2f}; "
           f"all exact: {all(r['exact'] for r in rows)}; load {os.getloadavg()[0]:.2f}")
     out = Path(args.output)
