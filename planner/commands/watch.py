@@ -33,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seconds between drift re-plans (default 5)")
     p.add_argument("--probe-links", type=float, default=0.0, metavar="S",
                    help="probe the deployment's links every S seconds (default: never)")
-    p.add_argument("--probe-bytes", type=int, default=256_000,
-                   help="payload of each link probe (default 256000)")
+    p.add_argument("--probe-bytes", type=int, default=32_000,
+                   help="payload of each link probe (default 32000)")
     p.add_argument("--margin", type=float, default=0.1,
                    help="predicted gain a join or link drift needs to re-plan (default 0.1)")
     p.add_argument("--no-join", action="store_true", help="do not re-plan onto joining nodes")

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""What the watcher's link probes cost a running stream (tools/netlab.py, needs root).
+
+    python tools/bench_linkprobe.py [--rounds 3] [--phase 2] [--rate 40] [--every 1]
+
+Two agents in network namespaces run a 2-stage chain of the 64 px MobileNetV2-like model
+cut where 98 KB cross n0 -> n1 per frame; a checked stream runs throughout. The n0 -> n1
+link is left unshaped, then shaped to `--rate` Mbit/s (tc tbf, so the transfer is the
+bottleneck). For each probe size, phases without and with probing (n0 probes n1 every
+`--every` s with that payload, twice, as `ReplanPolicy.link_probe_s` does) alternate;
+prints frames per second of each and the per-round ratio with/without (median), and the
+predicted cost: the probe's share of the link's time, 2 x bytes / (rate x every).
+Writes bench_results/linkprobe.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+_spec = importlib.util.spec_from_file_location("netlab", ROOT / "tools" / "netlab.py")
+netlab = importlib.util.module_from_spec(_spec)
+sys.modules["netlab"] = netlab
+_spec.loader.exec_module(netlab)
+
+from node.wire import messages as m  # noqa: E402
+from planner.fleet import Fleet  # noqa: E402
+from planner.fleet.reference import LocalModel, random_inputs  # noqa: E402
+from planner.graph import ModelGraph  # noqa: E402
+from planner.layout import chain  # noqa: E402
+from planner.live.drills import Stream  # noqa: E402
+from planner.modelbuild import recipes  # noqa: E402
+
+CUT = 6  # 98 KB of activation cross this cut per frame at 64 px
+
+
+class Prober:
+    """n0 probes n1 every `every` s with `nbytes` (2 repetitions), in a thread."""
+
+    def __init__(self, fleet: Fleet, a: str, b: str, nbytes: int, every: float) -> None:
+        self.fleet, self.a, self.nbytes, self.every = fleet, a, nbytes, every
+        self.endpoint = fleet.node(b).service_endpoint
+        self.seconds: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            t = time.monotonic()
+            self.fleet.control.command(self.a, m.Probe, 30, endpoint=self.endpoint,
+                                       nbytes=self.nbytes, repetitions=2)
+            self.seconds.append(time.monotonic() - t)
+            if self._stop.wait(max(0.0, self.every - (time.monotonic() - t))):
+                return
+
+    def __enter__(self) -> Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
+def phase_fps(s: Stream, seconds: float) -> float:
+    t = time.monotonic()
+    time.sleep(seconds)
+    return s.fps(t, time.monotonic())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--phase", type=float, default=2.0, help="seconds per phase")
+    ap.add_argument("--rate", type=float, default=40.0, help="shaped rate, Mbit/s")
+    ap.add_argument("--every", type=float, default=1.0, help="seconds between probes")
+    ap.add_argument("--sizes", default="16000,256000", help="probe payloads, bytes")
+    ap.add_argument("-o", "--output", default=str(ROOT / "bench_results" / "linkprobe.json"))
+    a = ap.parse_args(argv)
+    reason = netlab.check()
+    if reason:
+        print(f"bench_linkprobe: cannot run here: {reason}", file=sys.stderr)
+        return 2
+    netlab.cleanup()
+    sizes = [int(x) for x in a.sizes.split(",")]
+    data = recipes.mobilenet_v2_like(input_size=64, dtype="float32", seed=0)
+    graph = ModelGraph(data, "mobilenet_v2_like_64")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-linkprobe-") as d, \
+            netlab.agents_on_lab(2, Path(d)) as env, Fleet.connect(env.broker_url) as fleet:
+        fleet.wait_for_nodes(2, 60)
+        n0, n1 = env.names
+        dep = fleet.deploy(graph, name="probecost", progress=False, timeout_s=5.0, retries=5,
+                           layout=chain(len(graph.ops), [CUT], [n0, n1]))
+        local = LocalModel(data)
+        xs = [random_inputs(dep.record.model["inputs"], s) for s in range(8)]
+        s = Stream(dep, xs, [local.run(x) for x in xs]).start()
+        time.sleep(1.0)
+        try:
+            for rate in (None, a.rate):
+                if rate:
+                    env.lab.shape(0, rate, "egress", peer=1)
+                    time.sleep(1.0)
+                for nbytes in sizes:
+                    off, on, ratios, probe_s = [], [], [], []
+                    for _ in range(a.rounds):
+                        f0 = phase_fps(s, a.phase)
+                        with Prober(fleet, n0, n1, nbytes, a.every) as p:
+                            f1 = phase_fps(s, a.phase)
+                        off.append(f0)
+                        on.append(f1)
+                        ratios.append(f1 / max(f0, 1e-9))
+                        probe_s += p.seconds
+                    row = {"link_mbit": rate, "probe_bytes": nbytes, "every_s": a.every,
+                           "fps_without": statistics.median(off),
+                           "fps_with": statistics.median(on),
+                           "ratio_median": statistics.median(ratios), "ratios": ratios,
+                           "probe_command_s_median": statistics.median(probe_s),
+                           "predicted_link_share": (2 * nbytes * 8 / (rate * 1e6 * a.every))
+                           if rate else None}
+                    rows.append(row)
+                    print(f"link {rate or 'unshaped'!s:>8} Mbit/s  probe {nbytes:>7} B every "
+                          f"{a.every:g} s: {row['fps_without']:7.1f} -> {row['fps_with']:7.1f} fps"
+                          f" (x{row['ratio_median']:.3f} median of {a.rounds}; probe command "
+                          f"{row['probe_command_s_median'] * 1e3:.0f} ms"
+                          + (f"; link share predicted {row['predicted_link_share']:.1%})"
+                             if rate else ")"), flush=True)
+        finally:
+            s.stop()
+        results = s.results
+        exact = s.identical == s.results and not s.errors
+        dep.undeploy()
+    load = os.getloadavg()[0]
+    print(f"{results} frames, all identical: {exact}; load average (1 min) {load:.2f}")
+    out = Path(a.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": rows, "frames": results, "all_identical": exact,
+                               "loadavg_1m": load, "phase_s": a.phase, "rounds": a.rounds},
+                              indent=2))
+    return 0 if exact else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
