@@ -66,7 +66,7 @@ def test_a_faster_node_joins_and_takes_work(tmp_path):
             dep = env.fleet.deploy(graph, name="join", strategy="throughput", profile=profile,
                                    progress=False, timeout_s=3.0, retries=5)
             before = dep.record.stage_nodes()
-            policy = ReplanPolicy(rule=DriftRule(threshold=1.0), cooldown_s=600,
+            policy = ReplanPolicy(rule=DriftRule(threshold=1.0), cooldown_s=600, margin=0.05,
                                   join_settle_s=0.5, profile_cache=str(cache),
                                   constraints=Constraints(objective="throughput"))
             watcher = dep.enable_replanning(graph, profile=profile, policy=policy)

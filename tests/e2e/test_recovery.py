@@ -5,6 +5,8 @@
 - An agent restarted with the same state directory still holds its parts: a redeploy
   onto it uploads nothing, and its results are exact.
 - `tilefleet watch` re-plans a deployment whose node dies and reports it as JSON.
+- A node that comes back after its Last Will is profiled again and, since a plan using it
+  beats the one without it, gets work again (reason "join").
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import numpy as np
 import pytest
 
 from node.wire.service import ServiceClient
+from planner.constraints import Constraints
 from planner.fleet.reference import LocalModel, random_inputs
 from planner.graph import ModelGraph
 from planner.layout import chain
+from planner.live import DriftRule, ReplanPolicy
+from planner.live.drills import Stream
 from tests.e2e import _live
 
 pytestmark = [pytest.mark.e2e,
@@ -123,3 +128,43 @@ def test_watch_command_unknown_deployment_exits_2(tmp_path):
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and "unknown deployment 'nope'" in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_node_back_after_its_last_will_gets_work_again(tmp_path):
+    """Kill one of two pipeline agents: node_lost re-plan; restart it: join re-plan."""
+    data = _live.model(128)
+    g = ModelGraph(data, "m128")
+    with _live.fleet_env(2) as env:
+        cache = tmp_path / "profiles"
+        profile = env.fleet.profile(g, progress=False, cache_dir=cache)
+        dep = env.fleet.deploy(g, name="comeback", strategy="throughput", profile=profile,
+                               progress=False, timeout_s=3.0, retries=5)
+        first = dep.record.stage_nodes()
+        assert len(first) == 2, "two agents on two cores: the throughput plan uses both"
+        # 2 agents vs 1 on this 2-core host: +15-20% predicted, so a 5% margin
+        policy = ReplanPolicy(rule=DriftRule(threshold=1.0), cooldown_s=1.0, join_settle_s=0.5,
+                              margin=0.05, profile_cache=str(cache),
+                              constraints=Constraints(objective="throughput"))
+        watcher = dep.enable_replanning(g, profile=profile, policy=policy)
+        local = LocalModel(data)
+        xs = [random_inputs(dep.record.model["inputs"], s) for s in range(8)]
+        s = Stream(dep, xs, [local.run(x) for x in xs]).start()
+        try:
+            time.sleep(0.5)
+            env.local.kill(first[1])
+            lost = watcher.wait_for(1, 20)
+            alone = dep.record.stage_nodes()
+            _restart(env, first[1])
+            back = watcher.wait_for(2, 40)
+            time.sleep(0.5)  # frames through the last epoch
+        finally:
+            s.stop()
+            watcher.stop()
+        evs = [e.to_json() for e in watcher.replans]
+        print(f"\ncome-back: {first} -> {alone} -> {dep.record.stage_nodes()}: "
+              + "; ".join(f"{e['reason']} ({e['detail']})" for e in evs))
+        assert lost and back, watcher.errors
+        assert [e["reason"] for e in evs] == ["node_lost", "join"]
+        assert first[1] not in alone and first[1] in dep.record.stage_nodes()
+        assert s.results == s.identical > 0 and not s.errors
+        assert all(c == 1 for c in s.by_id.values()) and len(s.by_id) == s.results
