@@ -8,11 +8,15 @@ link stays fast), so the transfer becomes the bottleneck. The watcher's link pro
 the bandwidth drop for several probes in a row, re-plans (the detail names the link),
 and the new epoch sends fewer bytes over n0 -> n1 per frame. Every frame is delivered
 once and is bit-identical to a local interpreter. Skipped without root / netns / tbf.
+The netlab itself is checked too: a pair's shaping slows that pair only, and a lab
+(with its processes) is gone after the `with` block, or after `cleanup()` once its
+owner process has died.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 import tempfile
 import time
@@ -104,3 +108,65 @@ def test_shaped_link_mid_stream_moves_traffic_off_it():
         assert after < before
         assert s.results == s.identical > 0 and not s.errors
         assert all(c == 1 for c in s.by_id.values()) and len(s.by_id) == s.results
+
+
+_SINK = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(4)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    while c.recv(1 << 16):
+        pass
+    c.sendall(b"k")
+    c.close()
+"""
+_SEND = """
+import socket, sys, time
+t = time.perf_counter()
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20) as c:
+    c.sendall(bytes(int(sys.argv[3])))
+    c.shutdown(socket.SHUT_WR)
+    c.recv(1)
+print(int(sys.argv[3]) / (time.perf_counter() - t))
+"""
+
+
+def test_netlab_shapes_one_pair_only_and_leaves_nothing_behind():
+    reason = netlab.check()
+    if reason:
+        pytest.skip(f"network lab not usable here: {reason}")
+    with netlab.Lab(2) as lab:
+        sinks = [lab.popen(1, [sys.executable, "-c", _SINK, lab.addr(1), "5999"],
+                           stdout=subprocess.PIPE),  # node 1, and the host on the bridge:
+                 subprocess.Popen([sys.executable, "-c", _SINK, lab.gateway, "5999"],
+                                  stdout=subprocess.PIPE)]
+        try:
+            assert [p.stdout.readline().strip() for p in sinks] == [b"ready"] * 2
+
+            def rate(dst: str, nbytes: int) -> float:
+                r = lab.run(0, [sys.executable, "-c", _SEND, dst, "5999", str(nbytes)],
+                            capture_output=True, text=True, timeout=30)
+                assert r.returncode == 0, r.stderr
+                return float(r.stdout)
+
+            lab.shape(0, 4, "egress", peer=1)
+            shaped = rate(lab.addr(1), 300_000)  # 4 Mbit/s = 500 KB/s (plus a 32 KB burst)
+            to_host = rate(lab.gateway, 30_000_000)  # n0's other traffic is not shaped
+            lab.unshape(0)
+            free = rate(lab.addr(1), 30_000_000)
+        finally:
+            sinks[1].kill()
+            sinks[1].wait()
+        print(f"\nnetlab: n0 -> n1 {shaped / 1e6:.2f} MB/s shaped to 4 Mbit/s, "
+              f"{free / 1e6:.0f} MB/s unshaped; n0 -> host {to_host / 1e6:.0f} MB/s meanwhile")
+        assert 0.25e6 < shaped < 0.75e6 and min(free, to_host) > 20 * shaped
+        tag = lab.tag
+        assert tag in netlab.labs()
+    assert tag not in netlab.labs() and sinks[0].poll() is not None  # its processes too
+    dead = netlab.Lab(1, tag="4194303z")  # an owner pid no process has: a crashed run
+    dead.up()
+    assert "4194303z" in netlab.cleanup() and "4194303z" not in netlab.labs()
