@@ -116,6 +116,13 @@ def gain(before: float, after: float) -> float:
     return (before - after) / abs(before) if before else float("inf")
 
 
+def figures(objective: str, before: float, after: float, gained: float) -> str:
+    """'predicted throughput 100 -> 150 (+50%)' from two plan figures."""
+    if objective == "throughput":
+        return f"predicted throughput {-before:.4g} -> {-after:.4g} fps ({gained:+.0%})"
+    return f"predicted latency {before:.4g} -> {after:.4g} s ({gained:+.0%})"
+
+
 def material_links(graph: Any, plan: Plan, profile: Profile, drifts: Sequence[Drift],
                    model_sha256: str, margin: float) -> list[Drift]:
     """The link drifts that alone move the plan's figure by more than `margin` (either way)."""

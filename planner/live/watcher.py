@@ -3,11 +3,12 @@
 It polls the fleet client's view of the broker (retained status, latest metrics per
 node, the deployment record): the paho thread keeps those tables current, so nothing
 here blocks it. Every poll feeds new metrics (and, every `link_probe_s`, a bandwidth
-probe of each link between adjacent stages) into the epoch's History, asks the pure
-policy for a trigger, and re-plans when there is one. With no trigger, a node that came
-online since the last poll (a new board, or one back after its Last Will) is profiled
-once it has been up `join_settle_s`, and the deployment is re-planned onto it when that
-beats the running plan by `margin`.
+probe of each link between adjacent stages, planner.live.links) into the epoch's
+History, asks the pure policy for a trigger, and re-plans when there is one. With no
+trigger, two chances to improve are judged: links that a re-plan moved traffic off and
+that probe healthy again (restored in the profile), and nodes that came online since the
+start (a new board, or one back after its Last Will; profiled once up `join_settle_s`).
+Either re-plans when a plan using them beats the running one by `margin`.
 """
 
 from __future__ import annotations
@@ -19,17 +20,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from node.wire import messages as m
 from planner.constraints import Constraints
 from planner.errors import FleetError, TilefleetError
 from planner.fleet.record import Record
 from planner.graph import ModelGraph
 from planner.live.drift import DriftRule, History, beyond_band
+from planner.live.links import LinkProber
 from planner.live.policy import (
     DRIFT,
     JOIN,
     Trigger,
     decide,
+    figures,
     gain,
     material_links,
     plan_figure,
@@ -84,6 +86,7 @@ class Watcher:
         self._quiet_until = 0.0
         self._retry_at = 0.0
         self._next_probe = 0.0
+        self.links = LinkProber(fleet.control, self.policy.probe_bytes)
         self._online: set[str] | None = None  # online nodes at the last poll
         self._online_since: dict[str, float] = {}  # nodes that came online since the start
         self._join_tried: dict[str, float] = {}
@@ -135,7 +138,8 @@ class Watcher:
                 hist.add_metrics(node, doc, now)
         if self.policy.link_probe_s > 0 and now >= self._next_probe:
             self._next_probe = now + self.policy.link_probe_s
-            self._probe(rec, hist, now)
+            self.links.nbytes = self.policy.probe_bytes
+            self.links.round(rec, hist, now)
         nodes = list(rec.nodes)
         # Links are compared with their own first probes of this epoch (no profile
         # baseline): the profile measured them with another payload size, at another time.
@@ -149,15 +153,18 @@ class Watcher:
                                             else FALLBACK_STRATEGY)
         planned = None
         if trig is None:
-            if not self.policy.join or now < self._quiet_until:
+            if now < self._quiet_until:
                 return None
-            trig, planned = self._judge_joiners(rec, strategy, now)
+            trig, planned = self._judge_recovered(rec, strategy)
+            if trig is None and self.policy.join:
+                trig, planned = self._judge_joiners(rec, strategy, now)
             if trig is None:
                 return None
         else:
             extra = [d for d in beyond_band(hist, self.policy.rule, {})
                      if d.key not in {x.key for x in trig.drifts} and d.subject not in trig.lost]
             trig = replace(trig, drifts=trig.drifts + tuple(extra))
+        before = self.profile
         try:
             ev, new_rec, self.profile = execute(
                 self.fleet.control, self.graph, rec, self.profile, trig, strategy,
@@ -169,6 +176,7 @@ class Watcher:
             log.error("re-plan of %s for %s failed: %s", self.name, trig.describe(), exc)
             return None
         self._quiet_until = now + self.policy.cooldown_s
+        self.links.degrade(trig.drifts, before)
         for n in trig.joined:
             self._online_since.pop(n, None)
         with self._done:
@@ -194,6 +202,35 @@ class Watcher:
                 log.debug("link drift without effect on the plan: %s", d.describe())
         drifts = tuple(d for d in trig.drifts if d.kind != "link" or d in keep)
         return replace(trig, drifts=drifts) if drifts else None
+
+    def _judge_recovered(self, rec: Record, strategy: str) -> tuple[Trigger | None, Any]:
+        """A DRIFT trigger (and its plan) when links traffic was moved off are healthy
+        again and a plan that may use them beats the running one by the margin."""
+        back = self.links.recovered(self.policy.rule)
+        if not back:
+            return None, None
+        self.profile = self.links.restore(self.profile, back)  # healthy again either way
+        named = ", ".join(f"{a}->{b}" for a, b in back)
+        if not rec.plan:
+            return None, None
+        try:
+            plan, mode = plan_next(self.graph, self.profile, rec.plan, strategy,
+                                   self.policy.constraints, self.policy.partial,
+                                   {n for pair in back for n in pair})
+            before = plan_figure(self.graph, plan_from_json(rec.plan, "<deployment record>"),
+                                 self.profile, plan.objective)
+            after = plan_figure(self.graph, plan, self.profile)
+        except TilefleetError as exc:
+            self.errors.append(f"judging recovered link(s) {named}: {exc}")
+            log.error("%s: could not judge recovered link(s) %s: %s", self.name, named, exc)
+            return None, None
+        g = gain(before, after)
+        note = f"link(s) {named} recovered; {figures(plan.objective, before, after, g)}"
+        if g <= self.policy.margin:
+            log.info("%s: %s, within the %.0f%% margin: no re-plan", self.name, note,
+                     100 * self.policy.margin)
+            return None, None
+        return Trigger(DRIFT, note=note), (plan, mode)
 
     def _track_online(self, now: float) -> None:
         """Note when nodes come online; those online at the start have not joined."""
@@ -238,35 +275,12 @@ class Watcher:
             return None, None
         used = [n for n in joiners if n in plan.devices()]
         g = gain(before, after)
-        what = "throughput" if plan.objective == "throughput" else "latency"
-        shown = (-before, -after) if what == "throughput" else (before, after)
-        note = f"predicted {what} {shown[0]:.4g} -> {shown[1]:.4g} ({g:+.0%})"
+        note = figures(plan.objective, before, after, g)
         if not used or g <= self.policy.margin:
             log.info("%s: node(s) %s joined: %s, within the %.0f%% margin: no re-plan",
                      self.name, ", ".join(joiners), note, 100 * self.policy.margin)
             return None, None
         return Trigger(JOIN, joined=tuple(used), note=note), (plan, mode)
-
-    def _probe(self, rec: Record, hist: History, now: float) -> None:
-        """Bandwidth of each node -> node link the layout uses (adjacent stages)."""
-        order = rec.stage_nodes()
-        for a, b in zip(order, order[1:], strict=False):
-            ep = rec.nodes.get(b, {}).get("service_endpoint")
-            if a == b or not ep:
-                continue
-            try:
-                r = self.fleet.control.command(a, m.Probe, 10, endpoint=ep,
-                                               nbytes=self.policy.probe_bytes, repetitions=2)
-            except FleetError as exc:
-                log.info("link probe %s -> %s failed: %s", a, b, exc)
-                continue
-            # Bytes per second of the whole probe message, round trip included: finite and
-            # monotonic in the link's speed (bandwidth_bps subtracts a ping and explodes
-            # when the payload takes about as long as the ping on a fast link).
-            secs = float(r.get("transfer_s") or 0.0)
-            bw = (self.policy.probe_bytes / secs if secs > 0
-                  else float(r["bandwidth_bps"]) / 8)
-            hist.add_link(a, b, max(bw, 1.0), now)
 
 
 def watch(fleet: Fleet, name: str, model: Any, profile: Profile | None = None,

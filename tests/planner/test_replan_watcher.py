@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -209,7 +210,7 @@ class Prober:
 def test_link_probes_replan_on_a_slow_link_and_ignore_a_harmless_swing(live):
     control, watcher, calls, _, _ = live
     control.records["d"]["nodes"] = {"a": {}, "b": {"service_endpoint": "tcp://b:1"}}
-    watcher.policy = w.replace(watcher.policy, link_probe_s=1.0, probe_bytes=16_000, join=False)
+    watcher.policy = replace(watcher.policy, link_probe_s=1.0, probe_bytes=16_000, join=False)
     probe = Prober(control)
     for t in range(2):  # baseline: 1 GB/s
         watcher.step(float(t))
@@ -224,3 +225,31 @@ def test_link_probes_replan_on_a_slow_link_and_ignore_a_harmless_swing(live):
     assert len(calls) == 1
     assert [d.key for d in calls[-1].drifts] == ["a->b"]
     assert calls[-1].drifts[0].measured == pytest.approx(5e5)
+
+
+def test_a_link_traffic_was_moved_off_is_watched_until_it_recovers(live, graph):
+    from planner.constraints import Constraints, Pin
+    from planner.live.replanner import plan_next
+
+    control, watcher, calls, _, _ = live
+    control.records["d"]["nodes"] = {"a": {}, "b": {"service_endpoint": "tcp://b:1"}}
+    watcher.policy = replace(watcher.policy, link_probe_s=1.0, probe_bytes=16_000, join=False)
+    probe = Prober(control)
+    for t in range(2):
+        watcher.step(float(t))
+    probe.secs = 16_000 / 5e5  # the link crawls: re-planned off it (to "a" alone)
+    evs = [watcher.step(float(t)) for t in range(2, 6)]
+    assert evs[-2] is not None and list(watcher.links.degraded) == [("a", "b")]
+    watcher.profile = replace(watcher.profile, links={("a", "b"): Link(5e5, 1e-4)})
+    alone, _ = plan_next(graph, watcher.profile, None, "throughput",
+                         Constraints(pins=(Pin(0, len(graph.ops), "a"),), objective="throughput"))
+    control.records["d"]["plan"] = alone.to_json()
+    asked = len(probe.asked)
+    for t in range(6, 10):  # still slow: probed although no stage pair uses it now
+        assert watcher.step(float(t)) is None
+    assert len(probe.asked) == asked + 4
+    probe.secs = 16_000 / 1e9  # healthy again; the cool-down of the first re-plan ends at 14
+    evs = [watcher.step(float(t)) for t in range(10, 16)]
+    assert [e is not None for e in evs] == [False] * 4 + [True, False]
+    assert "link(s) a->b recovered" in calls[-1].note and not watcher.links.degraded
+    assert watcher.profile.link("a", "b").bandwidth == 1e9  # the profile's value, restored
