@@ -1,11 +1,14 @@
 """Drift detection (pure): per-stage and per-link sample histories and the sustained-drift rule.
 
-A stage's sample is its mean run time over one metrics interval: the agent reports the
-cumulative `run_total_s` with `frames`, and the mean between two messages is
-Δrun_total_s / Δframes — every frame of the interval counts (so the throttled bursts of
-a CPU quota do; a median would hide them), and a change shows in the next message. An
-agent without `run_total_s` (older versions) is read through its `run_mean_s`, a mean
-over its last 256 frames that trails a change by up to 256 frames. A link's sample is a
+A stage's sample is its mean busy time per frame over one metrics interval: the agent
+reports the cumulative `busy_total_s` (time spent on frames, queue waits and idle gaps
+left out; see node.metrics.StageStats) with `frames`, and the mean between two messages
+is Δbusy_total_s / Δframes — every frame of the interval counts (so the throttled
+bursts of a CPU quota do; a median would hide them), and a change shows in the next
+message. Busy time rather than run time: a CPU quota stalls the whole agent, also while
+it receives and sends, and the re-plan scales the node's op times by this ratio. Agents
+that report only `run_total_s` are read through it, older ones through `run_mean_s`
+(a mean over their last 256 frames, which trails a change by up to 256 frames). A link's sample is a
 probed bandwidth. The reference a sample is compared with is the stage's own baseline —
 the median of its first `warmup` samples after a (re)deploy — or a given prediction.
 The baseline makes the rule insensitive to a constant prediction error and measures
@@ -164,7 +167,8 @@ class History:
             if not key.startswith(prefix) or not isinstance(st, Mapping):
                 continue
             try:
-                total = st.get("run_total_s")
+                # busy time (what a frame costs the node) when the agent reports it
+                total = st.get("busy_total_s", st.get("run_total_s"))
                 s = Sample(now, float(st.get("run_mean_s", 0.0)), int(st.get("frames", 0)),
                            -1.0 if total is None else float(total))
             except (TypeError, ValueError):

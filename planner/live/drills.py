@@ -233,8 +233,8 @@ def _wait_for_samples(fleet: Fleet, node: str, prefix: str, count: int, timeout_
 
 def throttle_drill(broker_url: str | None, throttle: Callable[[int], None],
                    release: Callable[[int], None], cpu_note: str = "", nodes: int = 4,
-                   size: int = 128, rounds: int = 5, burst_s: float = 0.3,
-                   settle_s: float = 0.1, policy: ReplanPolicy | None = None,
+                   size: int = 128, rounds: int = 8, burst_s: float = 0.2,
+                   settle_s: float = 0.05, policy: ReplanPolicy | None = None,
                    timeout_s: float = 30.0) -> dict[str, Any]:
     """Throttle the busiest agent mid-stream; throughput after the re-plan vs a fresh plan.
 
@@ -267,6 +267,7 @@ def throttle_drill(broker_url: str | None, throttle: Callable[[int], None],
                           policy.rule.warmup + 1, 20.0)
         clock["baselines"] = t_thr = time.monotonic()
         before = s.fps(t_stream + 0.5, t_thr)
+        early = [ev.to_json() for ev in watcher.replans]  # a re-plan before the throttle
         throttle(pid)
         extra: list[Deployment] = []
         try:
@@ -307,7 +308,7 @@ def throttle_drill(broker_url: str | None, throttle: Callable[[int], None],
         ev = watcher.replans[0].to_json() if watcher.replans else None
         streams = [s, pair["fresh"], *solo_streams.values()]
         return {"victim": victim, "throttle": cpu_note, "replanned": replanned,
-                "replan": ev, "replan_errors": watcher.errors,
+                "replan": ev, "replan_errors": watcher.errors, "replans_before_throttle": early,
                 "detect_s": (t_rep - t_thr) if replanned else None,
                 "fps_before": before, "fps_throttled": throttled,
                 "fps_after_replan": statistics.median(fps["after"]),

@@ -28,6 +28,10 @@ def _tool(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True)
 
 
+def _layout(stages: dict) -> str:
+    return " ".join(f"{st['node']}:{st['ops'][0]}-{st['ops'][1]}" for st in stages.values())
+
+
 def _cgroups_reason() -> str:
     r = _tool("--check")
     return "" if r.returncode == 0 else (r.stderr.strip() or "cgroups not usable")
@@ -53,7 +57,7 @@ def test_throttled_agent_loses_its_work_and_throughput_recovers(mosquitto):
     # load shifts; a 2x band keeps those from triggering (boards have a core each).
     policy = ReplanPolicy(rule=DriftRule(threshold=1.0), cooldown_s=600)
     r = throttle_drill(mosquitto.url, throttle, release, "0.1 CPU", policy=policy)
-    share = r["victim_macs_share"]
+    share, ev = r["victim_macs_share"], r["replan"] or {}
     rounds = " ".join(f"{a:.0f}/{f:.0f}" for a, f in zip(r["rounds"]["after"],
                                                          r["rounds"]["fresh"], strict=True))
     print(f"\nthrottle {r['victim']} to 0.1 CPU: fps before {r['fps_before']:.0f}, throttled "
@@ -61,8 +65,11 @@ def test_throttled_agent_loses_its_work_and_throughput_recovers(mosquitto):
           f"throttle; after re-plan / fresh plan per round {rounds} -> "
           f"{r['after_vs_fresh']:.2f}x; victim {r['victim_slowdown_solo']:.1f}x slower alone; "
           f"its MACs share {share['before']:.2f} -> {share['after']:.2f} (fresh "
-          f"{share['fresh']:.2f}); {(r['replan'] or {}).get('detail')}; phases {r['seconds']}")
+          f"{share['fresh']:.2f}); {ev.get('mode')} re-plan: {ev.get('detail')}; stages after "
+          f"{_layout(r['stages']['after'])}, fresh {_layout(r['stages']['fresh'])}; "
+          f"phases {r['seconds']}")
     assert r["replanned"], r["replan_errors"]
+    assert not r["replans_before_throttle"], r["replans_before_throttle"]
     assert r["replan"]["reason"] == "drift" and r["victim"] in r["replan"]["detail"]
     assert share["after"] < share["before"] / 2
     assert r["after_vs_fresh"] >= 0.8

@@ -38,3 +38,12 @@ def test_metrics_message_carries_run_total_on_the_wire():
     back = M.decode(codec.encode(msg))
     assert back.stages["d/0/s0"]["run_total_s"] == 0.25
     assert json.loads(codec.encode(msg))["stages"]["d/0/s0"]["frames"] == 1
+
+
+def test_busy_total_leaves_out_queue_waits_and_idle_gaps():
+    s = StageStats()
+    s.record(0.001, 0.002, 0, end=10.0)  # arrived at 9.998, idle before: 2 ms busy
+    s.record(0.001, 0.005, 0, end=10.003)  # waited in the queue since 9.998: 3 ms busy
+    s.record(0.001, 0.001, 0, end=11.0)  # idle gap, then 1 ms from arrival
+    assert abs(s.snapshot()["busy_total_s"] - 0.006) < 1e-12
+    assert abs(s.snapshot()["run_total_s"] - 0.003) < 1e-12

@@ -173,3 +173,17 @@ def test_older_agents_without_totals_still_read_through_run_mean():
             for t, v in enumerate([1.0, 1.0, 3.0, 3.0, 3.0])]
     (d,) = history_of(docs).drifts(DriftRule())
     assert d.baseline == 1.0 and d.measured == 3.0
+
+
+def test_busy_time_is_read_before_run_time():
+    # a CPU quota stalls the agent outside the invoke too: busy time grows 8x, run time 2x
+    docs = []
+    for t in range(7):
+        slow = t >= 3
+        frames = 10 + 100 * t
+        run = 1e-3 * 100 * (t + (1 if slow else 0) * (t - 2))
+        busy = 1e-3 * 100 * (t + (7 if slow else 0) * (t - 2))
+        docs.append({"stages": {"dep/1/s0": {"run_mean_s": 1e-3, "frames": frames,
+                                             "run_total_s": run, "busy_total_s": busy}}})
+    (d,) = history_of(docs).drifts(DriftRule(threshold=1.0))
+    assert abs(d.ratio - 8.0) < 1e-9
