@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from node.wire.frames import CLIENT
+from planner.cut import cut_range
 from planner.errors import PlanError
 from planner.graph import ModelGraph
 from planner.layout import StageLayout, chain, check_layout, from_plan, layout_devices
-from planner.wiring import intersect, wire
+from planner.wiring import cut_cached, intersect, wire
 from tests.node.models import small_cnn
 
 EP = {n: f"tcp://127.0.0.1:{5000 + i}" for i, n in enumerate("abcd")}
@@ -82,3 +83,19 @@ def test_layout_from_plan_json_and_back():
     assert layout_devices(lay) == ["a", "b", "c"]
     with pytest.raises(PlanError):
         from_plan({"stages": [{"id": 0}]})
+
+
+def test_a_move_rewires_neighbours_and_keeps_every_part_and_stage_spec_it_can(graph):
+    """Moving stage s1 from b to d: same parts (cut once, cached), s0 re-routed to d,
+    s2's spec unchanged: what lets the nodes keep s0's and s2's interpreters."""
+    lay = chain(len(graph.ops), [2, 4], ["a", "b", "c"])
+    before = wire(graph, lay, EP)
+    after = wire(graph, chain(len(graph.ops), [2, 4], ["a", "d", "c"]), EP)
+    assert {sid: s.part for sid, s in before.stages.items()} == \
+        {sid: s.part for sid, s in after.stages.items()}
+    assert all(after.parts[sha] is before.parts[sha] for sha in before.parts)  # not re-cut
+    assert cut_cached(graph, 2, 4) == cut_range(graph, 2, 4)
+    (s0_before,), (s0_after,) = before.specs["a"], after.specs["a"]
+    assert s0_before.part == s0_after.part and s0_after.routes[0].to == EP["d"]
+    assert before.specs["c"] == after.specs["c"]  # the same next hops and input routing
+    assert "b" not in after.specs and after.specs["d"] == before.specs["b"]
