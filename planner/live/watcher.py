@@ -90,6 +90,7 @@ class Watcher:
         self._online: set[str] | None = None  # online nodes at the last poll
         self._online_since: dict[str, float] = {}  # nodes that came online since the start
         self._join_tried: dict[str, float] = {}
+        self._recovered: dict[tuple[str, str], float] = {}  # restored links not yet judged
         self._stop = threading.Event()
         self._done = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -151,6 +152,10 @@ class Watcher:
             trig = self._material(rec, trig)
         strategy = self.policy.strategy or (rec.strategy if rec.strategy not in ("", "manual")
                                             else FALLBACK_STRATEGY)
+        back = self.links.recovered(self.policy.rule)
+        if back:  # into the profile at once; whether to re-plan waits for the cool-down
+            self.profile = self.links.restore(self.profile, back)
+            self._recovered.update(back)
         planned = None
         if trig is None:
             if now < self._quiet_until:
@@ -206,10 +211,9 @@ class Watcher:
     def _judge_recovered(self, rec: Record, strategy: str) -> tuple[Trigger | None, Any]:
         """A DRIFT trigger (and its plan) when links traffic was moved off are healthy
         again and a plan that may use them beats the running one by the margin."""
-        back = self.links.recovered(self.policy.rule)
+        back, self._recovered = self._recovered, {}
         if not back:
             return None, None
-        self.profile = self.links.restore(self.profile, back)  # healthy again either way
         named = ", ".join(f"{a}->{b}" for a, b in back)
         if not rec.plan:
             return None, None

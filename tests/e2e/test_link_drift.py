@@ -6,7 +6,8 @@ the model where a big activation crosses n0 -> n1. Mid-stream, that pair's link 
 shaped to a few Mbit/s with tc tbf (only the n0 <-> n1 traffic: the rest of n0's
 link stays fast), so the transfer becomes the bottleneck. The watcher's link probe sees
 the bandwidth drop for several probes in a row, re-plans (the detail names the link),
-and the new epoch sends fewer bytes over n0 -> n1 per frame. Every frame is delivered
+and the new epoch sends fewer bytes over n0 -> n1 per frame; once the shaping is removed,
+the link probes healthy again and its profiled entry is restored. Every frame is delivered
 once and is bit-identical to a local interpreter. Skipped without root / netns / tbf.
 The netlab itself is checked too: a pair's shaping slows that pair only, and a lab
 (with its processes) is gone after the `with` block, or after `cleanup()` once its
@@ -94,6 +95,11 @@ def test_shaped_link_mid_stream_moves_traffic_off_it():
             replanned = watcher.wait_for(1, 30)
             t_rep = time.monotonic()
             time.sleep(1.0)
+            lab.unshape(0)  # the link recovers: probed on, its profile entry comes back
+            deadline = time.monotonic() + 15
+            while watcher.links.degraded and time.monotonic() < deadline:
+                time.sleep(0.1)
+            restored = watcher.profile.link(n0, n1)
         finally:
             s.stop()
             watcher.stop()
@@ -106,6 +112,7 @@ def test_shaped_link_mid_stream_moves_traffic_off_it():
         assert replanned, watcher.errors
         assert f"{n0}->{n1}" in ev.detail
         assert after < before
+        assert restored == profile.link(n0, n1)  # no longer degraded: the profiled link
         assert s.results == s.identical > 0 and not s.errors
         assert all(c == 1 for c in s.by_id.values()) and len(s.by_id) == s.results
 
