@@ -91,6 +91,7 @@ class Watcher:
         self._online_since: dict[str, float] = {}  # nodes that came online since the start
         self._join_tried: dict[str, float] = {}
         self._recovered: dict[tuple[str, str], float] = {}  # restored links not yet judged
+        self._judged: tuple[Any, dict[Any, bool]] = (None, {})  # link drift -> material?
         self._stop = threading.Event()
         self._done = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -196,16 +197,25 @@ class Watcher:
         links = [d for d in trig.drifts if d.kind == "link"]
         if not links or not rec.plan:
             return trig
-        try:
-            keep = material_links(self.graph, plan_from_json(rec.plan, "<deployment record>"),
-                                  self.profile, links, self.graph.sha256, self.policy.margin)
-        except TilefleetError as exc:  # cannot judge it: act on it
-            log.info("cannot simulate the running plan (%s); acting on every link drift", exc)
-            return trig
-        for d in links:
-            if d not in keep:
-                log.debug("link drift without effect on the plan: %s", d.describe())
-        drifts = tuple(d for d in trig.drifts if d.kind != "link" or d in keep)
+        # A drift stays the same object value between probes: judge it (two simulations)
+        # once per value, not on every poll.
+        key = (rec.epoch, id(self.profile))
+        if self._judged[0] != key:
+            self._judged = (key, {})
+        verdicts = self._judged[1]
+        todo = [d for d in links if d not in verdicts]
+        if todo:
+            try:
+                keep = material_links(self.graph, plan_from_json(rec.plan, "<deployment record>"),
+                                      self.profile, todo, self.graph.sha256, self.policy.margin)
+            except TilefleetError as exc:  # cannot judge it: act on it
+                log.info("cannot simulate the running plan (%s); acting on the link drift", exc)
+                keep = todo
+            for d in todo:
+                verdicts[d] = d in keep
+                if d not in keep:
+                    log.info("link drift without effect on the plan: %s", d.describe())
+        drifts = tuple(d for d in trig.drifts if d.kind != "link" or verdicts[d])
         return replace(trig, drifts=drifts) if drifts else None
 
     def _judge_recovered(self, rec: Record, strategy: str) -> tuple[Trigger | None, Any]:
