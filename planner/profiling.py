@@ -193,14 +193,16 @@ def probe_links(fleet: Fleet, nodes: list[NodeInfo], nbytes: int = 1_000_000
     """Links with probed bandwidth and the latency of a real data-plane hop.
 
     Bandwidth comes from the service-socket probes (client <-> node from here, node ->
-    node by `probe` commands). Latency is half the round trip of a small tensor through
-    a forward stage on the node and back, which includes what a stage hop costs (header
-    decode/encode, sockets) and not just a ping; node -> node hops use the mean of the
-    two nodes' halves.
+    node by `probe` commands). Latency is what a small tensor's hop adds to a round trip
+    through forward stages: client <-> node, half the round trip client -> node ->
+    client (header encode/decode, sockets, not just a ping); node a -> node b, the round
+    trip client -> a -> b -> client minus client -> a -> client: one more receiving data
+    plane (wake-up, decode, dispatch) and one more send, which the half round trip of a
+    client echo under-counts by half.
     """
     links: dict[tuple[str, str], Link] = {}
     ctx = zmq.Context.instance()
-    hop = {n.name: hop_latency(fleet, n) for n in nodes}
+    hop, pair = hop_latencies(fleet, nodes)
     for n in nodes:
         with ServiceClient(n.service_endpoint, ctx, 30) as svc:
             r = svc.probe(nbytes, 3)
@@ -210,41 +212,65 @@ def probe_links(fleet: Fleet, nodes: list[NodeInfo], nbytes: int = 1_000_000
             if a.name != b.name:
                 r = fleet.control.command(a.name, m.Probe, 60, endpoint=b.service_endpoint,
                                           nbytes=nbytes, repetitions=3)
-                links[(a.name, b.name)] = _link(r, (hop[a.name] + hop[b.name]) / 2)
+                links[(a.name, b.name)] = _link(r, pair[(a.name, b.name)])
     return links
 
 
-def hop_latency(fleet: Fleet, node: NodeInfo, rounds: int = 30) -> float:
-    """Half the median round trip client -> forward stage on `node` -> client (seconds)."""
+def hop_latencies(fleet: Fleet, nodes: list[NodeInfo], rounds: int = 30
+                  ) -> tuple[dict[str, float], dict[tuple[str, str], float]]:
+    """({node: half round trip client -> node -> client}, {(a, b): what a -> b adds}).
+
+    Every node gets a throw-away deployment of forward stages: `back` (to the client) and
+    one `to:<b>` per other node (to b's `back`). Variants alternate round by round so a
+    drifting load hits all alike; each figure is a median over `rounds`.
+    """
     dep = f"_hop-{fleet.control.client_id[-8:]}"
-    spec = m.StageSpec("fwd", None, (m.InputSpec("x", "float32", (1, 64)),),
-                       (m.Route("x", CLIENT),))
-    fleet.control.command(node.name, m.Deploy, 30, deployment=dep, epoch=0, stages=(spec,))
+    inp = (m.InputSpec("x", "float32", (1, 64)),)
+    loaded = []
     ctx = zmq.Context.instance()
-    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    pull = ctx.socket(zmq.PULL)
+    pushes: dict[str, zmq.Socket] = {}
     try:
-        pull.linger = push.linger = 0
-        port = pull.bind_to_random_port("tcp://127.0.0.1" if node.data_endpoint.startswith(
-            "tcp://127.") else "tcp://*")
-        reply = f"tcp://{local_address_towards(node.data_endpoint)}:{port}"
-        push.connect(node.data_endpoint)
+        for a in nodes:
+            stages = [m.StageSpec("back", None, inp, (m.Route("x", CLIENT),))]
+            stages += [m.StageSpec(f"to:{b.name}", None, inp, (m.Route("x", b.data_endpoint, "back"),))
+                       for b in nodes if b.name != a.name]
+            fleet.control.command(a.name, m.Deploy, 30, deployment=dep, epoch=0, stages=tuple(stages))
+            loaded.append(a)
+        pull.linger = 0
+        local = all(n.data_endpoint.startswith("tcp://127.") for n in nodes)
+        port = pull.bind_to_random_port("tcp://127.0.0.1" if local else "tcp://*")
+        reply = {n.name: f"tcp://{local_address_towards(n.data_endpoint)}:{port}" for n in nodes}
+        for n in nodes:
+            s = pushes[n.name] = ctx.socket(zmq.PUSH)
+            s.linger = 0
+            s.connect(n.data_endpoint)
+        variants = [(a, "back") for a in nodes] + [(a, f"to:{b.name}") for a in nodes for b in nodes
+                                                   if b.name != a.name]
         x = np.zeros((1, 64), np.float32)
-        rtts = []
+        rtts: dict[tuple[str, str], list[float]] = {(a.name, st): [] for a, st in variants}
         for k in range(rounds + 3):
-            h = Header("data", dep, 0, f"h{k}", "fwd", reply, (meta_for("x", x),))
-            t = time.perf_counter()
-            push.send_multipart(encode(h, [x]), copy=False)
-            if not pull.poll(5000):
-                raise FleetError(f"node {node.name!r}: no echo from its data endpoint "
-                                 f"{node.data_endpoint} within 5 s")
-            pull.recv_multipart()
-            if k >= 3:  # the first rounds set up connections
-                rtts.append(time.perf_counter() - t)
-        return statistics.median(rtts) / 2
+            for a, stage in variants:
+                h = Header("data", dep, 0, f"h{k}", stage, reply[a.name], (meta_for("x", x),))
+                t = time.perf_counter()
+                pushes[a.name].send_multipart(encode(h, [x]), copy=False)
+                if not pull.poll(5000):
+                    raise FleetError(f"node {a.name!r}: no echo through stage {stage!r} of its "
+                                     f"data endpoint {a.data_endpoint} within 5 s")
+                pull.recv_multipart()
+                if k >= 3:  # the first rounds set up connections
+                    rtts[(a.name, stage)].append(time.perf_counter() - t)
+        med = {key: statistics.median(v) for key, v in rtts.items()}
+        hop = {a.name: med[(a.name, "back")] / 2 for a in nodes}
+        pair = {(a.name, b.name): max(med[(a.name, f"to:{b.name}")] - med[(a.name, "back")], 0.0)
+                for a in nodes for b in nodes if b.name != a.name}
+        return hop, pair
     finally:
         pull.close()
-        push.close()
-        fleet.control.command(node.name, m.Undeploy, 10, deployment=dep)
+        for s in pushes.values():
+            s.close()
+        for a in loaded:
+            fleet.control.command(a.name, m.Undeploy, 10, deployment=dep)
 
 
 def _link(r: dict[str, Any], latency: float) -> Link:

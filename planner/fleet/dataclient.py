@@ -3,7 +3,9 @@
 The client binds one PULL socket and names it in every request header (`reply`), so
 results and error replies of every stage come straight back. Sends happen on the
 caller's thread under a lock (PUSH sockets are not thread-safe); one I/O thread reads
-results and re-sends requests whose attempt expired or failed transiently.
+results and re-sends requests whose attempt expired or failed transiently. Headers are
+pre-encoded per epoch (only request id, reply and t0 vary), and sockets to endpoints
+that no route of the current epoch uses are closed when the epoch changes.
 """
 
 from __future__ import annotations
@@ -18,18 +20,19 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import zmq
 
 from node.errors import WireError
 from node.gather import cut
-from node.wire.frames import Header, TensorMeta, decode, encode
+from node.wire.frames import Header, HeaderTemplate, Region, TensorMeta, decode, payload
 from node.wire.messages import Route
 from planner.fleet.requests import Request, Tracker
 
 log = logging.getLogger(__name__)
+_MORE, _NOBLOCK = int(zmq.SNDMORE), int(zmq.NOBLOCK)  # plain ints: enum flags cost per frame
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,28 @@ def local_address_towards(endpoint: str) -> str:
         return "0.0.0.0"
 
 
+class _Message(NamedTuple):
+    """One message of an attempt's plan: destination, target stage, its header template
+    (all but request id, reply and t0 pre-encoded) and the pieces of inputs it carries."""
+
+    to: str
+    stage: str
+    template: HeaderTemplate
+    pieces: tuple[tuple[str, Region | None], ...]  # (input name, region or whole)
+
+
 class DataClient:
-    """Requests in, results out; `submit` returns a Future of {output name: array}."""
+    """Requests in, results out; `submit` returns a Future of {output name: array}.
+
+    Two locks: `_lock` guards the tracker (the result thread takes it per result),
+    `_send_lock` the PUSH sockets, so a send that waits for a saturated or departed
+    node never holds up results. The caller's send waits up to `send_timeout_ms`
+    (back-pressure), then counts as a failed attempt. The result thread's own sends
+    (retries) never wait: a full or unconnected socket (ZMQ_IMMEDIATE: nothing is queued
+    for a peer that is not connected) leaves the request to be tried again 50 ms later,
+    not counted as an attempt, until its whole time budget is spent (`Tracker.unsent`),
+    so requests ride out a re-plan instead of failing while a node is being replaced.
+    """
 
     def __init__(self, entry: Callable[[], Entry], reply_host: str, tracker: Tracker,
                  hwm: int = 64, send_timeout_ms: int = 5000) -> None:
@@ -70,7 +93,10 @@ class DataClient:
         self.reply = f"tcp://{host}:{port}"
         self.hwm, self.send_timeout_ms = hwm, send_timeout_ms
         self._push: dict[str, zmq.Socket] = {}
-        self._lock = threading.RLock()  # guards sockets used for sending and the tracker
+        self._lock = threading.RLock()  # guards the tracker
+        self._send_lock = threading.Lock()  # guards the PUSH sockets
+        self._routes: tuple[Route, ...] | None = None  # routes the sockets were kept for
+        self._plans: dict[tuple[Any, ...], tuple[_Message, ...]] = {}
         self._ids = itertools.count()
         self._prefix = uuid.uuid4().hex[:8]
         self._stop = threading.Event()
@@ -82,6 +108,7 @@ class DataClient:
         self._thread.join(timeout=5)
         with self._lock:
             self.tracker.fail_all("the deployment client was closed")
+        with self._send_lock:
             for s in self._push.values():
                 s.close(linger=0)
             self._push.clear()
@@ -93,51 +120,123 @@ class DataClient:
         rid = f"{self._prefix}-{next(self._ids)}"
         with self._lock:
             req = self.tracker.add(rid, inputs)
-            self._send(req)
+        self._attempt(req, wait=True)
         return req.future
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Endpoints this client holds a PUSH socket to."""
+        with self._send_lock:
+            return sorted(self._push)
 
     def _sock(self, endpoint: str) -> zmq.Socket:
         s = self._push.get(endpoint)
         if s is None:
             s = self.ctx.socket(zmq.PUSH)
             s.sndhwm, s.sndtimeo, s.linger = self.hwm, self.send_timeout_ms, 0
+            s.immediate = True  # queue only for a connected peer, not for a vanished one
             s.connect(endpoint)
             self._push[endpoint] = s
         return s
 
-    def _send(self, req: Request) -> None:
-        """One attempt: slice the inputs per entry route and push them (lock held)."""
+    def _keep_only(self, routes: tuple[Route, ...]) -> None:
+        """Close the sockets to endpoints no entry route uses any more (send lock held).
+
+        Requests only ever enter through the current epoch's routes (retries and the
+        re-sends of an epoch switch included), so that is every route still in use.
+        """
+        if routes is self._routes:
+            return
+        self._routes = routes
+        used = {r.to for r in routes}
+        for ep in [ep for ep in self._push if ep not in used]:
+            self._push.pop(ep).close(linger=0)
+        if len(self._plans) > 64:  # plans of retired epochs
+            self._plans.clear()
+
+    def _plan(self, e: Entry, inputs: dict[str, np.ndarray]) -> tuple[_Message, ...]:
+        """The messages of one attempt, cached per entry and input signature."""
+        key = (e.deployment, e.epoch, e.routes,
+               tuple((n, a.dtype.str, a.shape) for n, a in inputs.items()))
+        plan = self._plans.get(key)
+        if plan is None:
+            groups: dict[tuple[str, str], tuple[list[TensorMeta], list[tuple[str, Region | None]]]] = {}
+            for r in e.routes:
+                arr = inputs[r.tensor]
+                full = tuple(int(d) for d in arr.shape)
+                shape = full if r.region is None else (full[0], r.region[1] - r.region[0],
+                                                       r.region[3] - r.region[2], *full[3:])
+                metas, pieces = groups.setdefault((r.to, r.stage), ([], []))
+                metas.append(TensorMeta(r.dest_name, arr.dtype.name, shape, full, r.region))
+                pieces.append((r.tensor, r.region))
+            plan = self._plans[key] = tuple(
+                _Message(to, stage, HeaderTemplate(Header("data", e.deployment, e.epoch, "", stage,
+                                                          "", tuple(metas), src="client")),
+                         tuple(pieces))
+                for (to, stage), (metas, pieces) in groups.items())
+        return plan
+
+    def _attempt(self, req: Request, wait: bool) -> None:
+        """One attempt: slice the inputs per entry route and push them.
+
+        `wait`: block on a full socket up to the send time-out (the caller's thread: that
+        is back-pressure); else give up at once (the result thread must keep reading).
+        """
         e = self.entry()
         t0 = time.time()
-        self.tracker.sent(req, t0)
-        groups: dict[tuple[str, str], tuple[list[TensorMeta], list[np.ndarray]]] = {}
-        for r in e.routes:
-            arr = req.inputs[r.tensor]
-            piece = cut(arr, None, r.region)
-            full = tuple(int(d) for d in arr.shape)
-            metas, arrs = groups.setdefault((r.to, r.stage), ([], []))
-            metas.append(TensorMeta(r.dest_name, arr.dtype.name,
-                                    tuple(int(d) for d in piece.shape), full, r.region))
-            arrs.append(piece)
-        try:
-            for (to, stage), (metas, arrs) in groups.items():
-                h = Header("data", e.deployment, e.epoch, req.rid, stage, self.reply,
-                           tuple(metas), src="client", t0=t0)
-                self._sock(to).send_multipart(encode(h, arrs), copy=False)
-        except zmq.ZMQError as exc:  # Again: the first stage is gone or saturated
-            code = "send_timeout" if isinstance(exc, zmq.Again) else "send_failed"
-            self.tracker.error(Header("error", e.deployment, e.epoch, req.rid, "", t0=t0,
-                                      src="client", error={"code": code, "message": str(exc)}))
+        with self._lock:
+            self.tracker.sent(req, t0)
+        plan = self._plan(e, req.inputs)
+        error = ""
+        if self._send_lock.acquire(timeout=-1 if wait else 0.01):
+            try:
+                self._keep_only(e.routes)
+                for msg in plan:
+                    head = msg.template.render(req.rid, self.reply, t0)
+                    arrs = [cut(req.inputs[name], None, region) for name, region in msg.pieces]
+                    self._send(self._sock(msg.to), [head, *payload(arrs)], wait)
+            except zmq.Again:
+                error = f"send_timeout:{msg.to} takes no message (gone or saturated)"
+            except zmq.ZMQError as exc:
+                error = f"send_failed:{exc}"
+            finally:
+                self._send_lock.release()
+        else:
+            error = "send_timeout:another send holds the sockets"
+        if not error:
+            return
+        code, _, why = error.partition(":")
+        with self._lock:
+            if wait or code != "send_timeout":  # transient: retried with a back-off
+                self.tracker.error(Header("error", e.deployment, e.epoch, req.rid, "", t0=t0,
+                                          src="client", error={"code": code, "message": why}))
+            else:  # the result thread does not wait: it tries again shortly, within budget
+                self.tracker.unsent(req, why)
+
+    @staticmethod
+    def _send(sock: zmq.Socket, frames: list[Any], wait: bool) -> None:
+        flags = 0 if wait else _NOBLOCK
+        last = len(frames) - 1
+        for i, f in enumerate(frames):  # frames are bytes and contiguous arrays: no checks
+            sock.send(f, flags | (_MORE if i < last else 0), copy=False)
 
     def _loop(self) -> None:
         poller = zmq.Poller()
         poller.register(self.pull, zmq.POLLIN)
+        next_due = 0.0
         while not self._stop.is_set():
             if poller.poll(20):
                 self._receive()
-            with self._lock:
-                for req in self.tracker.due():
-                    self._send(req)
+            now = time.monotonic()
+            if now >= next_due:  # retries and time-outs: milliseconds matter, not microseconds
+                next_due = now + 0.005
+                self._retry()
+
+    def _retry(self) -> None:
+        with self._lock:
+            due = self.tracker.due()
+        for req in due:
+            self._attempt(req, wait=False)
 
     def _receive(self) -> None:
         while True:
@@ -155,8 +254,8 @@ class DataClient:
                     self.tracker.result(h, arrays)
                 elif h.kind == "error":
                     self.tracker.error(h)
-                    for req in self.tracker.due():
-                        self._send(req)  # transient errors retry after a short backoff
+            if h.kind == "error":
+                self._retry()  # transient errors retry after a short back-off
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

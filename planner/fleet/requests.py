@@ -100,6 +100,24 @@ class Tracker:
         if req.attempts > 1:
             self.stats.retries += 1
 
+    def unsent(self, req: Request, why: str, now: float | None = None, every_s: float = 0.05
+               ) -> Request | None:
+        """An attempt that could not leave (no connected or no free socket): not counted
+        as an attempt; tried again every `every_s` until the request's whole budget
+        (timeout x attempts since its first try) is spent, then failed (returned)."""
+        now = time.monotonic() if now is None else now
+        req.attempts -= 1
+        self.stats.sent -= 1
+        if req.attempts:
+            self.stats.retries -= 1
+        self.stats.errors["unsent"] = self.stats.errors.get("unsent", 0) + 1
+        if now - req.started >= self.timeout_s * (self.retries + 1):
+            return self._fail(req, "send_timeout", f"could not be sent within "
+                              f"{now - req.started:.1f} s: {why}")
+        req.last_error = f"client: send_timeout: {why}"
+        req.retry_at = now + every_s
+        return None
+
     def _finish(self, req: Request) -> None:
         self.pending.pop(req.rid, None)
         self.done[req.rid] = None
@@ -119,7 +137,9 @@ class Tracker:
         if wants is None:
             return self._fail(req, "unknown_epoch", f"result of epoch {h.epoch}, which this "
                               "client does not know", h.src)
-        g = req.gathers.setdefault(h.epoch, Gather(wants))
+        g = req.gathers.get(h.epoch)
+        if g is None:
+            g = req.gathers[h.epoch] = Gather(wants)
         try:
             out, _ = g.add(h.request, h.tensors, arrays)
         except WireError as exc:

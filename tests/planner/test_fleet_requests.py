@@ -91,3 +91,20 @@ def test_every_request_ends_with_a_result_or_an_error_on_close():
     reqs = [t.add(f"r{i}", {}) for i in range(3)]
     t.fail_all("closed")
     assert all(isinstance(r.future.exception(), RequestError) for r in reqs)
+
+
+def test_an_attempt_that_could_not_leave_waits_within_the_budget_then_fails():
+    t = _tracker(timeout_s=1.0, retries=1)  # budget: 2 attempts x 1 s from the first try
+    req = t.add("r1", {}, now=0.0)
+    t.sent(req, 1.0, now=0.0)
+    assert t.unsent(req, "node gone", now=0.1) is None
+    assert req.attempts == 0 and t.stats.sent == 0 and req.retry_at == pytest.approx(0.15)
+    assert t.due(now=0.12) == [] and t.due(now=0.16) == [req]
+    for now in (0.2, 1.0, 1.9):  # retried as often as it takes, never counted as attempts
+        t.sent(req, 2.0, now=now)
+        assert t.unsent(req, "node gone", now=now) is None and req.attempts == 0
+    t.sent(req, 3.0, now=2.0)
+    assert t.unsent(req, "node gone", now=2.0) is req
+    with pytest.raises(RequestError, match="send_timeout.*could not be sent within 2.0 s: node gone"):
+        req.future.result(0)
+    assert t.stats.failed == 1 and not t.pending and t.stats.errors["unsent"] == 5
