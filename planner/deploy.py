@@ -122,7 +122,7 @@ def deploy_layout(control: Control, graph: ModelGraph, layout: tuple[StageLayout
              for n, specs in wiring.specs.items()}
     t = time.monotonic()
     try:
-        ready = _all(control, calls, f"deploy of {name!r} epoch {epoch}", timeout_s)
+        ready, dropped_first = _deploy_all(control, calls, name, epoch, timeout_s)
     except CommandError:
         _quietly(control, {n: (m.Retire, {"deployment": name, "epochs": (epoch,)})
                            for n in calls}, "retire")
@@ -136,6 +136,7 @@ def deploy_layout(control: Control, graph: ModelGraph, layout: tuple[StageLayout
     held = sum(int((r.get("memory") or {}).get("in_use_bytes", 0)) for r in ready.values())
     switch = {"bytes_shipped": shipped, "loaded": loaded, "reused": reused,
               "held_bytes": held,  # estimated, on the new epoch's nodes, both epochs loaded
+              "dropped_first": dropped_first,  # nodes that could not hold both epochs
               "wire_s": round(t_wire - t0, 4), "upload_s": round(t - t_wire, 4),
               "load_s": round(time.monotonic() - t, 4)}
     rec = Record(
@@ -162,6 +163,47 @@ def deploy_layout(control: Control, graph: ModelGraph, layout: tuple[StageLayout
              f"activate of {name!r} epoch {epoch}", timeout_s)
         left.result()
     return rec
+
+
+def _deploy_all(control: Control, calls: Mapping[str, tuple[type, dict[str, Any]]],
+                name: str, epoch: int, timeout_s: float
+                ) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Load the new epoch everywhere; (replies by node, nodes that dropped older epochs).
+
+    Loading next to the running epoch (make before break) needs memory for the stages
+    that change. A node whose budget cannot hold both refuses (`memory_budget`); it
+    then drops its older epochs of the deployment first and loads again (break before
+    make, on that node only: requests caught there get `unknown_epoch` and are re-sent
+    by the clients under the new epoch). Any other refusal raises CommandError.
+    """
+    what = f"deploy of {name!r} epoch {epoch}"
+    futs = {n: control.send(n, cls, **kw) for n, (cls, kw) in calls.items()}
+    ready: dict[str, dict[str, Any]] = {}
+    full: list[str] = []
+    error: CommandError | None = None
+    for n, f in futs.items():
+        try:
+            ready[n] = control.result(n, f, what, timeout_s)
+        except CommandError as exc:
+            if exc.code == "memory_budget" and epoch > 1:
+                full.append(n)
+            elif error is None:
+                error = exc
+    if error is not None:
+        raise error
+    if full:
+        log.warning("deployment %s epoch %d: node(s) %s cannot hold both epochs within "
+                    "their memory budget; dropping the older epoch(s) there first", name,
+                    epoch, ", ".join(full))
+        outcome = confirm(control, {n: (m.Retire, {"deployment": name,
+                                                   "epochs": tuple(range(epoch))})
+                                    for n in full}, "retire", timeout_s)
+        if outcome.errors or outcome.unconfirmed:
+            n = (list(outcome.errors) + outcome.unconfirmed)[0]
+            raise CommandError(outcome.errors.get(n) or f"node {n!r} did not answer retire",
+                               n, "retire_failed")
+        ready.update(_all(control, {n: calls[n] for n in full}, what, timeout_s))
+    return ready, full
 
 
 def _quietly(control: Control, calls: Mapping[str, tuple[type, dict[str, Any]]], what: str,

@@ -92,7 +92,8 @@ def test_undeploy_is_bounded_when_a_node_hangs_before_its_last_will(env):
         env.local.kill("frozen")  # SIGKILL ends a stopped process too
 
 
-def test_load_over_the_memory_budget_is_refused_naming_node_budget_and_need(env, tmp_path):
+def test_memory_budget_refuses_loads_over_it_and_tight_switches_drop_the_old_epoch_first(
+        env, tmp_path):
     board = tmp_path / "tiny.toml"
     board.write_text('[board]\nname = "tiny"\nmemory_mb = 64\n\n[agent]\n'
                      'memory_budget_mb = 1\nhost = "127.0.0.1"\nbenchmark_s = 0.0\n')
@@ -113,10 +114,23 @@ def test_load_over_the_memory_budget_is_refused_naming_node_budget_and_need(env,
             assert "budget" not in st["deployments"]
         assert env.fleet.control.command("tiny", m.StatusQuery, 10)["memory"] == {
             "budget_bytes": 1 << 20, "in_use_bytes": 0}
-        dep = env.fleet.deploy(g, name="budget", layout=chain(len(g.ops), [30],
-                                                               env.names[:2]), progress=False)
-        x = random_inputs(dep.record.model["inputs"], 4)
-        assert not mismatches(dep.infer(x, timeout=30), LocalModel(_fleet.model()).run(x))
+        # a switch that changes tiny's part: the budget cannot hold both epochs there, so
+        # tiny drops the old one first; requests caught in it are re-sent, none is lost
+        dep = env.fleet.deploy(g, name="budget", layout=chain(len(g.ops), [10],
+                                                               ["tiny", env.names[0]]),
+                               progress=False)
+        local = LocalModel(_fleet.model())
+        xs = [random_inputs(dep.record.model["inputs"], seed) for seed in range(16)]
+        futures = [dep.submit(x) for x in xs[:8]]
+        moved = env.fleet.deploy(g, name="budget", layout=chain(len(g.ops), [12],
+                                                                 ["tiny", env.names[0]]),
+                                 progress=False)
+        futures += [dep.submit(x) for x in xs[8:]]
+        assert moved.record.extra["switch"]["dropped_first"] == ["tiny"]
+        got = [f.result(timeout=60) for f in futures]
+        assert [mismatches(g_, local.run(x)) for g_, x in zip(got, xs, strict=True)] == \
+            [[]] * len(xs)
+        assert dep.stats()["failed"] == 0
         dep.undeploy()
     finally:
         env.local.kill("tiny")
