@@ -82,19 +82,19 @@ def test_shaped_link_mid_stream_moves_traffic_off_it():
         assert dep.record.stage_nodes() == [n0, n1]
         before = link_bytes(graph, dep.record.stages, n0, n1)
         policy = ReplanPolicy(rule=DriftRule(threshold=1.0), link_probe_s=0.5,
-                              probe_bytes=16_000, cooldown_s=600,
+                              cooldown_s=600,
                               constraints=Constraints(objective="throughput"))
         watcher = dep.enable_replanning(graph, profile=profile, policy=policy)
         local = LocalModel(data)
         xs = [random_inputs(dep.record.model["inputs"], s) for s in range(8)]
         s = Stream(dep, xs, [local.run(x) for x in xs]).start()
         try:
-            time.sleep(3.0)  # probes set the link's baseline
+            time.sleep(2.0)  # probes every 0.5 s set the link's baseline (2 samples)
             t_shape = time.monotonic()
-            lab.shape(0, 4, "egress", peer=1)
+            lab.shape(0, 4, "egress", peer=1, burst_kb=16)  # the 32 KB probe > a burst
             replanned = watcher.wait_for(1, 30)
             t_rep = time.monotonic()
-            time.sleep(1.0)
+            time.sleep(0.5)  # frames through the new epoch
             lab.unshape(0)  # the link recovers: probed on, its profile entry comes back
             deadline = time.monotonic() + 15
             while watcher.links.degraded and time.monotonic() < deadline:
