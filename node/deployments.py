@@ -105,7 +105,10 @@ class Deployments:
                 todo.setdefault(key, specs[sid])
         models = {key: self._read(spec) for key, spec in todo.items()}
         need = {key: stage_bytes(models[key], spec) for key, spec in todo.items()}
-        self._check_budget(cmd, sum(need.values()))
+        new_bytes = sum(need.values())
+        shared = sum(r.need_bytes for key, r in running.items() if key in keys.values())
+        self._check_budget(cmd, new_bytes, alone=new_bytes + shared
+                           - self.in_use_bytes(cmd.deployment))
         fresh = {key: SharedRunner(self._load(models[key], spec, key), key, need[key])
                  for key, spec in todo.items()}
         runners = {sid: running.get(key) or fresh[key] for sid, key in keys.items()}
@@ -133,8 +136,14 @@ class Deployments:
             raise DeployError(f"stage {spec.id!r}: part {key.part[:12]} does not load: {exc}",
                               code="bad_part") from None
 
-    def _check_budget(self, cmd: Deploy, need: int) -> None:
-        """DeployError (memory_budget) when `need` more bytes would exceed the budget."""
+    def _check_budget(self, cmd: Deploy, need: int, alone: int) -> None:
+        """DeployError (memory_budget) when `need` more bytes would exceed the budget.
+
+        `alone`: how the bytes in use would change if the deployment's older epochs
+        were dropped first and the new one loaded in full; the reply says whether that
+        would fit (`fits_without_older_epochs`), so the planner knows whether dropping
+        them first (break before make) helps.
+        """
         budget = self.settings.memory_budget_bytes
         used = self.in_use_bytes()
         if budget and need and used + need > budget:
@@ -142,12 +151,15 @@ class Deployments:
                 f"node {self.node!r}: memory budget {mib(budget)} exceeded: deployment "
                 f"{cmd.deployment!r} epoch {cmd.epoch} needs {mib(need)} (parts + arenas) "
                 f"with {mib(used)} already in use", code="memory_budget",
-                details={"budget_bytes": budget, "need_bytes": need, "in_use_bytes": used})
+                details={"budget_bytes": budget, "need_bytes": need, "in_use_bytes": used,
+                         "fits_without_older_epochs": used + alone <= budget})
 
-    def in_use_bytes(self) -> int:
-        """Estimated bytes of every interpreter loaded (shared ones counted once)."""
+    def in_use_bytes(self, deployment: str | None = None) -> int:
+        """Estimated bytes of every interpreter loaded (shared ones counted once), or
+        of those of one deployment."""
         with self._lock:
-            runners = {id(st.runner): st.runner for eps in self._deps.values()
+            runners = {id(st.runner): st.runner for d, eps in self._deps.items()
+                       if deployment is None or d == deployment
                        for ss in eps.values() for st in ss.values()
                        if isinstance(st.runner, SharedRunner)}
         return sum(r.need_bytes for r in runners.values())

@@ -185,7 +185,7 @@ def _deploy_all(control: Control, calls: Mapping[str, tuple[type, dict[str, Any]
         try:
             ready[n] = control.result(n, f, what, timeout_s)
         except CommandError as exc:
-            if exc.code == "memory_budget" and epoch > 1:
+            if exc.code == "memory_budget" and exc.details.get("fits_without_older_epochs"):
                 full.append(n)
             elif error is None:
                 error = exc

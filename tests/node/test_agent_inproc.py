@@ -317,6 +317,7 @@ def test_memory_budget_refuses_a_load_and_the_agent_keeps_running(
         assert e.value.code == "memory_budget" and "\n" not in msg
         assert "node 'tiny'" in msg and "memory budget 1.0 MiB" in msg
         need = e.value.details["need_bytes"]
+        assert e.value.details["fits_without_older_epochs"] is False  # too big on its own
         assert need > len(part.data) and f"needs {need / (1 << 20):.1f} MiB" in msg
         assert a.deployments.summary() == {} and a.deployments.memory()["in_use_bytes"] == 0
         # the agent keeps running: a chain that fits loads and answers exactly
@@ -332,8 +333,9 @@ def test_memory_budget_refuses_a_load_and_the_agent_keeps_running(
         a.deployments.settings = replace(a.deployments.settings,
                                          memory_budget_bytes=one_copy * 3 // 2)
         assert deploy_result(a, chain, "small", 2)["reused"] == ["s0", "s1", "s2"]
-        with pytest.raises(DeployError, match="memory budget"):
+        with pytest.raises(DeployError, match="memory budget") as e:
             deploy_result(a, chain, "small", 3, reuse=False)
+        assert e.value.details["fits_without_older_epochs"] is True  # alone it would fit
         assert sorted(a.deployments.summary()["small"]) == [1, 2]
         assert a.handle(M.StatusQuery("q", ""))["memory"] == {
             "budget_bytes": one_copy * 3 // 2, "in_use_bytes": one_copy}
