@@ -2,7 +2,14 @@
 
 Resources are devices, directed links and shared hosts; devices and links serve one
 thing at a time in frame order (a node runs frames in arrival order, a socket sends
-messages in order). A host is a pool of `host_cores` cores: work on a device also
+messages in order). Between two devices of one host (no wire: the transfer is the
+sender's and the receiver's data-plane threads at work, which is what profiling
+measures as its latency, through forward-stage round trips) a device also sends one
+message at a time and receives one at a time: its data plane is one thread (the
+client's sending thread and its result thread; an agent's receiving thread). So a
+scatter to several tiles on one host leaves one message after the other, and a gather
+of their outputs is decoded one after the other. Across hosts a link's latency is taken
+as the wire's, and messages to different devices overlap as before. A host is a pool of `host_cores` cores: work on a device also
 occupies one core of its host for its duration, in the earliest gap that fits, so three
 agents on two cores never compute three things at once; so does a transfer between two
 devices of one host, which has no wire (its time is sockets and copies on those cores). Work is a stage's compute plus
@@ -41,6 +48,7 @@ class Event:
 class _Run:
     dev_free: dict[str, float] = field(default_factory=dict)
     link_free: dict[tuple[str, str], float] = field(default_factory=dict)
+    port_free: dict[str, float] = field(default_factory=dict)  # "out:dev" / "in:dev"
     events: list[Event] = field(default_factory=list)
     hosts: dict[str, tuple[str, int]] = field(default_factory=dict)  # device -> oversubscribed (host, cores)
     cores: dict[str, list[list[tuple[float, float]]]] = field(default_factory=dict)  # host -> per-core busy
@@ -101,12 +109,22 @@ def _send(run: _Run, cm: CostModel, frame: int, tag, src: str, dst: str, nbytes:
         return ready
     key = (src, dst)
     start = max(ready, run.link_free.get(key, 0.0))
+    ports = (f"out:{src}", f"in:{dst}") if _same_host(cm, src, dst) else ()
+    for p in ports:
+        start = max(start, run.port_free.get(p, 0.0))
     host = run.hosts.get(src)
     if host is not None and host == run.hosts.get(dst):
         start = _core(run, host, start, dur)  # no wire within a host: sockets and copies are CPU work
     run.link_free[key] = start + dur
+    for p in ports:
+        run.port_free[p] = start + dur
     run.events.append(Event(frame, f"{src}->{dst}", "send", tag, start, start + dur, int(nbytes)))
     return start + dur
+
+
+def _same_host(cm: CostModel, a: str, b: str) -> bool:
+    devs = cm.profile.devices
+    return bool(devs[a].host) and devs[a].host == devs[b].host
 
 
 def _frame(plan: Plan, cm: CostModel, tasks, run: _Run, frame: int, release: float) -> float:

@@ -76,6 +76,33 @@ def test_gather_and_slicing_of_a_tile_stage(g):
     assert sim["devices"]["c"]["busy_s"] == pytest.approx(cm.range_seconds("c", k, n) + gather, rel=1e-12)
 
 
+@pytest.mark.parametrize("host", ["h", ""])
+def test_scatter_and_gather_within_a_host_go_one_message_at_a_time(g, host):
+    """On one host (no wire) the client's sending thread and c's receiving thread handle
+    one message at a time; across hosts the messages overlap on their links."""
+    n = len(g.ops)
+    k = max(i for i in range(2, 8) if len(g.live_at(i)) == 1)
+    devs = {x: Device(x, speed=1e8, bytes_per_s=1e12, op_overhead_s=0.0, host=host, host_cores=8)
+            for x in "abc"}
+    cm = CostModel(g, profile(devs, Device("client", compute=False, host=host, host_cores=8)))
+    layout = tile_layout(g, 0, k, 2, 1)
+    tiles = TileSpec(tuple(layout.row_splits), tuple(layout.col_splits), ("a", "b"))
+    plan = make_plan(cm, [Stage(0, (0, k), None, tiles), Stage(1, (k, n), "c")], "test", Constraints())
+    sends = [e for e in timeline(plan, cm, 1) if e.kind == "send"]
+    scatter = sorted((e for e in sends if e.resource.startswith("client->")), key=lambda e: e.start)
+    gather = sorted((e for e in sends if e.resource.endswith("->c")), key=lambda e: e.start)
+    assert len(scatter) == len(gather) == 2
+    for pair in (scatter, gather):
+        if host:
+            assert pair[1].start >= pair[0].end - 1e-15
+        else:
+            assert pair[1].start < pair[0].end
+    tasks = cm.tile_tasks(0, k, layout.row_splits, layout.col_splits, ("a", "b"))
+    first, second = (send(t.in_bytes) for t in tasks)
+    if host:  # the second tile's input leaves after the first's
+        assert scatter[1].end == pytest.approx(first + second, rel=1e-12)
+
+
 def _equal_stages(g, host: str, cores: int, link: Link) -> tuple[CostModel, list[int]]:
     """Three devices on one host, op seconds making three stages of exactly 1 ms each."""
     n = len(g.ops)
