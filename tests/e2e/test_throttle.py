@@ -2,11 +2,12 @@
 
 The busiest agent of a 4-agent throughput pipeline gets 10 % of a core through
 tools/throttle.py (cgroup v1 cpu.cfs_quota_us, or v2 cpu.max). The watcher sees its
-stage times drift (interval means of the agents' metrics), re-plans, and the re-planned
-deployment's throughput is compared with a fresh full plan made for the new conditions
-(the victim's slow-down measured independently: the whole model alone on it versus on
-another agent). The two run side by side in alternating short bursts and the ratio is
-the median of the per-round ratios, so other load on a shared machine hits both alike.
+stage's busy time per frame drift (interval means from the agents' metrics), re-plans,
+and the re-planned deployment's throughput is compared with a fresh full plan made for
+the new conditions (the victim's slow-down measured independently: the whole model alone
+on it versus on another agent). The two run side by side in alternating short bursts
+and the ratio is the median of the per-round ratios, so other load on a shared machine
+hits both alike. ~16 s; skipped with the reason where cgroups are not writable.
 """
 
 from __future__ import annotations
