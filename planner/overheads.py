@@ -4,9 +4,9 @@ Echo round trips through small deployments on the node, each compared with a for
 stage (which runs inline in the node's receiving thread, so it costs what the link
 latency already holds):
 - the profiled model's op groups as a chain of stages on the node (else a 1-op part):
-  + hand-off to the stage thread, set/get tensors, its own send, an interpreter that
-  runs once per frame after the others -> `stage_overhead_s` (invokes measured by
-  `profile` and the hops subtracted);
+  + hand-off to the stage thread, set/get tensors, the in-process hand-off to the next
+  stage, an interpreter that runs once per frame after the others -> `stage_overhead_s`
+  (invokes measured by `profile` and the two socket hops in and out subtracted);
 - a forward stage gathering 4 row pieces vs one whole message, small and large tensor:
   + 3 messages decoded and a stitch -> `piece_overhead_s` (small) and `copy_s_per_byte`
   (what the large tensor adds); the client's own extra send time is subtracted;

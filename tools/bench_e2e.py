@@ -28,7 +28,9 @@ import time
 from pathlib import Path
 
 import psutil
+import zmq
 
+from node.wire.frames import Header, decode, encode, meta_for
 from planner.constraints import Constraints
 from planner.costmodel import CostModel
 from planner.fleet import Fleet
@@ -105,36 +107,70 @@ def err(pred: float | None, meas: float) -> float | None:
     return None if not pred or not meas else (pred - meas) / meas
 
 
-def overhead(fleet: Fleet, graph: ModelGraph, data: bytes, node: str, frames: int) -> dict:
-    """Direct interpreter vs a one-stage deployment, per frame, with the client's share."""
+def overhead(fleet: Fleet, graph: ModelGraph, data: bytes, node: str, frames: int,
+             rounds: int = 10) -> dict:
+    """Direct interpreter vs a one-stage deployment, per frame, with the client's share.
+
+    Three ways of running one frame, interleaved in `rounds` blocks so a drifting load hits
+    all alike: the interpreter in this process (`direct`); the deployment's own client
+    (`deployed`: Deployment.infer); and a bare pyzmq client sending the same request to the
+    same stage (`raw`: one PUSH, one PULL, the frames encoded in the loop, no threads). So
+    deployed - raw is what the deployment client adds, raw - direct the agent hop.
+    """
     local = LocalModel(data)
     x = random_inputs([{"name": graph.tensors[i].name, "shape": graph.tensors[i].shape,
                         "dtype": graph.tensors[i].dtype} for i in graph.inputs], 0)
-    local.run(x)
-    direct = []
-    for _ in range(frames):
-        t = time.perf_counter()
-        local.run(x)
-        direct.append(time.perf_counter() - t)
     dep = fleet.deploy(graph, name="bench-overhead", progress=False,
                        layout=(StageLayout(0, len(graph.ops), (node,)),))
-    dep.infer(x)
-    submit, total = [], []
-    for _ in range(frames):
+    rec = dep.record
+    ctx = zmq.Context.instance()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    pull.linger = push.linger = 0
+    reply = f"tcp://127.0.0.1:{pull.bind_to_random_port('tcp://127.0.0.1')}"
+    route = rec.entry_routes()[0]
+    push.connect(route.to)
+    count = iter(range(1 << 62))
+
+    def raw() -> None:
+        arr = x[route.tensor]
+        h = Header("data", rec.name, rec.epoch, f"raw-{next(count)}", route.stage, reply,
+                   (meta_for(route.dest_name, arr),), src="client")
+        push.send_multipart(encode(h, [arr]), copy=False)
+        decode(pull.recv_multipart(copy=False))
+
+    def submit() -> None:
         t = time.perf_counter()
         fut = dep.submit(x)
-        submit.append(time.perf_counter() - t)
+        times["submit"].append(time.perf_counter() - t)
         fut.result()
-        total.append(time.perf_counter() - t)
-    time.sleep(1.2)  # one metrics round, for the stage's own run time
-    stages = fleet.control.metrics.get(node, {}).get("stages", {})
-    run = next((s["run_p50_s"] for k, s in stages.items() if k.startswith("bench-overhead/")),
-               None)
-    dep.undeploy()
-    d, e2e = statistics.median(direct), statistics.median(total)
-    return {"direct_s": d, "deployed_s": e2e, "overhead_s": e2e - d,
-            "client_submit_s": statistics.median(submit), "node_run_s": run,
-            "hop_and_client_s": e2e - run if run else None}
+
+    ways = {"direct": lambda: local.run(x), "deployed": submit, "raw": raw}
+    times: dict[str, list[float]] = {k: [] for k in [*ways, "submit"]}
+    try:
+        for f in ways.values():
+            for _ in range(10):  # warm-up: connections, allocations
+                f()
+        times["submit"].clear()
+        per = max(frames // rounds, 1)
+        for _ in range(rounds):
+            for name, f in ways.items():
+                for _ in range(per):
+                    t = time.perf_counter()
+                    f()
+                    times[name].append(time.perf_counter() - t)
+        time.sleep(1.2)  # one metrics round, for the stage's own run time
+        stages = fleet.control.metrics.get(node, {}).get("stages", {})
+        run = next((s["run_p50_s"] for k, s in stages.items()
+                    if k.startswith("bench-overhead/")), None)
+    finally:
+        pull.close()
+        push.close()
+        dep.undeploy()
+    d, e2e, bare = (statistics.median(times[k]) for k in ("direct", "deployed", "raw"))
+    return {"direct_s": d, "deployed_s": e2e, "raw_s": bare, "overhead_s": e2e - d,
+            "client_s": e2e - bare, "hop_s": bare - d,
+            "client_submit_s": statistics.median(times["submit"]), "node_run_s": run,
+            "hop_and_client_s": e2e - run if run else None, "frames_each": per * rounds}
 
 
 def replay(graph: ModelGraph, report: dict) -> int:
@@ -169,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--out", default="bench_results/e2e.json")
+    ap.add_argument("--overhead-frames", type=int, default=300,
+                    help="frames per way for the one-frame overhead line")
     ap.add_argument("--replay", help="re-predict a saved report's layouts from its profile with "
                                      "the current cost model (no agents), against its measurements")
     args = ap.parse_args(argv)
@@ -184,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = fleet.profile(graph, names, cache_dir=local.workdir / "profiles",
                                 progress=False)
         report["profile"] = profile.to_json()
-        for s in args.strategies.split(","):
+        for s in [s for s in args.strategies.split(",") if s]:
             try:
                 dep = fleet.deploy(graph, name=f"bench-{s}", strategy=s, profile=profile,
                                    progress=False)
@@ -206,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             report["strategies"][s] = rec
             rows.append((s, rec))
             dep.undeploy()
-        report["overhead"] = overhead(fleet, graph, data, names[0], 100)
+        report["overhead"] = overhead(fleet, graph, data, names[0], args.overhead_frames)
     print(f"{graph.source}: {len(graph.ops)} ops on {args.nodes} local agents, {os.cpu_count()} "
           f"CPUs, {args.frames} frames, window {args.window}, median of {args.repeat}")
     print(f"{'strategy':>12} {'stages':>6} {'pred lat':>9} {'meas lat':>9} {'err':>6} "
@@ -223,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['identical']}")
     o = report["overhead"]
     print(f"one frame: interpreter {o['direct_s'] * 1e3:.2f} ms, one-stage deployment "
-          f"{o['deployed_s'] * 1e3:.2f} ms -> overhead {o['overhead_s'] * 1e3:.2f} ms/frame "
-          f"(client submit {o['client_submit_s'] * 1e6:.0f} us)")
+          f"{o['deployed_s'] * 1e3:.2f} ms -> overhead {o['overhead_s'] * 1e3:.2f} ms/frame: "
+          f"client {o['client_s'] * 1e6:.0f} us (submit {o['client_submit_s'] * 1e6:.0f} us), "
+          f"agent hop {o['hop_s'] * 1e6:.0f} us (bare pyzmq client: {o['raw_s'] * 1e3:.2f} ms)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
