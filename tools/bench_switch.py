@@ -42,7 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from node.wire import messages as m  # noqa: E402
-from planner import deploy as deploy_mod  # noqa: E402
 from planner.deploy import deploy_layout  # noqa: E402
 from planner.fleet import Fleet  # noqa: E402
 from planner.fleet.reference import LocalModel, mismatches, random_inputs  # noqa: E402
@@ -50,6 +49,7 @@ from planner.graph import ModelGraph  # noqa: E402
 from planner.layout import chain  # noqa: E402
 from planner.localfleet import LocalFleet  # noqa: E402
 from planner.modelbuild import recipes  # noqa: E402
+from planner.wiring import wire  # noqa: E402
 
 MODES = ("reload", "reuse")
 
@@ -93,40 +93,9 @@ def balanced_cuts(graph: ModelGraph, stages: int) -> list[int]:
     return cuts
 
 
-class Phases:
-    """Wraps deploy's helpers to time its phases (works with any version of deploy.py)."""
-
-    def __init__(self) -> None:
-        self.t: dict[str, float] = {}
-        self.bytes = 0
-        self._upload = deploy_mod.upload_parts
-        self._all = deploy_mod._all
-
-        def upload(*a: Any, **k: Any) -> int:
-            t = time.perf_counter()
-            self.bytes = self._upload(*a, **k)
-            self.t["upload_s"] = time.perf_counter() - t
-            return self.bytes
-
-        def all_(control: Any, calls: Any, what: str, timeout_s: float) -> Any:
-            t = time.perf_counter()
-            try:
-                return self._all(control, calls, what, timeout_s)
-            finally:
-                key = what.split(" ", 1)[0] + "_s"  # "deploy of ..." / "activate of ..."
-                self.t[key] = time.perf_counter() - t
-
-        deploy_mod.upload_parts = upload
-        deploy_mod._all = all_
-
-    def reset(self) -> None:
-        self.t, self.bytes = {}, 0
-
-
-def switch(fleet: Fleet, graph: ModelGraph, layout: Any, name: str, mode: str,
-           phases: Phases) -> dict[str, Any]:
-    """One timed switch of `name` to `layout`."""
-    phases.reset()
+def switch(fleet: Fleet, graph: ModelGraph, layout: Any, name: str, mode: str
+           ) -> dict[str, Any]:
+    """One timed switch of `name` to `layout`; phases from the record's `extra.switch`."""
     published: dict[str, float] = {}
     publish = fleet.control.publish_record
 
@@ -146,9 +115,11 @@ def switch(fleet: Fleet, graph: ModelGraph, layout: Any, name: str, mode: str,
         fleet.control.publish_record = publish  # type: ignore[method-assign]
     total = time.perf_counter() - t0
     sw = rec.extra.get("switch", {})
-    return {"mode": mode, "epoch": rec.epoch, "live_s": total,
-            "record_s": published.get("t", t0) - t0, "bytes_shipped": phases.bytes,
-            **{k: round(v, 4) for k, v in phases.t.items()},
+    record_s = published.get("t", t0) - t0
+    return {"mode": mode, "epoch": rec.epoch, "live_s": total, "record_s": record_s,
+            "bytes_shipped": sw.get("bytes_shipped", 0),
+            **{k: sw.get(k, 0.0) for k in ("wire_s", "upload_s", "load_s")},
+            "activate_s": round(total - record_s, 4),
             "loaded": sw.get("loaded"), "reused": sw.get("reused"),
             "extra_mb": round((sw.get("held_bytes", 0) - before) / 2**20, 1)}
 
@@ -166,7 +137,6 @@ def main() -> int:
     data = recipes.mobilenet_v2_like(input_size=args.size, dtype="float32", seed=0)
     graph = ModelGraph(data, f"mobilenet_v2_like_{args.size}")
     local_model = LocalModel(data)
-    phases = Phases()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-switch-") as d:
         broker, url = (None, None) if args.embedded else start_mosquitto(Path(d),
@@ -181,7 +151,7 @@ def main() -> int:
                 layouts = {mode: [chain(len(graph.ops), cuts, [a, b, c, dd]),
                                   chain(len(graph.ops), cuts, [a, b, spare, dd])]
                            for mode, spare in zip(MODES, spares, strict=True)}
-                parts = deploy_mod.wire(graph, layouts["reuse"][0],
+                parts = wire(graph, layouts["reuse"][0],
                                         {n: "tcp://x:1" for n in local.names}).parts
                 part_bytes = [len(p.data) for p in parts.values()]
                 x = random_inputs([{"name": t.name, "shape": list(t.shape), "dtype": t.dtype}
@@ -197,7 +167,7 @@ def main() -> int:
                     for mode in MODES if r % 2 == 0 else MODES[::-1]:
                         name = f"switch-{mode}"
                         target = layouts[mode][(r + 1) % 2]
-                        row = switch(fleet, graph, target, name, mode, phases)
+                        row = switch(fleet, graph, target, name, mode)
                         dep = fleet.deployment(name, timeout_s=30)
                         deadline = time.monotonic() + 5
                         while dep.epoch != row["epoch"] and time.monotonic() < deadline:
@@ -207,9 +177,9 @@ def main() -> int:
                         row["load_1m"] = os.getloadavg()[0]
                         rows.append(row)
                         print(f"{mode:6s} epoch {row['epoch']}: live {row['live_s']:.3f} s "
-                              f"(record {row['record_s']:.3f} s; upload "
-                              f"{row.get('upload_s', 0):.3f}, deploy {row.get('deploy_s', 0):.3f}"
-                              f", activate {row.get('activate_s', 0):.3f}); shipped "
+                              f"(record {row['record_s']:.3f} s; wire {row['wire_s']:.3f}, "
+                              f"upload {row['upload_s']:.3f}, load {row['load_s']:.3f}, "
+                              f"activate {row['activate_s']:.3f}); shipped "
                               f"{row['bytes_shipped'] / 1e6:.2f} MB; loaded {row['loaded']}, "
                               f"reused {row['reused']}, +{row['extra_mb']} MiB held; "
                               f"exact {row['exact']}; "
@@ -224,7 +194,7 @@ def main() -> int:
     for mode in MODES:
         mine = [r for r in rows if r["mode"] == mode]
         summary[mode] = {k: statistics.median(r[k] for r in mine)
-                         for k in ("live_s", "record_s", "deploy_s", "extra_mb")
+                         for k in ("live_s", "record_s", "load_s", "extra_mb")
                          if all(k in r for r in mine)}
         summary[mode]["bytes_shipped_first"] = mine[0]["bytes_shipped"] if mine else 0
     if summary["reload"].get("live_s"):
