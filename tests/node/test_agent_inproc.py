@@ -111,6 +111,13 @@ def test_tiles_2x2_match_whole_model(agent: Agent, client: Client, dtype: str) -
         h, arrs = client.recv()
         assert h.kind == "result", h.error
         np.testing.assert_array_equal(arrs[0], run_whole(chain.model, [x])[0])
+    # the next epoch shares each tile's (resized) interpreter: still exact
+    again = agent.handle(M.Deploy("c3", "", "tiles", 1, tuple(stages)))
+    assert again["loaded"] == [] and again["reused"] == ["t0", "t1", "t2", "t3", "tail"]
+    client.send(ep, "tiles", "split", {"input": x}, "e1", epoch=1)
+    h, arrs = client.recv()
+    assert h.kind == "result" and h.epoch == 1, h.error
+    np.testing.assert_array_equal(arrs[0], run_whole(chain.model, [x])[0])
 
 
 def test_errors_reach_the_client(agent: Agent, client: Client) -> None:
