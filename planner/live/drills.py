@@ -25,6 +25,7 @@ import numpy as np
 from planner.fleet import Deployment, Fleet
 from planner.fleet.reference import LocalModel, random_inputs
 from planner.graph import ModelGraph
+from planner.live.drift import DriftRule, History, informative
 from planner.live.watcher import ReplanPolicy
 from planner.localfleet import LocalFleet
 from planner.modelbuild import recipes
@@ -212,6 +213,49 @@ def paired_ratio(a: list[float], b: list[float]) -> float:
     return statistics.median(x / max(y, 1e-9) for x, y in zip(a, b, strict=True))
 
 
+class MetricsLog:
+    """Every metrics message of one node as it arrives (polled from the fleet client's
+    latest-message table), to show afterwards what the watcher saw and when."""
+
+    def __init__(self, fleet: Fleet, node: str, poll_s: float = 0.02) -> None:
+        self.fleet, self.node, self.poll_s = fleet, node, poll_s
+        self.docs: list[tuple[float, dict[str, Any]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="drill-metrics")
+
+    def _run(self) -> None:
+        seen = None
+        while not self._stop.wait(self.poll_s):
+            doc = self.fleet.control.metrics.get(self.node)
+            if doc is not None and doc is not seen:
+                seen = doc
+                self.docs.append((time.monotonic(), doc))
+
+    def start(self) -> MetricsLog:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def ratios(self, deployment: str, epoch: int, rule: DriftRule, since: float
+               ) -> list[tuple[float, float]]:
+        """(seconds after `since`, sample / baseline) of each interval sample of the node's
+        stages in that epoch, as the watcher computes them."""
+        hist = History(deployment, epoch)
+        for t, doc in self.docs:
+            hist.add_metrics(self.node, doc, t)
+        out = []
+        for xs in hist.stages.values():
+            got = informative(xs, rule.min_frames, rule.settle_frames, rule.skip_frames)
+            if len(got) > rule.warmup:
+                base = statistics.median(x.value for x in got[:rule.warmup])
+                out += [(round(x.time - since, 2), round(x.value / base, 2))
+                        for x in got[rule.warmup:] if base > 0]
+        return sorted(out)
+
+
 def _wait_for_samples(fleet: Fleet, node: str, prefix: str, count: int, timeout_s: float
                       ) -> int:
     """Wait until `count` metrics messages of `node` showed new frames of a stage under
@@ -256,10 +300,11 @@ def throttle_drill(broker_url: str | None, throttle: Callable[[int], None],
         graph, profile, dep, watcher, xs, want = _setup(fleet, workdir, "drill-throttle",
                                                         size, policy)
         clock["deployed"] = time.monotonic()
-        first = dict(dep.record.stages)
+        first, first_epoch = dict(dep.record.stages), dep.epoch
         share = macs_by_node(graph, first)
         victim = max(share, key=share.get)
         pid = local.procs[victim].pid
+        mlog = MetricsLog(fleet, victim).start()
         s = Stream(dep, xs, want).start()
         t_stream = time.monotonic()
         # the watcher's baselines: `warmup` interval samples, plus the first one's anchor
@@ -275,6 +320,7 @@ def throttle_drill(broker_url: str | None, throttle: Callable[[int], None],
             clock["replanned"] = t_rep = time.monotonic()
             throttled = s.fps(t_thr + 0.5, t_rep) if t_rep > t_thr + 1.0 else None
             watcher.stop()
+            mlog.stop()
             s.stop()
             new_stages = dict(dep.record.stages)
             # A fresh plan for the new conditions, measured independently of the watcher.
@@ -301,6 +347,7 @@ def throttle_drill(broker_url: str | None, throttle: Callable[[int], None],
             fps = interleaved(pair, rounds, burst_s, settle_s)
             clock["compared"] = time.monotonic()
         finally:
+            mlog.stop()
             for d in extra:
                 d.undeploy()
             release(pid)
@@ -310,6 +357,8 @@ def throttle_drill(broker_url: str | None, throttle: Callable[[int], None],
         return {"victim": victim, "throttle": cpu_note, "replanned": replanned,
                 "replan": ev, "replan_errors": watcher.errors, "replans_before_throttle": early,
                 "detect_s": (t_rep - t_thr) if replanned else None,
+                # the victim's interval samples / baseline, by seconds after the throttle
+                "victim_samples": mlog.ratios(dep.name, first_epoch, policy.rule, t_thr),
                 "fps_before": before, "fps_throttled": throttled,
                 "fps_after_replan": statistics.median(fps["after"]),
                 "fps_fresh_plan": statistics.median(fps["fresh"]),

@@ -33,6 +33,10 @@ def _layout(stages: dict) -> str:
     return " ".join(f"{st['node']}:{st['ops'][0]}-{st['ops'][1]}" for st in stages.values())
 
 
+def _around(r: dict) -> str:
+    return " ".join(f"{t:+.1f}s:{x:.1f}x" for t, x in r["victim_samples"] if t > -1.5)
+
+
 def _cgroups_reason() -> str:
     r = _tool("--check")
     return "" if r.returncode == 0 else (r.stderr.strip() or "cgroups not usable")
@@ -63,7 +67,7 @@ def test_throttled_agent_loses_its_work_and_throughput_recovers(mosquitto):
                                                          r["rounds"]["fresh"], strict=True))
     print(f"\nthrottle {r['victim']} to 0.1 CPU: fps before {r['fps_before']:.0f}, throttled "
           f"{r['fps_throttled'] or 0:.0f}; re-plan {r['detect_s'] or 0:.1f} s after the "
-          f"throttle; after re-plan / fresh plan per round {rounds} -> "
+          f"throttle (victim's samples / baseline by seconds after it: {_around(r)}); after re-plan / fresh plan per round {rounds} -> "
           f"{r['after_vs_fresh']:.2f}x; victim {r['victim_slowdown_solo']:.1f}x slower alone; "
           f"its MACs share {share['before']:.2f} -> {share['after']:.2f} (fresh "
           f"{share['fresh']:.2f}); {ev.get('mode')} re-plan: {ev.get('detail')}; stages after "
