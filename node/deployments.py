@@ -104,7 +104,7 @@ class Deployments:
             if key not in running:
                 todo.setdefault(key, specs[sid])
         models = {key: self._read(spec) for key, spec in todo.items()}
-        need = {key: stage_bytes(models[key], spec) for key, spec in todo.items()}
+        need = {key: self._estimate(models[key], spec) for key, spec in todo.items()}
         new_bytes = sum(need.values())
         shared = sum(r.need_bytes for key, r in running.items() if key in keys.values())
         self._check_budget(cmd, new_bytes, alone=new_bytes + shared
@@ -126,6 +126,13 @@ class Deployments:
             return self.store.read_verified(spec.part or "")
         except StoreError as exc:
             raise DeployError(str(exc), code=exc.code, details={"missing": [spec.part]}) from None
+
+    def _estimate(self, model: bytes, spec: StageSpec) -> int:
+        try:
+            return stage_bytes(model, spec)
+        except Exception as exc:  # a part the runtime cannot read
+            raise DeployError(f"stage {spec.id!r}: part {(spec.part or '')[:12]} does not "
+                              f"load: {exc}", code="bad_part") from None
 
     def _load(self, model: bytes, spec: StageSpec, key: RunnerKey) -> PartRunner:
         try:

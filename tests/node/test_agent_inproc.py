@@ -16,6 +16,7 @@ from node import config
 from node.agent import Agent
 from node.errors import DeployError
 from node.runtime import RuntimeSettings, run_whole
+from node.store import sha256_of
 from node.wire import messages as M
 from node.wire.frames import CLIENT
 from node.wire.service import ServiceClient
@@ -348,3 +349,16 @@ def test_memory_budget_refuses_a_load_and_the_agent_keeps_running(
             "budget_bytes": one_copy * 3 // 2, "in_use_bytes": one_copy}
     finally:
         a.stop()
+
+
+def test_a_part_the_runtime_cannot_read_is_refused_and_nothing_is_loaded(agent: Agent) -> None:
+    junk = b"TFL3" + bytes(range(256)) * 8  # not a flatbuffer model
+    with ServiceClient(agent.dataplane.service_endpoint) as svc:
+        svc.upload(junk)
+    spec = M.StageSpec("s0", sha256_of(junk),
+                       (M.InputSpec("input", "float32", (1, 32, 32, 3)),), ())
+    with pytest.raises(DeployError) as e:
+        agent.handle(M.Deploy("j", "", "junk", 1, (spec,)))
+    assert e.value.code == "bad_part" and "stage 's0'" in str(e.value)
+    assert "\n" not in str(e.value)
+    assert agent.deployments.summary() == {} and agent.deployments.memory()["in_use_bytes"] == 0
