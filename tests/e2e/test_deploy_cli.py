@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
+from node.wire import messages as m
 from planner.fleet.reference import LocalModel, random_inputs
 from planner.layout import chain
 from tests.e2e import _fleet
@@ -111,3 +114,45 @@ def test_plan_from_a_live_fleet(env, tmp_path):
     assert set(env.names) <= set(profile["devices"])
     r = tf("simulate", str(out), "--profile", str(prof), "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["latency_s"] > 0
+
+
+def test_memory_budgets_hold_from_the_planner_and_on_the_node(env, tmp_path):
+    """A 1 MiB node: the planner keeps plans off it; a stale plan is refused by the node."""
+    board = tmp_path / "tiny.toml"
+    board.write_text('[board]\nname = "tiny"\nmemory_mb = 64\n\n[agent]\n'
+                     'memory_budget_mb = 1\nhost = "127.0.0.1"\nbenchmark_s = 0.0\n')
+    env.local.spawn_agent("tiny", "--config", str(board))
+    try:
+        deadline = time.monotonic() + 60
+        while not env.fleet.control.online().get("tiny"):
+            assert time.monotonic() < deadline, "agent tiny did not come online"
+            time.sleep(0.05)
+        model = tmp_path / "m.tflite"
+        model.write_bytes(_fleet.model())
+        url, others = env.broker.url, [a for n in env.names for a in ("--exclude", n)]
+        prof = tmp_path / "profile.json"
+        r = tf("plan", str(model), "--broker", url, "--strategy", "latency", "-o",
+               str(tmp_path / "p.json"), "--save-profile", str(prof))
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(prof.read_text())
+        assert doc["devices"]["tiny"]["memory_bytes"] == 1 << 20  # the announced budget
+        r = tf("deploy", str(model), "--broker", url, "--name", "tight", "--profile",
+               str(prof), "--strategy", "latency", *others)
+        _one_line_exit_2(r, "plan does not fit memory")  # the planner's memory constraint
+        assert "'tiny'" in r.stderr and "budget is 1048576 bytes" in r.stderr
+        doc["devices"]["tiny"]["memory_bytes"] = 1 << 40  # a stale profile lies
+        prof.write_text(json.dumps(doc))
+        stale = tmp_path / "stale.json"
+        r = tf("plan", str(model), "--profile", str(prof), "--strategy", "latency", *others,
+               "-o", str(stale))
+        assert r.returncode == 0, r.stderr
+        r = tf("deploy", str(model), "--broker", url, "--name", "tight", "--plan", str(stale))
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        error = r.stderr.strip().splitlines()[-1]  # after the upload's progress line
+        assert "node 'tiny'" in error and "memory budget 1.0 MiB exceeded" in error, error
+        assert re.search(r"needs \d+\.\d MiB \(parts", error), error  # the node's own check
+        assert env.fleet.control.record("tight") is None
+        assert env.fleet.control.command("tiny", m.StatusQuery, 10)["memory"] == {
+            "budget_bytes": 1 << 20, "in_use_bytes": 0}
+    finally:
+        env.local.kill("tiny")
