@@ -37,6 +37,7 @@ from node.wire.messages import StageSpec
 
 log = logging.getLogger(__name__)
 _STOP = object()
+_LOST = object()  # queue mark: a request evicted from the gather, to be reported
 
 SendFn = Callable[[str, list[Any]], int]  # (endpoint, frames) -> bytes sent
 _MAX_CHECKED = 256  # metadata variants remembered as valid per stage (tiles: a few)
@@ -83,6 +84,10 @@ class Stage:
         self.gather_timeout_s = gather_timeout_s
         self._waiting: dict[str, Header] = {}
         self._busy = threading.Lock()  # one message at a time, worker or inline
+        self._gathering = threading.Lock()  # the gather and _waiting: receiver and worker
+        # an input arriving in region pieces (after a tile stage) is gathered by the
+        # receiving thread, so the worker wakes once per request, not once per piece
+        self._pieces = any(i.pieces > 1 for i in spec.inputs)
         self._sender_factory = sender_factory
         self._coverage, self._full = self._coverage_table()
         self._groups = self._route_plan()
@@ -155,17 +160,41 @@ class Stage:
                 self.gather.check(m)
                 if len(self._checked) < _MAX_CHECKED:
                     self._checked.add(m)
+        t_in = time.perf_counter()
+        gathered = False
+        if self._pieces:
+            if self.queue.qsize() >= self.queue_size:
+                return False
+            inputs, lost = self._collect(header, arrays)  # WireError: the receiver reports it
+            for key, h in lost:
+                self.queue.put((_LOST, key, h))
+            if inputs is None:
+                return True
+            arrays, gathered = inputs, True  # type: ignore[assignment]
         if inline is not None and self.runner is None and self.queue.empty() \
                 and self._busy.acquire(blocking=False):
             try:
-                self._handle(inline, header, arrays, time.perf_counter())
+                self._handle(inline, header, arrays, t_in, gathered)
             finally:
                 self._busy.release()
             return True
-        if self.queue.qsize() >= self.queue_size:
+        if not gathered and self.queue.qsize() >= self.queue_size:
             return False
-        self.queue.put((header, arrays, time.perf_counter()))
+        self.queue.put((header, arrays, t_in, gathered))
         return True
+
+    def _collect(self, header: Header, arrays: list[np.ndarray]
+                 ) -> tuple[dict[str, np.ndarray] | None, list[tuple[str, Header | None]]]:
+        """Add a message's pieces; (the inputs once complete, requests evicted for room)."""
+        with self._gathering:
+            inputs, evicted = self.gather.add(header.request, header.tensors, arrays,
+                                              checked=True)  # offer checked them
+            lost = [(key, self._waiting.pop(key, None)) for key in evicted]
+            if inputs is None:
+                self._waiting[header.request] = header
+            else:
+                self._waiting.pop(header.request, None)
+        return inputs, lost
 
     def _loop(self) -> None:
         send, close = self._sender_factory()
@@ -180,22 +209,28 @@ class Stage:
                 if item is _STOP:
                     return
                 with self._busy:
-                    self._handle(send, *item)
+                    if item[0] is _LOST:
+                        self._evicted(send, item[1], item[2])
+                    else:
+                        self._handle(send, *item)
         finally:
             close()
 
-    def _handle(self, send: SendFn, header: Header, arrays: list[np.ndarray], t_in: float
-                ) -> None:
+    def _evicted(self, send: SendFn, key: str, header: Header | None) -> None:
+        self._fail(send, header, "evicted", f"request {key!r} evicted: too many incomplete "
+                   "requests")
+
+    def _handle(self, send: SendFn, header: Header, arrays: list[np.ndarray] | dict[str, np.ndarray],
+                t_in: float, gathered: bool = False) -> None:
         try:
-            inputs, evicted = self.gather.add(header.request, header.tensors, arrays,
-                                              checked=True)  # offer checked them
-            for key in evicted:
-                self._fail(send, self._waiting.pop(key, None), "evicted",
-                           f"request {key!r} evicted: too many incomplete requests")
-            if inputs is None:
-                self._waiting[header.request] = header
-                return
-            self._waiting.pop(header.request, None)
+            if gathered:
+                inputs = arrays
+            else:
+                inputs, lost = self._collect(header, arrays)  # type: ignore[arg-type]
+                for key, h in lost:
+                    self._evicted(send, key, h)
+                if inputs is None:
+                    return
             t = time.perf_counter()
             outputs = self.runner.run(inputs) if self.runner is not None else {}
             run_s = time.perf_counter() - t
@@ -259,8 +294,11 @@ class Stage:
             self.counters.error("send_failed")
 
     def _expire(self, send: SendFn) -> None:
-        for key in self.gather.expire(self.gather_timeout_s):
-            self._fail(send, self._waiting.pop(key, None), "incomplete",
+        with self._gathering:
+            gone = [(key, self._waiting.pop(key, None))
+                    for key in self.gather.expire(self.gather_timeout_s)]
+        for key, header in gone:
+            self._fail(send, header, "incomplete",
                        f"request {key!r}: inputs of stage {self.spec.id!r} incomplete after "
                        f"{self.gather_timeout_s:.0f} s")
 
