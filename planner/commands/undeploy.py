@@ -23,5 +23,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(doc)
     else:
         note = f" ({len(doc['offline'])} offline node(s) skipped)" if doc["offline"] else ""
+        gone = doc.get("unconfirmed") or []
+        if gone:  # killed without a Last Will yet: their stages die with them or on restart
+            note += f"; {len(gone)} node(s) did not confirm: {', '.join(gone)}"
         print(f"undeployed {args.name} from {len(doc['nodes'])} node(s){note}")
     return 1 if doc["errors"] else 0
