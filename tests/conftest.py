@@ -70,8 +70,10 @@ class Broker:
         log = open(self.workdir / f"{self.kind}.log", "ab")
         if self.kind == "mosquitto":
             conf = self.workdir / "mosquitto.conf"
+            # set_tcp_nodelay: with Nagle on, each small command waits ~40 ms for the
+            # peer's delayed ACK (the README recommends it for real fleets too)
             conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                            "persistence false\n")
+                            "persistence false\nset_tcp_nodelay true\n")
             cmd = [MOSQUITTO, "-c", str(conf)]
         else:
             cmd = [sys.executable, "-c", _AMQTT % self.port]

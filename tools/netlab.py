@@ -380,7 +380,7 @@ def agents_on_lab(nodes: int, workdir: Path, board: str = "laptop",
             port = s.getsockname()[1]
         conf = workdir / "mosquitto.conf"
         conf.write_text(f"listener {port} {lab.gateway}\nallow_anonymous true\n"
-                        "persistence false\n")
+                        "persistence false\nset_tcp_nodelay true\n")
         with open(workdir / "mosquitto.log", "ab") as log:
             broker = subprocess.Popen([exe, "-c", str(conf)], stdout=log,
                                       stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
