@@ -70,8 +70,14 @@ def adjust_profile(profile: Profile, model_sha256: str, trigger: Trigger) -> Pro
         op_seconds = dict(d.op_seconds)
         if secs is not None:
             op_seconds[model_sha256] = tuple(s * factor for s in secs)
+        # A CPU quota or a busy board slows everything the node does per frame, not only
+        # the interpreter (the drift factor is measured on busy time, which includes it).
         devices[name] = replace(d, speed=d.speed / factor, bytes_per_s=d.bytes_per_s / factor,
-                                op_seconds=op_seconds)
+                                op_seconds=op_seconds,
+                                op_overhead_s=d.op_overhead_s * factor,
+                                stage_overhead_s=d.stage_overhead_s * factor,
+                                piece_overhead_s=d.piece_overhead_s * factor,
+                                copy_s_per_byte=d.copy_s_per_byte * factor)
     links = {k: v for k, v in profile.links.items()
              if k[0] not in trigger.lost and k[1] not in trigger.lost}
     for (a, b), bw in link_bandwidths(trigger.drifts).items():

@@ -54,7 +54,8 @@ def test_drifts_of_a_lost_node_are_dropped():
 
 
 def _profile(sha: str) -> Profile:
-    devs = {n: Device(n, op_seconds={sha: (0.001, 0.002)}) for n in ("a", "b", "c")}
+    devs = {n: Device(n, op_seconds={sha: (0.001, 0.002)}, stage_overhead_s=1e-4,
+                      piece_overhead_s=2e-5, copy_s_per_byte=1e-9) for n in ("a", "b", "c")}
     devs["client"] = Device("client", compute=False)
     links = {("a", "b"): Link(1e7, 1e-3), ("b", "c"): Link(1e7, 1e-3), ("c", "a"): Link(1e7, 0)}
     return Profile(devs, links)
@@ -67,6 +68,10 @@ def test_adjust_profile_drops_the_dead_and_scales_the_slow():
     assert "b" not in q.devices and all("b" not in k for k in q.links)
     assert q.devices["a"].op_seconds["m"] == (0.004, 0.008)
     assert q.devices["a"].speed == p.devices["a"].speed / 4
+    a, a0 = q.devices["a"], p.devices["a"]  # a throttle slows its per-frame overheads too
+    assert (a.stage_overhead_s, a.piece_overhead_s, a.copy_s_per_byte, a.op_overhead_s) == (
+        a0.stage_overhead_s * 4, a0.piece_overhead_s * 4, a0.copy_s_per_byte * 4,
+        a0.op_overhead_s * 4)
     assert q.devices["c"] == p.devices["c"]
     assert q.link("a", "c").bandwidth == 2e6 and q.link("a", "c").latency == 0
     assert p.devices["a"].op_seconds["m"] == (0.001, 0.002)  # the input is not changed
