@@ -74,9 +74,9 @@ class Drift:
         return self.measured / self.baseline if self.baseline > 0 else float("inf")
 
     def describe(self) -> str:
-        what = "stage time" if self.kind == "stage" else "bandwidth"
-        return (f"{what} of {self.key} on {self.subject} {self.baseline:.4g} -> "
-                f"{self.measured:.4g} ({self.ratio:.2f}x)")
+        where = (f"stage time of {self.key} on {self.subject}" if self.kind == "stage"
+                 else f"bandwidth of {self.key}")  # a link's key is its subject "a->b"
+        return f"{where} {self.baseline:.4g} -> {self.measured:.4g} ({self.ratio:.2f}x)"
 
 
 def informative(samples: Sequence[Sample], min_frames: int, settle_frames: int = 0,

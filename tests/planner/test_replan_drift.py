@@ -187,3 +187,12 @@ def test_busy_time_is_read_before_run_time():
                                              "run_total_s": run, "busy_total_s": busy}}})
     (d,) = history_of(docs).drifts(DriftRule(threshold=1.0))
     assert abs(d.ratio - 8.0) < 1e-9
+
+
+def test_describe_names_a_link_once_and_a_stage_with_its_node():
+    from planner.live.drift import Drift
+
+    assert Drift("a->b", "a->b", "link", 1e7, 2e6, 0.0).describe() == \
+        "bandwidth of a->b 1e+07 -> 2e+06 (0.20x)"
+    assert Drift("d/1/s0", "n1", "stage", 1e-3, 4e-3, 0.0).describe() == \
+        "stage time of d/1/s0 on n1 0.001 -> 0.004 (4.00x)"
