@@ -216,7 +216,7 @@ def probe_links(fleet: Fleet, nodes: list[NodeInfo], nbytes: int = 1_000_000
     return links
 
 
-def hop_latencies(fleet: Fleet, nodes: list[NodeInfo], rounds: int = 30
+def hop_latencies(fleet: Fleet, nodes: list[NodeInfo], rounds: int = 50
                   ) -> tuple[dict[str, float], dict[tuple[str, str], float]]:
     """({node: half round trip client -> node -> client}, {(a, b): what a -> b adds}).
 

@@ -7,14 +7,17 @@
 For the demo model (MobileNetV2-like) it starts an embedded broker and N agents, profiles
 them once (per-op times, links, stage/piece/copy overheads, the shared host), then for
 each strategy plans, deploys, warms up, and `--repeat` times measures unpipelined
-latency (median of single frames) and pipelined throughput (window frames in flight),
+latency (median of 100 single frames) and pipelined throughput (window frames in flight),
 checks every result against a local interpreter, and prints predicted vs the median of
 the repetitions (with their spread, the 1-minute load average around them and `other`: the
 cores' worth of CPU that processes outside this benchmark used meanwhile, since the agents
-share this machine with whatever else runs on it and the model cannot see that). Then it compares
-one frame through a one-stage deployment with calling the interpreter directly, and
-splits the difference into client-side time (submit + result handling) and the rest
-(the agent hop: sockets, queues, decode, encode).
+share this machine with whatever else runs on it and the model cannot see that), and the
+CPU seconds per frame the plan books on the host against what the client and agents used
+(`cpu/frame` predicted/measured). Then it compares one frame through a one-stage
+deployment with calling the interpreter directly, and splits the difference into what
+the deployment client adds (vs a bare pyzmq client sending the same request) and the
+agent hop (sockets, queues, decode, encode), interleaved in rounds.
+`--strategies ""` prints only that line.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ def measure(dep, frames: int, window: int, data: bytes, repeat: int) -> dict:
     run_bench(dep, min(frames, 50), window)  # warm-up: connections, allocations, caches
     lats, fps, cpu, bad, before, cpu0 = [], [], [], 0, load(), cpu_now()
     for _ in range(repeat):
-        lats.append(latency(dep, 30)["latency_s"])
+        lats.append(latency(dep, 100)["latency_s"])
         c0 = cpu_now()
         stream = run_bench(dep, frames, window, data)
         cpu.append((cpu_now()[2] - c0[2]) / frames)
