@@ -33,6 +33,11 @@ from planner.fleet.requests import Request, Tracker
 
 log = logging.getLogger(__name__)
 _MORE, _NOBLOCK = int(zmq.SNDMORE), int(zmq.NOBLOCK)  # plain ints: enum flags cost per frame
+_SEND_SLICE_MS = 20  # a waiting send re-checks for a new epoch this often
+
+
+class _Superseded(Exception):
+    """The deployment moved to a new epoch while a send to the old one waited."""
 
 
 @dataclass(frozen=True)
@@ -187,16 +192,21 @@ class DataClient:
         with self._lock:
             self.tracker.sent(req, t0)
         plan = self._plan(e, req.inputs)
-        error = ""
+        error, superseded = "", False
         if self._send_lock.acquire(timeout=-1 if wait else 0.01):
             try:
                 self._keep_only(e.routes)
+                deadline = time.monotonic() + self.send_timeout_ms / 1000
                 for msg in plan:
                     head = msg.template.render(req.rid, self.reply, t0)
                     arrs = [cut(req.inputs[name], None, region) for name, region in msg.pieces]
-                    self._send(self._sock(msg.to), [head, *payload(arrs)], wait)
+                    self._send(self._sock(msg.to), [head, *payload(arrs)],
+                               deadline if wait else None, lambda: self.entry() != e)
             except zmq.Again:
                 error = f"send_timeout:{msg.to} takes no message (gone or saturated)"
+            except _Superseded:
+                error, superseded = f"send_timeout:{msg.to} was replaced by epoch " \
+                                    f"{self.entry().epoch} while the send waited", True
             except zmq.ZMQError as exc:
                 error = f"send_failed:{exc}"
             finally:
@@ -207,18 +217,35 @@ class DataClient:
             return
         code, _, why = error.partition(":")
         with self._lock:
-            if wait or code != "send_timeout":  # transient: retried with a back-off
+            if (wait and not superseded) or code != "send_timeout":  # retried with a back-off
                 self.tracker.error(Header("error", e.deployment, e.epoch, req.rid, "", t0=t0,
                                           src="client", error={"code": code, "message": why}))
-            else:  # the result thread does not wait: it tries again shortly, within budget
+            else:  # not an attempt: tried again shortly (under the new epoch), within budget
                 self.tracker.unsent(req, why)
 
     @staticmethod
-    def _send(sock: zmq.Socket, frames: list[Any], wait: bool) -> None:
-        flags = 0 if wait else _NOBLOCK
+    def _send(sock: zmq.Socket, frames: list[Any], deadline: float | None,
+              superseded: Callable[[], bool]) -> None:
+        """Push one multipart message; `deadline` None: give up at once if it cannot leave.
+
+        The caller's wait (back-pressure) is sliced: a node that died leaves the socket
+        with no connected peer (ZMQ_IMMEDIATE), and once the deployment has switched to a
+        new epoch waiting for it out is pointless, so the attempt is handed back
+        (`_Superseded`) and goes out under the new epoch's routes at once.
+        """
+        while True:  # only the first frame can block: ZeroMQ takes a started message whole
+            try:
+                sock.send(frames[0], _NOBLOCK | (_MORE if len(frames) > 1 else 0), copy=False)
+                break
+            except zmq.Again:
+                if deadline is None or time.monotonic() >= deadline:
+                    raise
+                if superseded():
+                    raise _Superseded from None
+                sock.poll(_SEND_SLICE_MS, zmq.POLLOUT)
         last = len(frames) - 1
-        for i, f in enumerate(frames):  # frames are bytes and contiguous arrays: no checks
-            sock.send(f, flags | (_MORE if i < last else 0), copy=False)
+        for i in range(1, len(frames)):  # frames are bytes and contiguous arrays: no checks
+            sock.send(frames[i], _MORE if i < last else 0, copy=False)
 
     def _loop(self) -> None:
         poller = zmq.Poller()
