@@ -40,6 +40,7 @@ def with_joiners(fleet: Fleet, graph: ModelGraph, profile: Profile, joiners: Seq
     links.update({k: v for k, v in measured.links.items() if k[0] != k[1]})
     online = fleet.control.online()
     others = [n for n in profile.compute_devices() if n in online and n not in joiners]
+    pair = _pair_latencies(fleet, [*joiners, *others])
     for new in joiners:
         for old in others:
             for a, b in ((new, old), (old, new)):
@@ -52,7 +53,24 @@ def with_joiners(fleet: Fleet, graph: ModelGraph, profile: Profile, joiners: Seq
                 except FleetError as exc:  # judged without this link (default link)
                     log.info("probe %s -> %s failed: %s", a, b, exc)
                     continue
-                latency = (profile.link("client", old).latency
-                           + measured.link("client", new).latency) / 2
+                latency = pair.get((a, b), (profile.link("client", old).latency
+                                            + measured.link("client", new).latency) / 2)
                 links[(a, b)] = Link(max(float(r["bandwidth_bps"]) / 8, 1.0), latency)
     return replace(profile, devices=devices, links=links)
+
+
+def _pair_latencies(fleet: Fleet, names: Sequence[str]) -> dict[tuple[str, str], float]:
+    """What a hop a -> b adds, measured through two forward stages like a fresh profile's
+    links (planner.profiling.hop_latencies); {} when it cannot be measured (the caller
+    then estimates from the client round trips)."""
+    from planner.profiling import hop_latencies
+
+    infos = {n.name: n for n in fleet.nodes()}
+    group = [infos[n] for n in names if n in infos]
+    if len(group) < 2:
+        return {}
+    try:
+        return hop_latencies(fleet, group)[1]
+    except FleetError as exc:
+        log.info("hop latencies of %s not measured: %s", ", ".join(names), exc)
+        return {}
