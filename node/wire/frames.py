@@ -134,14 +134,6 @@ def payload(arrays: list[np.ndarray]) -> list[Any]:
     return out
 
 
-def frame_array(a: np.ndarray) -> np.ndarray:
-    """A copy of `a` held in a zmq message: `payload` then sends it by reference."""
-    if a.nbytes == 0:
-        return np.array(a)
-    f = zmq.Frame(np.ascontiguousarray(a), copy=True)  # copy=None would share `a`'s memory
-    return np.frombuffer(f.buffer, dtype=a.dtype).reshape(a.shape)
-
-
 def encode(header: Header, arrays: list[np.ndarray]) -> list[Any]:
     """Header + tensors -> multipart frames for `send_multipart(frames, copy=False)`."""
     if len(arrays) != len(header.tensors):
