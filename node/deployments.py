@@ -30,7 +30,6 @@ from node.wire.frames import Header
 from node.wire.messages import Deploy, StageSpec
 
 log = logging.getLogger(__name__)
-PROBE = "_"  # deployments named so are the planner's short-lived profiling probes
 
 
 @dataclass(frozen=True)
@@ -155,12 +154,6 @@ class Deployments:
         """
         budget = self.settings.memory_budget_bytes
         used = self.in_use_bytes()
-        if budget and need and used + need > budget and cmd.deployment.startswith(PROBE):
-            # the planner's profiling probes (_chain-, _ovh-, _hop-) load the whole model
-            # on each node for a moment and cannot yet fall back when refused
-            log.warning("probe %s exceeds the memory budget (%s + %s of %s); loaded anyway",
-                        cmd.deployment, mib(used), mib(need), mib(budget))
-            return
         if budget and need and used + need > budget:
             raise DeployError(
                 f"node {self.node!r}: memory budget {mib(budget)} exceeded: deployment "
