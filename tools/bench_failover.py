@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,33 +26,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from _mosquitto import start_mosquitto  # tools/ is on sys.path when run
+
 from planner.live import DriftRule, ReplanPolicy
 from planner.live.drills import failover_drill, throttle_drill
 
 ROOT = Path(__file__).resolve().parents[1]
 THROTTLE = ROOT / "tools" / "throttle.py"
 TARGET_S = 5.0
-
-
-def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen | None, str | None]:
-    """A Mosquitto on a free port, or (None, None) when it is not installed."""
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(exe).exists():
-        return None, None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    return proc, f"mqtt://127.0.0.1:{port}"
 
 
 def tool(*args: str) -> subprocess.CompletedProcess:

@@ -28,10 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +37,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _mosquitto import start_mosquitto  # noqa: E402  (tools/ is on sys.path when run)
 
 from node.wire import messages as m  # noqa: E402
 from planner.deploy import deploy_layout  # noqa: E402
@@ -52,34 +51,6 @@ from planner.modelbuild import recipes  # noqa: E402
 from planner.wiring import wire  # noqa: E402
 
 MODES = ("reload", "reuse")
-
-
-def start_mosquitto(workdir: Path, nodelay: bool = True
-                    ) -> tuple[subprocess.Popen | None, str | None]:
-    """A Mosquitto on a free port, or (None, None) when it is not installed.
-
-    `set_tcp_nodelay true`: with Nagle on in the broker, its reply to a command waits for
-    the client's delayed ACK of the previous packet (~40 ms on Linux) and every command
-    round trip takes ~44 ms instead of < 1 ms; `--broker-nagle` measures that case.
-    """
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(exe).exists():
-        return None, None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    f"set_tcp_nodelay {'true' if nodelay else 'false'}\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    return proc, f"mqtt://127.0.0.1:{port}"
 
 
 def balanced_cuts(graph: ModelGraph, stages: int) -> list[int]:
