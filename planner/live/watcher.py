@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +90,11 @@ class Watcher:
         self._online: set[str] | None = None  # online nodes at the last poll
         self._online_since: dict[str, float] = {}  # nodes that came online since the start
         self._join_tried: dict[str, float] = {}
+        # Nodes dropped from the profile when they went offline, with what identified the
+        # machine: one that comes back unchanged gets its entry back instead of being
+        # measured next to the live stream (contended, on a shared host).
+        self._departed: dict[str, tuple[tuple[Any, ...], Profile]] = {}
+        self._identity: dict[str, tuple[Any, ...]] = {}
         self._recovered: dict[tuple[str, str], float] = {}  # restored links not yet judged
         self._judged: tuple[Any, dict[Any, bool]] = (None, {})  # link drift -> material?
         self._stop = threading.Event()
@@ -171,6 +176,9 @@ class Watcher:
                      if d.key not in {x.key for x in trig.drifts} and d.subject not in trig.lost]
             trig = replace(trig, drifts=trig.drifts + tuple(extra))
         before = self.profile
+        for n in trig.lost:
+            if n in before.devices and n in self._identity:
+                self._departed[n] = (self._identity[n], before)
         try:
             ev, new_rec, self.profile = execute(
                 self.fleet.control, self.graph, rec, self.profile, trig, strategy,
@@ -249,7 +257,10 @@ class Watcher:
     def _track_online(self, now: float) -> None:
         """Note when nodes come online; those online at the start have not joined."""
         control = self.fleet.control
-        online = {n for n, r in control.online().items() if r.get("service_endpoint")}
+        announced = control.online()
+        online = {n for n, r in announced.items() if r.get("service_endpoint")}
+        for n in online:
+            self._identity[n] = _identity(announced[n])
         if self._online is not None:
             for n in online - self._online:
                 self._online_since[n] = now
@@ -271,8 +282,16 @@ class Watcher:
             self._join_tried[n] = now
         try:
             # Keep the joiners in the profile either way: a later re-plan may need them.
-            self.profile = with_joiners(self.fleet, self.graph, self.profile, joiners,
-                                        self.policy.profile_cache)
+            back = [n for n in joiners if n in self._departed
+                    and self._departed[n][0] == self._identity.get(n)]
+            if back:
+                self.profile = restore_nodes(self.profile, {n: self._departed.pop(n)[1]
+                                                            for n in back})
+                log.info("%s: node(s) %s back unchanged: their last profile entries restored",
+                         self.name, ", ".join(back))
+            if fresh := [n for n in joiners if n not in back]:
+                self.profile = with_joiners(self.fleet, self.graph, self.profile, fresh,
+                                            self.policy.profile_cache)
             if not rec.plan:
                 log.info("%s: node(s) %s joined; a hand-made layout is not re-planned for a "
                          "join", self.name, ", ".join(joiners))
@@ -295,6 +314,23 @@ class Watcher:
                      self.name, ", ".join(joiners), note, 100 * self.policy.margin)
             return None, None
         return Trigger(JOIN, joined=tuple(used), note=note), (plan, mode)
+
+
+def _identity(resources: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What says a node that comes back is the same machine running the same way."""
+    return tuple(resources.get(k) for k in ("board", "host", "cores", "threads", "runtime",
+                                            "runtime_version", "memory_budget_bytes"))
+
+
+def restore_nodes(profile: Profile, entries: Mapping[str, Profile]) -> Profile:
+    """`profile` with each named node's device and links taken from the profile it had
+    before it went offline (links to nodes no longer in `profile` are left out)."""
+    devices, links = dict(profile.devices), dict(profile.links)
+    for n, old in entries.items():
+        devices[n] = old.devices[n]
+        links.update({k: v for k, v in old.links.items()
+                      if n in k and k[0] in devices and k[1] in devices})
+    return replace(profile, devices=devices, links=links)
 
 
 def watch(fleet: Fleet, name: str, model: Any, profile: Profile | None = None,

@@ -253,3 +253,22 @@ def test_a_link_traffic_was_moved_off_is_watched_until_it_recovers(live, graph):
     assert [e is not None for e in evs] == [False] * 4 + [True, False]
     assert "link(s) a->b recovered" in calls[-1].note and not watcher.links.degraded
     assert watcher.profile.link("a", "b").bandwidth == 1e9  # the profile's value, restored
+
+
+def test_a_node_back_unchanged_gets_its_last_profile_entry():
+    devs = {n: Device(n, speed=s) for n, s in (("a", 1e9), ("b", 2e9), ("client", 1e9))}
+    links = {("a", "b"): Link(1e7, 1e-4), ("b", "a"): Link(2e7, 1e-4),
+             ("client", "b"): Link(3e7, 1e-4), ("b", "c"): Link(4e7, 1e-4)}
+    before = Profile(devs, links)
+    after_loss = Profile({n: d for n, d in devs.items() if n != "b"},
+                         {k: v for k, v in links.items() if "b" not in k})
+    back = w.restore_nodes(after_loss, {"b": before})
+    assert back.devices["b"] == devs["b"] and back.link("b", "a") == links[("b", "a")]
+    assert back.link("client", "b") == links[("client", "b")]
+    assert ("b", "c") not in back.links  # c is not in the profile any more
+    assert after_loss.devices.keys() == {"a", "client"}  # the input is not changed
+    same = {"board": "rpi4", "host": "h1", "cores": 4, "threads": 4, "runtime": "litert",
+            "runtime_version": "1.2", "memory_budget_bytes": 1 << 29, "load": 0.5}
+    assert w._identity(same) == w._identity({**same, "load": 3.0})  # load is not identity
+    assert w._identity(same) != w._identity({**same, "host": "h2"})  # another machine
+    assert w._identity(same) != w._identity({**same, "threads": 1})  # runs another way
