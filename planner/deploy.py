@@ -257,7 +257,7 @@ def confirm(control: Control, calls: Mapping[str, tuple[type, dict[str, Any]]], 
         except CommandError as exc:
             if exc.code in ("unknown_deployment", "unknown_epoch"):
                 out.done[n] = {}
-            elif exc.code == "timeout":
+            elif exc.code in ("timeout", "offline"):  # offline: its Last Will came first
                 out.unconfirmed.append(n)
             else:
                 out.errors[n] = str(exc)

@@ -152,11 +152,22 @@ class Control:
         table = {"status": self.status, "resources": self.resources,
                  "metrics": self.metrics}.get(kind)
         if table is not None:
+            doc = json.loads(payload) if payload else None
+            orphaned: list[Future[dict[str, Any]]] = []
             with self._lock:
-                if payload:
-                    table[node] = json.loads(payload)
+                if doc is not None:
+                    table[node] = doc
                 else:
                     table.pop(node, None)
+                if kind == "status" and (doc or {}).get("state") == "offline":
+                    # Its Last Will: no reply will come. Fail what waits for one now
+                    # rather than at its time-out (a deploy waits up to a minute).
+                    for cid in [c for c, (n, _) in self._waiting.items() if n == node]:
+                        orphaned.append(self._waiting.pop(cid)[1])
+            for fut in orphaned:
+                if not fut.done():
+                    fut.set_result({"ok": False, "code": "offline",
+                                    "error": "went offline (Last Will) before it replied"})
 
     # ---- commands -------------------------------------------------------------------
     def send(self, node: str, cmd_cls: type, **fields: Any) -> Future[dict[str, Any]]:

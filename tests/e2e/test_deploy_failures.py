@@ -92,6 +92,26 @@ def test_undeploy_is_bounded_when_a_node_hangs_before_its_last_will(env):
         env.local.kill("frozen")  # SIGKILL ends a stopped process too
 
 
+def test_a_command_waiting_on_a_node_fails_at_its_last_will_not_at_its_time_out(env):
+    from planner.fleet.control import CommandError
+
+    _add_agent(env, "doomed")
+    try:
+        env.local.procs["doomed"].send_signal(signal.SIGSTOP)  # it will never reply
+        fut = env.fleet.control.send("doomed", m.StatusQuery)
+        time.sleep(0.3)
+        assert not fut.done()
+        t = time.monotonic()
+        env.local.kill("doomed")  # the socket closes: the broker publishes its Last Will
+        with pytest.raises(CommandError) as e:
+            env.fleet.control.result("doomed", fut, "status", 60)
+        took = time.monotonic() - t
+        assert e.value.code == "offline" and "Last Will" in str(e.value), e.value
+        assert took < 10, took  # the Last Will's delay, not the 60 s time-out
+    finally:
+        env.local.kill("doomed")
+
+
 def test_memory_budget_refuses_loads_over_it_and_tight_switches_drop_the_old_epoch_first(
         env, tmp_path):
     board = tmp_path / "tiny.toml"
