@@ -8,10 +8,8 @@ is checked by tools/bench_failover.py); the test only asserts a generous bound.
 
 from __future__ import annotations
 
-import json
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from planner.live.drills import failover_drill
@@ -21,19 +19,9 @@ pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not _live.HAVE_MOSQUITTO, reason="mosquitto not installed")]
 
 
-def _listen(port: int, topic: str) -> tuple[mqtt.Client, list[dict]]:
-    """A second MQTT client that collects what is published on `topic`."""
-    got: list[dict] = []
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    c.on_message = lambda _c, _u, msg: got.append(json.loads(msg.payload))
-    c.connect("127.0.0.1", port)
-    c.subscribe(topic, qos=1)
-    c.loop_start()
-    return c, got
-
 
 def test_kill_an_agent_mid_stream_500_frames(mosquitto):
-    listener, events = _listen(mosquitto.port,
+    listener, events = _live.listen(mosquitto.port,
                                "tilefleet/default/deployments/drill-failover/replans")
     try:
         r = failover_drill(mosquitto.url, frames=500, kill_at=250)

@@ -29,12 +29,11 @@ import pytest
 
 from planner.constraints import Constraints, Pin
 from planner.fleet import Fleet
-from planner.fleet.reference import LocalModel, random_inputs
 from planner.graph import ModelGraph
 from planner.live import DriftRule, ReplanPolicy
-from planner.live.drills import Stream
 from planner.modelbuild import recipes
 from tests.conftest import MOSQUITTO
+from tests.e2e import _live
 from tests.e2e._live import HAVE_MOSQUITTO
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,9 +84,7 @@ def test_shaped_link_mid_stream_moves_traffic_off_it():
                               cooldown_s=600,
                               constraints=Constraints(objective="throughput"))
         watcher = dep.enable_replanning(graph, profile=profile, policy=policy)
-        local = LocalModel(data)
-        xs = [random_inputs(dep.record.model["inputs"], s) for s in range(8)]
-        s = Stream(dep, xs, [local.run(x) for x in xs]).start()
+        s = _live.checked_stream(dep, data)
         try:
             time.sleep(2.0)  # probes every 0.5 s set the link's baseline (2 samples)
             t_shape = time.monotonic()

@@ -11,20 +11,16 @@ delivered once and is bit-identical to a local interpreter.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from planner.constraints import Constraints
-from planner.fleet.reference import LocalModel, random_inputs
 from planner.graph import ModelGraph
 from planner.live import DriftRule, ReplanPolicy
-from planner.live.drills import Stream
 from tests.e2e import _live
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "throttle.py"
@@ -38,15 +34,6 @@ def _throttle(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True)
 
 
-def _listen(port: int, topic: str) -> tuple[mqtt.Client, list[dict]]:
-    got: list[dict] = []
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    c.on_message = lambda _c, _u, msg: got.append(json.loads(msg.payload))
-    c.connect("127.0.0.1", port)
-    c.subscribe(topic, qos=1)
-    c.loop_start()
-    return c, got
-
 
 def test_a_faster_node_joins_and_takes_work(tmp_path):
     check = _throttle("--check")
@@ -57,7 +44,7 @@ def test_a_faster_node_joins_and_takes_work(tmp_path):
     with _live.fleet_env(2) as env:
         slow = list(env.local.procs)
         pids = [env.local.procs[n].pid for n in slow]
-        listener, events = _listen(env.broker.port,
+        listener, events = _live.listen(env.broker.port,
                                    "tilefleet/default/deployments/join/replans")
         try:
             for pid in pids:
@@ -72,9 +59,7 @@ def test_a_faster_node_joins_and_takes_work(tmp_path):
                                   join_settle_s=0.5, profile_cache=str(cache),
                                   constraints=Constraints(objective="throughput"))
             watcher = dep.enable_replanning(graph, profile=profile, policy=policy)
-            local = LocalModel(data)
-            xs = [random_inputs(dep.record.model["inputs"], s) for s in range(8)]
-            s = Stream(dep, xs, [local.run(x) for x in xs]).start()
+            s = _live.checked_stream(dep, data)
             try:
                 time.sleep(1.0)
                 t_join = time.monotonic()

@@ -25,7 +25,6 @@ from planner.fleet.reference import LocalModel, random_inputs
 from planner.graph import ModelGraph
 from planner.layout import chain
 from planner.live import DriftRule, ReplanPolicy
-from planner.live.drills import Stream
 from tests.e2e import _live
 
 pytestmark = [pytest.mark.e2e,
@@ -146,9 +145,7 @@ def test_a_node_back_after_its_last_will_gets_work_again(tmp_path):
                               margin=0.05, profile_cache=str(cache),
                               constraints=Constraints(objective="throughput"))
         watcher = dep.enable_replanning(g, profile=profile, policy=policy)
-        local = LocalModel(data)
-        xs = [random_inputs(dep.record.model["inputs"], s) for s in range(8)]
-        s = Stream(dep, xs, [local.run(x) for x in xs]).start()
+        s = _live.checked_stream(dep, data)
         try:
             time.sleep(0.5)
             env.local.kill(first[1])
