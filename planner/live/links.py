@@ -44,9 +44,10 @@ class LinkProber:
         self.degraded: dict[Pair, Degraded] = {}
 
     def sample(self, a: str, b: str) -> float | None:
-        """Probe bytes/s a -> b now, or None when b is unknown or the probe fails."""
-        ep = (self.control.online().get(b) or {}).get("service_endpoint")
-        if not ep or a == b:
+        """Probe bytes/s a -> b now, or None when a or b is offline or the probe fails."""
+        online = self.control.online()
+        ep = (online.get(b) or {}).get("service_endpoint")
+        if not ep or a == b or a not in online:  # an offline `a` would hold the watcher 10 s
             return None
         try:
             r = self.control.command(a, m.Probe, 10, endpoint=ep, nbytes=self.nbytes,
@@ -62,6 +63,9 @@ class LinkProber:
         """One probe of each link between adjacent stages and of each degraded link."""
         order = rec.stage_nodes()
         used = [(a, b) for a, b in zip(order, order[1:], strict=False) if a != b]
+        online = self.control.online()
+        for pair in [p for p in self.degraded if p[0] not in online or p[1] not in online]:
+            del self.degraded[pair]  # a node that left: nothing to watch recover
         for a, b in dict.fromkeys(used + list(self.degraded)):
             bw = self.sample(a, b)
             if bw is None:

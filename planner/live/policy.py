@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from planner.live.drift import Drift, device_factors, link_bandwidths
+from planner.live.drift import Drift, device_factors
 from planner.plan import Plan
 from planner.profile import Link, Profile
 
@@ -80,9 +80,16 @@ def adjust_profile(profile: Profile, model_sha256: str, trigger: Trigger) -> Pro
                                 copy_s_per_byte=d.copy_s_per_byte * factor)
     links = {k: v for k, v in profile.links.items()
              if k[0] not in trigger.lost and k[1] not in trigger.lost}
-    for (a, b), bw in link_bandwidths(trigger.drifts).items():
+    # Probes measure another quantity than the profile (a small payload over its round
+    # trip vs a large transfer less a ping): carry over their ratio, not their value.
+    for d in trigger.drifts:
+        if d.kind != "link" or d.baseline <= 0:
+            continue
+        a, _, b = d.key.partition("->")
+        if a not in devices or b not in devices:  # a lost node's links went with it
+            continue
         old = profile.link(a, b)
-        links[(a, b)] = Link(max(bw, 1.0), old.latency)
+        links[(a, b)] = Link(max(old.bandwidth * d.measured / d.baseline, 1.0), old.latency)
     return replace(profile, devices=devices, links=links)
 
 

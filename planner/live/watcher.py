@@ -175,6 +175,7 @@ class Watcher:
             extra = [d for d in beyond_band(hist, self.policy.rule, {})
                      if d.key not in {x.key for x in trig.drifts} and d.subject not in trig.lost]
             trig = replace(trig, drifts=trig.drifts + tuple(extra))
+        self._drop_offline(trig)
         before = self.profile
         for n in trig.lost:
             if n in before.devices and n in self._identity:
@@ -184,10 +185,11 @@ class Watcher:
                 self.fleet.control, self.graph, rec, self.profile, trig, strategy,
                 self.policy.constraints, partial=self.policy.partial, seen_at=now,
                 timeout_s=self.policy.timeout_s, planned=planned)
-        except TilefleetError as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure: back off, say why, go on
             self._retry_at = now + self.policy.retry_s  # `now`: the caller's clock
             self.errors.append(f"{trig.describe()}: {exc}")
-            log.error("re-plan of %s for %s failed: %s", self.name, trig.describe(), exc)
+            log.error("re-plan of %s for %s failed: %s", self.name, trig.describe(), exc,
+                      exc_info=not isinstance(exc, TilefleetError))
             return None
         self._quiet_until = now + self.policy.cooldown_s
         self.links.degrade(trig.drifts, before)
@@ -199,6 +201,24 @@ class Watcher:
         if self.on_replan is not None:
             self.on_replan(ev)
         return ev
+
+    def _drop_offline(self, trig: Trigger) -> None:
+        """Take nodes that are offline now out of the profile before planning: a spare
+        node (a joiner not used, one present at the start) that left since would
+        otherwise be planned onto and the re-plan fail on it again and again. Their
+        entries are kept, like a lost stage node's, for when they come back."""
+        online = self.fleet.control.online()
+        gone = [n for n in self.profile.compute_devices()
+                if n not in online and n not in trig.lost]
+        if not gone:
+            return
+        for n in gone:
+            if n in self._identity:
+                self._departed[n] = (self._identity[n], self.profile)
+        self.profile = replace(
+            self.profile, devices={n: d for n, d in self.profile.devices.items() if n not in gone},
+            links={k: v for k, v in self.profile.links.items()
+                   if k[0] not in gone and k[1] not in gone})
 
     def _material(self, rec: Record, trig: Trigger) -> Trigger | None:
         """`trig` without the link drifts that would not change the plan's figure much."""

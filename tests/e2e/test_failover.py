@@ -43,7 +43,9 @@ def test_kill_an_agent_mid_stream_500_frames(mosquitto):
     assert ev["reason"] == "node_lost" and ev["epoch"] == ev["previous_epoch"] + 1
     assert r["replan_after_kill_s"] < 15  # generous: the 5 s target is benchmarked
     # No send waits out the client's 5 s send time-out on the dead node: once the new
-    # epoch is live the waiting frame goes there (the stream takes ~0.3 s here).
-    assert r["wall_s"] < 4.5, f"the stream stalled: {r['wall_s']:.1f} s"
+    # epoch is live the waiting frame goes there (the stream takes ~0.3 s here). What the
+    # re-plan itself took is left out: its bound is the one above.
+    stall = r["wall_s"] - r["replan_after_kill_s"]
+    assert stall < 4.0, f"the stream stalled: {r['wall_s']:.1f} s in all"
     assert [e["epoch"] for e in events] == [ev["epoch"]]
     assert events[0]["mode"] in ("partial", "full") and "moved" in events[0]

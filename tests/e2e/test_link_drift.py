@@ -86,7 +86,12 @@ def test_shaped_link_mid_stream_moves_traffic_off_it():
         watcher = dep.enable_replanning(graph, profile=profile, policy=policy)
         s = _live.checked_stream(dep, data)
         try:
-            time.sleep(2.0)  # probes every 0.5 s set the link's baseline (2 samples)
+            # probes every 0.5 s set the link's baseline (its first 2 samples): wait for
+            # them rather than for a time, which a loaded machine may stretch
+            deadline = time.monotonic() + 20
+            while len(getattr(watcher._history, "links", {}).get(f"{n0}->{n1}", ())) < 3:
+                assert time.monotonic() < deadline, "no link probes before the shaping"
+                time.sleep(0.1)
             t_shape = time.monotonic()
             lab.shape(0, 4, "egress", peer=1, burst_kb=16)  # the 32 KB probe > a burst
             replanned = watcher.wait_for(1, 30)

@@ -154,3 +154,15 @@ def test_a_link_drift_counts_only_when_it_moves_the_plan():
     fps = -plan_figure(g, plan, adjust_profile(p, g.sha256, Trigger(DRIFT, (), (crawling,))))
     assert fps < 10 < -plan_figure(g, plan, p)
     assert plan_figure(g, plan, p, "latency") > 0  # judged by another objective on demand
+
+
+def test_a_link_drift_scales_the_profiled_link_by_the_probes_ratio():
+    # probes read 1.4e8 B/s on a link profiled at 1e9: a 2x slow-down halves the profile's
+    # figure, it does not replace it with the probe's own (smaller) quantity
+    p = _profile("m")
+    half = Drift("a->b", "a->b", "link", 1.4e8, 0.7e8, 0.0)
+    q = adjust_profile(p, "m", Trigger(DRIFT, (), (half,)))
+    assert q.link("a", "b").bandwidth == p.link("a", "b").bandwidth / 2
+    assert q.link("a", "b").latency == p.link("a", "b").latency
+    gone = adjust_profile(p, "m", Trigger(NODE_LOST, ("b",), (half,)))
+    assert ("a", "b") not in gone.links  # a lost node's links are not put back

@@ -272,3 +272,19 @@ def test_a_node_back_unchanged_gets_its_last_profile_entry():
     assert w._identity(same) == w._identity({**same, "load": 3.0})  # load is not identity
     assert w._identity(same) != w._identity({**same, "host": "h2"})  # another machine
     assert w._identity(same) != w._identity({**same, "threads": 1})  # runs another way
+
+
+def test_a_spare_node_that_went_offline_is_not_planned_onto(setup):
+    control, watcher, calls, _ = setup
+    control.status["c"] = {"state": "online"}
+    control.resources["c"] = {"service_endpoint": "tcp://c:1", "board": "rpi4", "host": "hc"}
+    watcher.profile = replace(watcher.profile, devices={**watcher.profile.devices,
+                                                        "c": Device("c")},
+                              links={("a", "c"): Link(1e7, 1e-4)})
+    watcher.step(0.0)  # c is seen online (a spare: not in the deployment)
+    control.status["c"] = {"state": "offline"}  # its Last Will
+    control.status["b"] = {"state": "offline"}  # then a stage node dies: re-plan
+    ev = watcher.step(1.0)
+    assert ev is not None and ev.reason == "node_lost" and len(calls) == 1
+    assert "c" not in watcher.profile.devices and ("a", "c") not in watcher.profile.links
+    assert "c" in watcher._departed  # kept for when it comes back
