@@ -309,7 +309,9 @@ class Watcher:
                                                             for n in back})
                 log.info("%s: node(s) %s back unchanged: their last profile entries restored",
                          self.name, ", ".join(back))
-            if fresh := [n for n in joiners if n not in back]:
+            # A joiner judged before (not used then) keeps its measured entry: judging it
+            # again after its cool-down is a re-plan, not another profiling round.
+            if fresh := [n for n in joiners if n not in back and n not in self.profile.devices]:
                 self.profile = with_joiners(self.fleet, self.graph, self.profile, fresh,
                                             self.policy.profile_cache)
             if not rec.plan:
