@@ -4,8 +4,8 @@ A deploy for a new (or higher) epoch loads its stages next to the old ones; mess
 run with the stages of the epoch they carry until `activate`/`retire` drops old epochs.
 A new epoch's stage whose part, tile and threads are already loaded for the deployment
 shares that interpreter (node/shared_runner.py) instead of loading a second one, and
-new interpreters load only within the node's memory budget (node/memory.py estimates);
-the planner's profiling probes (names starting with "_") are only logged when over it.
+new interpreters load only within the node's memory budget (node/memory.py estimates),
+the planner's profiling probes (names starting with "_") included.
 """
 
 from __future__ import annotations

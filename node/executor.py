@@ -75,7 +75,8 @@ class Stage:
         self.counters = counters
         self.stats = StageStats()
         # SimpleQueue is C code (a bounded queue.Queue costs a Condition per put and get);
-        # only the data-plane thread puts, so checking qsize before a put keeps the bound
+        # checking qsize before a put keeps the bound within the number of producers (the
+        # data-plane thread, and the workers of stages on this node handing over in-process)
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.queue_size = queue_size
         window = spec.tile.input_region if spec.tile else None

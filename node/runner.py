@@ -55,8 +55,10 @@ class PartRunner:
         self.tile_runner: TileRunner | None = None
         if spec.tile is not None and len(ins) == 1 and len(outs) == 1:
             self.interp = None  # only read for its tensor details; TileRunner owns its own
+            y0, y1, x0, x1 = spec.tile.input_region
+            n, _, _, c = wanted[next(iter(ins))].shape
             self.tile_runner = TileRunner(model if isinstance(model, bytes) else str(model),
-                                          settings)
+                                          settings, (n, y1 - y0, x1 - x0, c))
             self.crop = spec.tile.crop
             self._tile_io = (next(iter(ins)), outs[0]["name"])
             return
@@ -87,7 +89,7 @@ class PartRunner:
             y0, y1, x0, x1 = self.crop
             view = view[:, y0:y1, x0:x1, :]
         if not view.flags.c_contiguous or view.nbytes == 0:
-            return np.ascontiguousarray(view)
+            return np.array(view)  # a copy always (ascontiguousarray returns an empty view)
         # zmq.Frame keeps the object it copied from: hand it a memoryview released right
         # after the copy, else the frame (held by whoever got the output, e.g. the next
         # stage of this node) pins the runtime's buffer and the next invoke is refused

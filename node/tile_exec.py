@@ -36,12 +36,20 @@ def slice_region(x: np.ndarray, region: Region) -> np.ndarray:
 class TileRunner:
     """One interpreter for a single-input, single-output part, resized per tile shape."""
 
-    def __init__(self, model: bytes | str, settings: RuntimeSettings | None = None) -> None:
+    def __init__(self, model: bytes | str, settings: RuntimeSettings | None = None,
+                 tile_shape: Sequence[int] | None = None) -> None:
+        """`tile_shape`: the input shape of the tiles it will run, allocated from the start:
+        the runtime's arena never shrinks, so allocating the full shape first would keep
+        a full-size arena for a tile-size job."""
         self._interp = make_interpreter(model, settings or RuntimeSettings())
-        self._interp.allocate_tensors()
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
         if len(ins) != 1 or len(outs) != 1:
             raise ValueError(f"a tiled part needs one input and one output, got {len(ins)} and {len(outs)}")
+        if tile_shape is not None:
+            self._interp.resize_tensor_input(ins[0]["index"], [int(d) for d in tile_shape],
+                                             strict=False)
+        self._interp.allocate_tensors()
+        ins = self._interp.get_input_details()  # their shapes as allocated
         self._in, self._out = ins[0]["index"], outs[0]["index"]
         self.input_dtype = np.dtype(ins[0]["dtype"])
         self.output_dtype = np.dtype(outs[0]["dtype"])

@@ -191,10 +191,14 @@ class DataClient:
         t0 = time.time()
         with self._lock:
             self.tracker.sent(req, t0)
-        plan = self._plan(e, req.inputs)
         error, superseded = "", False
         if self._send_lock.acquire(timeout=-1 if wait else 0.01):
             try:
+                # read again under the lock: a caller that waited for it behind another
+                # send may hold a retired epoch's entry, and must not close the sockets
+                # of the current one (nor send to the old stages)
+                e = self.entry()
+                plan = self._plan(e, req.inputs)
                 self._keep_only(e.routes)
                 deadline = time.monotonic() + self.send_timeout_ms / 1000
                 for msg in plan:
@@ -221,7 +225,7 @@ class DataClient:
                 self.tracker.error(Header("error", e.deployment, e.epoch, req.rid, "", t0=t0,
                                           src="client", error={"code": code, "message": why}))
             else:  # not an attempt: tried again shortly (under the new epoch), within budget
-                self.tracker.unsent(req, why)
+                self.tracker.unsent(req, why, t0=t0)
 
     @staticmethod
     def _send(sock: zmq.Socket, frames: list[Any], deadline: float | None,

@@ -100,13 +100,20 @@ class Tracker:
         if req.attempts > 1:
             self.stats.retries += 1
 
-    def unsent(self, req: Request, why: str, now: float | None = None, every_s: float = 0.05
-               ) -> Request | None:
+    def unsent(self, req: Request, why: str, now: float | None = None, every_s: float = 0.05,
+               t0: float | None = None) -> Request | None:
         """An attempt that could not leave (no connected or no free socket): not counted
         as an attempt; tried again every `every_s` until the request's whole budget
-        (timeout x attempts since its first try) is spent, then failed (returned)."""
+        (timeout x attempts since its first try) is spent, then failed (returned).
+
+        `t0`: the attempt's; when a newer attempt left meanwhile, or a retry is already
+        scheduled (an epoch switch re-sends what is in flight), this one is moot.
+        """
         now = time.monotonic() if now is None else now
-        req.attempts -= 1
+        if (req.rid not in self.pending or req.retry_at is not None
+                or (t0 is not None and t0 != req.t0)):
+            return None
+        req.attempts = max(req.attempts - 1, 0)
         self.stats.sent -= 1
         if req.attempts:
             self.stats.retries -= 1
@@ -162,6 +169,13 @@ class Tracker:
         if req is None or h.t0 != req.t0 or req.retry_at is not None:
             return None  # finished, or an older attempt's error: the retry is under way
         req.last_error = f"{self.where(h.src)}: {code}: {msg}"
+        if code == "unknown_epoch" and now - req.started < self.timeout_s * (self.retries + 1):
+            # The node has moved on to a newer epoch whose record is on its way (a node
+            # short of memory drops its old epoch before the switch): not the request's
+            # fault, so not an attempt; tried again shortly within the request's budget.
+            req.attempts = max(req.attempts - 1, 0)
+            req.retry_at = now + 0.05
+            return None
         if code in TRANSIENT and req.attempts <= self.retries:
             req.retry_at = now + min(0.05 * 2 ** req.attempts, 1.0)
             return None

@@ -82,7 +82,7 @@ def test_undeploy_is_bounded_when_a_node_hangs_before_its_last_will(env):
         doc = env.fleet.undeploy("hung")
         took = time.monotonic() - t
         assert doc["unconfirmed"] == ["frozen"] and doc["nodes"] == [env.names[0]], doc
-        assert not doc["errors"] and not doc["offline"] and took < 2.5, took
+        assert not doc["errors"] and not doc["offline"] and took < 4.0, took  # vs 5 s
         assert env.fleet.control.record("hung") is None
         assert "frozen" in env.fleet.control.online()  # still: the Last Will is ~15 s away
         st = env.fleet.control.command(env.names[0], m.StatusQuery, 10)

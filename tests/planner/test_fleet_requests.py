@@ -53,7 +53,7 @@ def test_transient_error_retries_with_the_same_id_then_succeeds():
     t = _tracker(retries=2)
     req = t.add("r1", {})
     t.sent(req, 1.0, now=0.0)
-    assert t.error(_error("r1", "unknown_epoch"), now=0.0) is None
+    assert t.error(_error("r1", "busy"), now=0.0) is None
     assert t.due(now=0.01) == []  # backoff
     assert t.due(now=1.0) == [req]
     t.sent(req, 2.0, now=1.0)
@@ -108,3 +108,42 @@ def test_an_attempt_that_could_not_leave_waits_within_the_budget_then_fails():
     with pytest.raises(RequestError, match="send_timeout.*could not be sent within 2.0 s: node gone"):
         req.future.result(0)
     assert t.stats.failed == 1 and not t.pending and t.stats.errors["unsent"] == 5
+
+
+def test_a_moot_unsent_attempt_neither_goes_negative_nor_hangs_the_request():
+    # the caller's send waits on a dead node; the epoch switch re-sends the request (its
+    # attempt given back, a retry scheduled), the result thread's retry cannot take the
+    # sockets at once, then the caller's send gives up: one attempt is taken back once
+    t = Tracker(timeout_s=1.0, retries=2)
+    req = t.add("r", {}, now=0.0)
+    t.sent(req, 100.0, now=0.0)  # the caller's attempt
+    req.retry_at, req.attempts = 0.1, req.attempts - 1  # resend_in_flight
+    assert t.due(now=0.1) == [req]
+    t.sent(req, 101.0, now=0.1)  # the result thread's retry ...
+    assert t.unsent(req, "sockets busy", now=0.11, t0=101.0) is None  # ... could not leave
+    assert req.attempts == 0 and req.retry_at is not None
+    assert t.unsent(req, "superseded", now=0.12, t0=100.0) is None  # the caller's: moot
+    assert req.attempts == 0
+    assert t.due(now=0.2) == [req]
+    t.sent(req, 102.0, now=0.2)  # goes out; no reply ever comes
+    assert req.attempts == 1
+    due = t.due(now=1.3)  # it times out and is retried, then fails: never hangs
+    assert due == [req]
+    t.sent(req, 103.0, now=1.3)
+    t.sent(req, 104.0, now=2.4)
+    t.due(now=3.5)
+    assert req.future.done() and "r" not in t.pending
+
+
+def test_unknown_epoch_is_retried_without_using_an_attempt_within_the_budget():
+    # a node that dropped the old epoch before the switch (short of memory): the request
+    # is tried again until the new record arrives, not failed after its retries
+    t = _tracker(timeout_s=1.0, retries=1)
+    req = t.add("r1", {}, now=0.0)
+    for k in range(10):
+        t.sent(req, float(k), now=k * 0.1)
+        assert t.error(_error("r1", "unknown_epoch", t0=float(k)), now=k * 0.1) is None
+        assert req.attempts == 0 and t.due(now=k * 0.1 + 0.06) == [req]
+    t.sent(req, 99.0, now=2.5)
+    assert t.error(_error("r1", "unknown_epoch", t0=99.0), now=2.5) is None  # budget: 2 s
+    assert req.attempts == 1 and not req.future.done()  # now an ordinary transient error
