@@ -202,7 +202,13 @@ def _deploy_all(control: Control, calls: Mapping[str, tuple[type, dict[str, Any]
             n = (list(outcome.errors) + outcome.unconfirmed)[0]
             raise CommandError(outcome.errors.get(n) or f"node {n!r} did not answer retire",
                                n, "retire_failed")
-        ready.update(_all(control, {n: calls[n] for n in full}, what, timeout_s))
+        try:
+            ready.update(_all(control, {n: calls[n] for n in full}, what, timeout_s))
+        except CommandError as exc:  # nothing of the deployment left there: say so plainly
+            raise CommandError(f"deployment {name!r} no longer runs on node(s) "
+                               f"{', '.join(full)}: their older epoch was dropped to make "
+                               f"room and epoch {epoch} did not load ({exc}); deploy again",
+                               exc.node, exc.code, exc.details) from None
     return ready, full
 
 
