@@ -93,8 +93,12 @@ class Deployments:
         """Stage id -> interpreter for cmd's stages (shared or new); the shared ids."""
         running = self._running(cmd.deployment) if cmd.reuse else {}
         keys: dict[str, RunnerKey] = {}
+        # `tile_threads` is for several tile interpreters in this process (multi-threaded
+        # ones thrash, DESIGN.md); a node's only tile runs with the board's `threads`,
+        # as its op times were profiled (the planner scales those by the tile's MACs).
+        tiles = sum(1 for s in cmd.stages if s.tile is not None and s.part)
         for spec in cmd.stages:
-            threads = spec.threads or (self.settings.tile_threads if spec.tile
+            threads = spec.threads or (self.settings.tile_threads if spec.tile and tiles > 1
                                        else self.settings.threads)
             key = runner_key(spec, threads, self.settings.xnnpack)
             if key is not None:

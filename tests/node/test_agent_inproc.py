@@ -121,6 +121,40 @@ def test_tiles_2x2_match_whole_model(agent: Agent, client: Client, dtype: str) -
     np.testing.assert_array_equal(arrs[0], run_whole(chain.model, [x])[0])
 
 
+def test_a_lone_tile_runs_with_the_boards_threads_several_with_tile_threads(
+        tmp_path: Path, client: Client) -> None:
+    # the planner scales op times profiled at the board's `threads` by a tile's MACs, so
+    # a node's only tile must run that way; several tiles in one process use tile_threads
+    cfg = config.for_board("laptop").override(benchmark_s=0.0, threads=2)
+    a = Agent("threads", "mqtt://127.0.0.1:9", cfg, tmp_path / "state")
+    a.start()
+    try:
+        chain, layout = tiled_head("float32")
+        head = chain.parts[0]
+        (mid,) = head.output_names
+        with ServiceClient(a.dataplane.service_endpoint) as svc:
+            svc.upload(head.data)
+
+        def tile(i: int) -> M.StageSpec:
+            t = layout.tiles[i]
+            return M.StageSpec(f"t{i}", head.sha256, spec_inputs(head), (M.Route(mid, CLIENT),),
+                               tile=M.TileSpec(t.input_region, t.output_region, t.crop))
+
+        a.handle(M.Deploy("d1", "", "lone", 0, (tile(0),)))
+        a.handle(M.Deploy("d2", "", "many", 0, tuple(tile(i) for i in range(4))))
+        assert {k.threads for k in a.deployments._running("lone")} == {2}
+        assert {k.threads for k in a.deployments._running("many")} == {1}
+        x = sample("float32", np.random.default_rng(5))
+        t0 = layout.tiles[0]
+        client.send(a.dataplane.data_endpoint, "lone", "t0", {"input": x}, "r")  # cut there
+        h, arrs = client.recv()
+        assert h.kind == "result", h.error
+        y0, y1, x0, x1 = t0.output_region
+        np.testing.assert_array_equal(arrs[0], run_whole(head.data, [x])[0][:, y0:y1, x0:x1])
+    finally:
+        a.stop()
+
+
 def test_errors_reach_the_client(agent: Agent, client: Client) -> None:
     chain = three_parts()
     deploy_chain(agent, chain)
