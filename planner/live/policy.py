@@ -59,9 +59,19 @@ def decide(nodes: Iterable[str], status: Mapping[str, Mapping[str, Any]],
     return None
 
 
+def without_nodes(profile: Profile, names: Iterable[str]) -> Profile:
+    """`profile` without these devices and every link to or from them."""
+    gone = set(names)
+    return replace(profile,
+                   devices={n: d for n, d in profile.devices.items() if n not in gone},
+                   links={k: v for k, v in profile.links.items()
+                          if k[0] not in gone and k[1] not in gone})
+
+
 def adjust_profile(profile: Profile, model_sha256: str, trigger: Trigger) -> Profile:
     """The profile under the new conditions: lost nodes gone, drifting devices scaled."""
-    devices = {n: d for n, d in profile.devices.items() if n not in trigger.lost}
+    profile = without_nodes(profile, trigger.lost)
+    devices = dict(profile.devices)
     for name, factor in device_factors(trigger.drifts).items():
         d = devices.get(name)
         if d is None or factor <= 0:
@@ -78,8 +88,7 @@ def adjust_profile(profile: Profile, model_sha256: str, trigger: Trigger) -> Pro
                                 stage_overhead_s=d.stage_overhead_s * factor,
                                 piece_overhead_s=d.piece_overhead_s * factor,
                                 copy_s_per_byte=d.copy_s_per_byte * factor)
-    links = {k: v for k, v in profile.links.items()
-             if k[0] not in trigger.lost and k[1] not in trigger.lost}
+    links = dict(profile.links)
     # Probes measure another quantity than the profile (a small payload over its round
     # trip vs a large transfer less a ping): carry over their ratio, not their value.
     for d in trigger.drifts:

@@ -36,6 +36,7 @@ from planner.live.policy import (
     material_links,
     plan_figure,
     settled_joiners,
+    without_nodes,
 )
 from planner.live.replanner import FALLBACK_STRATEGY, Replan, execute, plan_next
 from planner.plan import plan_from_json
@@ -175,11 +176,8 @@ class Watcher:
             extra = [d for d in beyond_band(hist, self.policy.rule, {})
                      if d.key not in {x.key for x in trig.drifts} and d.subject not in trig.lost]
             trig = replace(trig, drifts=trig.drifts + tuple(extra))
-        self._drop_offline(trig)
+        self._set_aside_offline(trig)
         before = self.profile
-        for n in trig.lost:
-            if n in before.devices and n in self._identity:
-                self._departed[n] = (self._identity[n], before)
         try:
             ev, new_rec, self.profile = execute(
                 self.fleet.control, self.graph, rec, self.profile, trig, strategy,
@@ -202,23 +200,19 @@ class Watcher:
             self.on_replan(ev)
         return ev
 
-    def _drop_offline(self, trig: Trigger) -> None:
-        """Take nodes that are offline now out of the profile before planning: a spare
-        node (a joiner not used, one present at the start) that left since would
-        otherwise be planned onto and the re-plan fail on it again and again. Their
-        entries are kept, like a lost stage node's, for when they come back."""
+    def _set_aside_offline(self, trig: Trigger) -> None:
+        """Keep the profile entries of the nodes offline now, for when they come back, and
+        take those that are not the trigger's lost nodes (which the re-plan drops itself)
+        out of the profile before planning: a spare node (a joiner not used, one present
+        at the start) that left since would otherwise be planned onto, and the re-plan
+        fail on it again and again."""
         online = self.fleet.control.online()
-        gone = [n for n in self.profile.compute_devices()
-                if n not in online and n not in trig.lost]
-        if not gone:
-            return
-        for n in gone:
+        offline = [n for n in self.profile.compute_devices() if n not in online]
+        for n in offline:
             if n in self._identity:
                 self._departed[n] = (self._identity[n], self.profile)
-        self.profile = replace(
-            self.profile, devices={n: d for n, d in self.profile.devices.items() if n not in gone},
-            links={k: v for k, v in self.profile.links.items()
-                   if k[0] not in gone and k[1] not in gone})
+        if gone := [n for n in offline if n not in trig.lost]:
+            self.profile = without_nodes(self.profile, gone)
 
     def _material(self, rec: Record, trig: Trigger) -> Trigger | None:
         """`trig` without the link drifts that would not change the plan's figure much."""
@@ -256,23 +250,31 @@ class Watcher:
         if not rec.plan:
             return None, None
         try:
-            plan, mode = plan_next(self.graph, self.profile, rec.plan, strategy,
-                                   self.policy.constraints, self.policy.partial,
-                                   {n for pair in back for n in pair})
-            before = plan_figure(self.graph, plan_from_json(rec.plan, "<deployment record>"),
-                                 self.profile, plan.objective)
-            after = plan_figure(self.graph, plan, self.profile)
+            plan, mode, g, note = self._candidate(rec, strategy,
+                                                  {n for pair in back for n in pair})
         except TilefleetError as exc:
             self.errors.append(f"judging recovered link(s) {named}: {exc}")
             log.error("%s: could not judge recovered link(s) %s: %s", self.name, named, exc)
             return None, None
-        g = gain(before, after)
-        note = f"link(s) {named} recovered; {figures(plan.objective, before, after, g)}"
+        note = f"link(s) {named} recovered; {note}"
         if g <= self.policy.margin:
             log.info("%s: %s, within the %.0f%% margin: no re-plan", self.name, note,
                      100 * self.policy.margin)
             return None, None
         return Trigger(DRIFT, note=note), (plan, mode)
+
+    def _candidate(self, rec: Record, strategy: str, changed: set[str]
+                   ) -> tuple[Any, str, float, str]:
+        """(plan, mode, gain, figures) of re-planning around `changed` nodes under the
+        current profile, against the running plan judged by the new plan's objective
+        (the running one's may differ)."""
+        plan, mode = plan_next(self.graph, self.profile, rec.plan, strategy,
+                               self.policy.constraints, self.policy.partial, changed)
+        before = plan_figure(self.graph, plan_from_json(rec.plan, "<deployment record>"),
+                             self.profile, plan.objective)
+        after = plan_figure(self.graph, plan, self.profile)
+        g = gain(before, after)
+        return plan, mode, g, figures(plan.objective, before, after, g)
 
     def _track_online(self, now: float) -> None:
         """Note when nodes come online; those online at the start have not joined."""
@@ -318,19 +320,12 @@ class Watcher:
                 log.info("%s: node(s) %s joined; a hand-made layout is not re-planned for a "
                          "join", self.name, ", ".join(joiners))
                 return None, None
-            plan, mode = plan_next(self.graph, self.profile, rec.plan, strategy,
-                                   self.policy.constraints, self.policy.partial, set(joiners))
-            # Both plans judged by the re-plan's objective (the running one may differ).
-            before = plan_figure(self.graph, plan_from_json(rec.plan, "<deployment record>"),
-                                 self.profile, plan.objective)
-            after = plan_figure(self.graph, plan, self.profile)
+            plan, mode, g, note = self._candidate(rec, strategy, set(joiners))
         except TilefleetError as exc:
             self.errors.append(f"judging joiner(s) {', '.join(joiners)}: {exc}")
             log.error("%s: could not judge joiner(s) %s: %s", self.name, ", ".join(joiners), exc)
             return None, None
         used = [n for n in joiners if n in plan.devices()]
-        g = gain(before, after)
-        note = figures(plan.objective, before, after, g)
         if not used or g <= self.policy.margin:
             log.info("%s: node(s) %s joined: %s, within the %.0f%% margin: no re-plan",
                      self.name, ", ".join(joiners), note, 100 * self.policy.margin)
