@@ -29,22 +29,6 @@ from planner.graph import ModelGraph  # noqa: E402
 from planner.modelbuild import recipes  # noqa: E402
 
 
-@pytest.fixture
-def agent(tmp_path: Path):
-    cfg = config.for_board("laptop").override(benchmark_s=0.0)
-    a = Agent("inproc", "mqtt://127.0.0.1:9", cfg, tmp_path / "state")
-    a.start()
-    yield a
-    a.stop()
-
-
-@pytest.fixture
-def client():
-    c = Client()
-    yield c
-    c.close()
-
-
 def spec_inputs(part) -> tuple[M.InputSpec, ...]:
     return tuple(M.InputSpec(t.name, t.dtype, t.shape) for t in part.inputs)
 

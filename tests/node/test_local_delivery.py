@@ -8,13 +8,10 @@ a stage that stays full makes the hand-off time out instead of hanging.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import zmq
 
-from node import config
 from node.agent import Agent
 from node.dataplane import DataPlane, local_delivery
 from node.errors import WireError
@@ -23,24 +20,7 @@ from node.runtime import RuntimeSettings, run_whole
 from node.wire import messages as M
 from node.wire.frames import CLIENT, Header, meta_for
 from node.wire.service import ServiceClient
-from tests.node.harness import Client
 from tests.node.models import three_parts
-
-
-@pytest.fixture
-def agent(tmp_path: Path):
-    cfg = config.for_board("laptop").override(benchmark_s=0.0)
-    a = Agent("local", "mqtt://127.0.0.1:9", cfg, tmp_path / "state")
-    a.start()
-    yield a
-    a.stop()
-
-
-@pytest.fixture
-def client():
-    c = Client()
-    yield c
-    c.close()
 
 
 def _chain(agent: Agent, last_stage: str) -> object:
@@ -70,7 +50,7 @@ def test_hand_off_between_stages_of_one_agent_skips_the_socket(agent, client):
     for i in range(3):
         client.send(ep, "chain", "s0", {"input": x}, f"r{i}")
         h, arrs = client.recv()
-        assert h.kind == "result" and h.src == "local/s2"
+        assert h.kind == "result" and h.src == "inproc/s2"
         np.testing.assert_array_equal(arrs[0], run_whole(chain.model, [x], RuntimeSettings(threads=1))[0])
     # 3 frames in from the client + 2 hand-offs each, all counted as received
     assert agent.dataplane.counters.snapshot()["frames_in"] - polled["frames_in"] == 9
@@ -85,7 +65,7 @@ def test_an_unknown_stage_fails_in_the_sender_with_the_data_planes_code(agent, c
     h, _ = client.recv()
     assert h.kind == "error" and h.request == "bad"
     assert h.error["code"] == "unknown_stage" and "'nowhere'" in h.error["message"]
-    assert h.src == "local/s1"  # reported by the stage whose route is wrong
+    assert h.src == "inproc/s1"  # reported by the stage whose route is wrong
 
 
 def test_a_stage_that_stays_full_times_the_hand_off_out():

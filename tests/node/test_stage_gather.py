@@ -10,7 +10,6 @@ piece before gathering it (the data plane retries it later).
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import zmq
 
 from node.dataplane import Sender
@@ -18,16 +17,8 @@ from node.executor import Stage
 from node.metrics import Counters
 from node.wire import messages as M
 from node.wire.frames import CLIENT, Header, meta_for
-from tests.node.harness import Client
 
 FULL = (1, 4, 4, 2)
-
-
-@pytest.fixture
-def client():
-    c = Client()
-    yield c
-    c.close()
 
 
 def _stage(queue_size: int = 8, gather_timeout_s: float = 30.0) -> Stage:
