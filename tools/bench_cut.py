@@ -19,8 +19,8 @@ from pathlib import Path
 
 CHILD = r"""
 import json, sys, time, tracemalloc
-from planner.cut import cut_at
-from planner.graph import ModelGraph
+from planner.model.cut import cut_at
+from planner.model.graph import ModelGraph
 
 def status_kib(key):
     # VmHWM, not ru_maxrss: after fork+exec ru_maxrss still holds the parent's peak.

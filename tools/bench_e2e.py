@@ -34,19 +34,19 @@ import psutil
 import zmq
 
 from node.wire.frames import Header, decode, encode, meta_for
-from planner.constraints import Constraints
-from planner.costmodel import CostModel
 from planner.fleet import Fleet
 from planner.fleet.bench import latency, run_bench
 from planner.fleet.reference import LocalModel, random_inputs
-from planner.graph import ModelGraph
-from planner.layout import StageLayout
-from planner.localfleet import LocalFleet
+from planner.local.localfleet import LocalFleet
+from planner.model.graph import ModelGraph
 from planner.modelbuild import recipes
-from planner.plan import Stage
-from planner.planbuild import make_plan
-from planner.profile import profile_from_json
-from planner.strategies._tilesearch import tile_stage
+from planner.planning.constraints import Constraints
+from planner.planning.costmodel import CostModel
+from planner.planning.layout import StageLayout
+from planner.planning.plan import Stage
+from planner.planning.planbuild import make_plan
+from planner.planning.profile import profile_from_json
+from planner.planning.strategies._tilesearch import tile_stage
 
 STRATEGIES = ["latency", "throughput", "tiles", "hybrid", "auto", "neurosurgeon", "dads",
               "even", "ftp", "memory"]

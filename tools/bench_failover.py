@@ -29,7 +29,7 @@ from pathlib import Path
 from _mosquitto import start_mosquitto  # tools/ is on sys.path when run
 
 from planner.live import DriftRule, ReplanPolicy
-from planner.live.drills import failover_drill, throttle_drill
+from planner.local.drills import failover_drill, throttle_drill
 
 ROOT = Path(__file__).resolve().parents[1]
 THROTTLE = ROOT / "tools" / "throttle.py"

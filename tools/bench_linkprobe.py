@@ -40,10 +40,10 @@ _spec.loader.exec_module(netlab)
 from node.wire import messages as m  # noqa: E402
 from planner.fleet import Fleet  # noqa: E402
 from planner.fleet.reference import LocalModel, random_inputs  # noqa: E402
-from planner.graph import ModelGraph  # noqa: E402
-from planner.layout import chain  # noqa: E402
-from planner.live.drills import Stream  # noqa: E402
+from planner.local.drills import Stream  # noqa: E402
+from planner.model.graph import ModelGraph  # noqa: E402
 from planner.modelbuild import recipes  # noqa: E402
+from planner.planning.layout import chain  # noqa: E402
 
 CUT = 6  # 98 KB of activation cross this cut per frame at 64 px
 

@@ -19,12 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from planner.constraints import Constraints  # noqa: E402
 from planner.errors import TilefleetError  # noqa: E402
-from planner.graph import ModelGraph  # noqa: E402
+from planner.model.graph import ModelGraph  # noqa: E402
 from planner.modelbuild import recipes  # noqa: E402
-from planner.profile import Link, from_board_files  # noqa: E402
-from planner.strategies import STRATEGIES  # noqa: E402
+from planner.planning.constraints import Constraints  # noqa: E402
+from planner.planning.profile import Link, from_board_files  # noqa: E402
+from planner.planning.strategies import STRATEGIES  # noqa: E402
 
 BOARDS = ["rpi3", "rpi4", "rpi5", "jetson_nano"]
 
@@ -59,7 +59,7 @@ def _partial_row(graph, prof, kind: str, size: int, repeat: int) -> dict:
     """D3 partial re-plan of a throughput plan after its last stage's device vanished."""
     from dataclasses import replace
 
-    from planner.partial import replan
+    from planner.planning.partial import replan
 
     c = Constraints(objective="throughput")
     old = STRATEGIES["throughput"](graph, prof, c)

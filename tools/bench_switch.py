@@ -41,14 +41,14 @@ sys.path.insert(0, str(ROOT))
 from _mosquitto import start_mosquitto  # noqa: E402  (tools/ is on sys.path when run)
 
 from node.wire import messages as m  # noqa: E402
-from planner.deploy import deploy_layout  # noqa: E402
 from planner.fleet import Fleet  # noqa: E402
+from planner.fleet.deploy import deploy_layout  # noqa: E402
 from planner.fleet.reference import LocalModel, mismatches, random_inputs  # noqa: E402
-from planner.graph import ModelGraph  # noqa: E402
-from planner.layout import chain  # noqa: E402
-from planner.localfleet import LocalFleet  # noqa: E402
+from planner.fleet.wiring import wire  # noqa: E402
+from planner.local.localfleet import LocalFleet  # noqa: E402
+from planner.model.graph import ModelGraph  # noqa: E402
 from planner.modelbuild import recipes  # noqa: E402
-from planner.wiring import wire  # noqa: E402
+from planner.planning.layout import chain  # noqa: E402
 
 MODES = ("reload", "reuse")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from planner.costmodel import CostModel
 from planner.errors import PlanError
-from planner.graph import ModelGraph
-from planner.plan import Plan, check_plan, load_plan
-from planner.profile import load_profile
+from planner.model.graph import ModelGraph
+from planner.planning.costmodel import CostModel
+from planner.planning.plan import Plan, check_plan, load_plan
+from planner.planning.profile import load_profile
 
 
 def _resolve(name: str, base: Path) -> Path:

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     with connect(args) as fleet:
         dep = fleet.deployment(args.deployment, timeout_s=args.timeout)
         if ref is not None:
-            from planner.graph import ModelGraph
+            from planner.model.graph import ModelGraph
 
             sha = ModelGraph(ref, args.check_against).sha256
             if sha != dep.record.model["sha256"]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from planner.commands._common import print_json, print_table
 from planner.commands._fleet import fmt_s, plan_rows
-from planner.demo import DEFAULT_INPUT_SIZE, DemoOptions, run_demo
+from planner.local.demo import DEFAULT_INPUT_SIZE, DemoOptions, run_demo
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -27,9 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from planner.constraints import Constraints, parse_pin
     from planner.fleet.client import load_model
-    from planner.layout import from_plan
+    from planner.planning.constraints import Constraints, parse_pin
+    from planner.planning.layout import from_plan
 
     graph = load_model(args.model)
     constraints = Constraints(pins=tuple(parse_pin(p) for p in args.pin),
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     with connect(args) as fleet:
         kw: dict = {"name": args.name, "progress": not args.json, "ready_timeout_s": args.timeout}
         if args.plan:
-            from planner.plan import check_plan, load_plan
+            from planner.planning.plan import check_plan, load_plan
 
             plan = load_plan(args.plan)
             check_plan(plan, graph, [n.name for n in fleet.nodes()])
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             profile = None
             if args.profile:
-                from planner.profile import load_profile
+                from planner.planning.profile import load_profile
 
                 profile = load_profile(args.profile)
             dep = fleet.deploy(graph, strategy=args.strategy, constraints=constraints,

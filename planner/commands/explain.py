@@ -7,7 +7,7 @@ import argparse
 from planner.commands._common import human_bytes, print_table
 from planner.commands._planning import load_context
 from planner.errors import PlanError
-from planner.simulate import plan_memory, timeline
+from planner.planning.simulate import plan_memory, timeline
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from planner.commands._common import human_bytes, print_json, print_table
-from planner.graph import ModelGraph
+from planner.model.graph import ModelGraph
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,12 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from planner.commands._common import human_bytes, print_json, print_table
-from planner.constraints import Constraints, parse_pin
 from planner.errors import PlanError
-from planner.graph import ModelGraph
-from planner.plan import save_plan
-from planner.profile import load_profile
-from planner.strategies import STRATEGIES
+from planner.model.graph import ModelGraph
+from planner.planning.constraints import Constraints, parse_pin
+from planner.planning.plan import save_plan
+from planner.planning.profile import load_profile
+from planner.planning.strategies import STRATEGIES
 
 # INTERFACES.md order; names not in the registry yet answer "not available yet".
 NAMES = ["auto", "latency", "throughput", "tiles", "hybrid", "neurosurgeon", "dads", "ftp", "even", "memory"]
@@ -53,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
     constraints = Constraints(source=args.source, sink=args.sink, pins=tuple(parse_pin(x) for x in args.pin),
                               exclude=tuple(args.exclude), max_nodes=args.max_nodes,
                               memory=not args.no_memory_check, objective=objective)
-    if args.partial_from:  # D3 partial adjustment of a running plan (planner/partial.py)
-        from planner.partial import replan
-        from planner.plan import load_plan
+    if args.partial_from:  # D3 partial adjustment of a running plan (planner/planning/partial.py)
+        from planner.planning.partial import replan
+        from planner.planning.plan import load_plan
 
         plan = replan(graph, load_plan(args.partial_from), profile, constraints, fn)
         print(f"replan: {plan.notes['replan']['mode']} ({plan.notes['replan']['reason']})", file=sys.stderr)
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 def _profile_from_broker(args: argparse.Namespace, graph: ModelGraph):
     """Profile the online nodes of a live fleet (cached per board, runtime and model)."""
     from planner.fleet import Fleet
-    from planner.profile import save_profile
+    from planner.planning.profile import save_profile
 
     with Fleet.connect(args.broker, fleet=args.fleet) as fleet:
         if not fleet.nodes():

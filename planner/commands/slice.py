@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 
 from planner.commands._common import human_bytes, print_json, print_table
-from planner.graph import ModelGraph
-from planner.slicer import TileSpec, slice_model
+from planner.model.graph import ModelGraph
+from planner.model.slicer import TileSpec, slice_model
 
 _GRID = re.compile(r"^(\d+)x(\d+)@(\d+)$")
 _SPLIT = re.compile(r"^(\d+(?:,\d+)*)@(\d+)$")

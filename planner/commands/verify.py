@@ -12,7 +12,7 @@ import sys
 
 from node.runtime import RuntimeSettings
 from planner.commands._common import print_json, print_table
-from planner.verify import verify_slice
+from planner.model.verify import verify_slice
 
 
 def _positive(text: str) -> int:

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     with connect(args) as fleet:
         profile = None
         if args.profile:
-            from planner.profile import load_profile
+            from planner.planning.profile import load_profile
 
             profile = load_profile(args.profile)
         w = watch(fleet, args.deployment, graph, profile, policy, on_replan=say)

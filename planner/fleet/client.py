@@ -12,8 +12,8 @@ from planner.errors import FleetError
 from planner.fleet.control import Control
 from planner.fleet.deployment import Deployment
 from planner.fleet.record import Record
-from planner.graph import ModelGraph
-from planner.layout import StageLayout
+from planner.model.graph import ModelGraph
+from planner.planning.layout import StageLayout
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,8 @@ class Fleet:
 
     def profile(self, model: str | Path | bytes | ModelGraph, nodes: list[str] | None = None,
                 **options: Any) -> Any:
-        """Profile (cached) of the online nodes for this model; see planner.profiling."""
-        from planner.profiling import profile_fleet
+        """Profile (cached) of the online nodes for this model; see planner.fleet.profiling."""
+        from planner.fleet.profiling import profile_fleet
 
         return profile_fleet(self, load_model(model), nodes, **options)
 
@@ -128,16 +128,16 @@ class Fleet:
         `ready_timeout_s` bounds the wait for each node's deploy reply; `client` options
         (timeout_s per attempt, retries, window) configure the returned handle.
         """
-        from planner.deploy import deploy_layout
+        from planner.fleet.deploy import deploy_layout
 
         graph = load_model(model)
         plan_doc, predicted = None, None
         if layout is None:
-            from planner.fleet.planning import plan_for_fleet
+            from planner.fleet.fleetplan import plan_for_fleet
 
             plan = plan_for_fleet(self, graph, strategy, constraints, profile, progress)
             plan_doc, predicted = plan.to_json(), dict(plan.predicted)
-            from planner.layout import from_plan
+            from planner.planning.layout import from_plan
 
             layout = from_plan(plan)
         else:
@@ -151,7 +151,7 @@ class Fleet:
 
     def undeploy(self, name: str) -> dict[str, Any]:
         """Free deployment `name` on every node and clear its record."""
-        from planner.deploy import undeploy
+        from planner.fleet.deploy import undeploy
 
         for d in [d for d in self._deployments if d.name == name]:
             d.close()

@@ -20,7 +20,7 @@ from planner.errors import FleetError
 from planner.fleet.dataclient import DataClient, Entry, local_address_towards
 from planner.fleet.record import Record
 from planner.fleet.requests import Tracker, describe_src
-from planner.live.resend import resend_in_flight
+from planner.fleet.resend import resend_in_flight
 
 if TYPE_CHECKING:
     from planner.fleet.client import Fleet

@@ -2,7 +2,7 @@
 
 The joiner is profiled fresh (its kind's cached op times may describe another board of
 that kind, or this one under other conditions), then every link between it and the
-profile's other online nodes is probed in both directions, as planner.profiling does
+profile's other online nodes is probed in both directions, as planner.fleet.profiling does
 for a whole fleet. What comes back is the old profile plus the joiner, so the watcher
 can plan with it and compare against the running plan.
 """
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 from node.wire import messages as m
 from planner.errors import FleetError
-from planner.graph import ModelGraph
-from planner.profile import Link, Profile
+from planner.model.graph import ModelGraph
+from planner.planning.profile import Link, Profile
 
 if TYPE_CHECKING:
     from planner.fleet.client import Fleet
@@ -30,7 +30,7 @@ def with_joiners(fleet: Fleet, graph: ModelGraph, profile: Profile, joiners: Seq
                  cache_dir: str | Path | None = None, probe_bytes: int = 1_000_000
                  ) -> Profile:
     """`profile` plus the measured joiners and their links to the other online nodes."""
-    from planner.profiling import profile_fleet
+    from planner.fleet.profiling import profile_fleet
 
     measured = profile_fleet(fleet, graph, list(joiners), cache_dir=cache_dir, fresh=True,
                              progress=False)
@@ -61,9 +61,9 @@ def with_joiners(fleet: Fleet, graph: ModelGraph, profile: Profile, joiners: Seq
 
 def _pair_latencies(fleet: Fleet, names: Sequence[str]) -> dict[tuple[str, str], float]:
     """What a hop a -> b adds, measured through two forward stages like a fresh profile's
-    links (planner.profiling.hop_latencies); {} when it cannot be measured (the caller
+    links (planner.fleet.profiling.hop_latencies); {} when it cannot be measured (the caller
     then estimates from the client round trips)."""
-    from planner.profiling import hop_latencies
+    from planner.fleet.profiling import hop_latencies
 
     infos = {n.name: n for n in fleet.nodes()}
     group = [infos[n] for n in names if n in infos]

@@ -21,7 +21,7 @@ from node.wire import messages as m
 from planner.errors import FleetError
 from planner.fleet.record import Record
 from planner.live.drift import Drift, DriftRule, History
-from planner.profile import Link, Profile
+from planner.planning.profile import Link, Profile
 
 log = logging.getLogger(__name__)
 Pair = tuple[str, str]

@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from planner.live.drift import Drift, device_factors
-from planner.plan import Plan
-from planner.profile import Link, Profile
+from planner.planning.plan import Plan
+from planner.planning.profile import Link, Profile
 
 NODE_LOST, DRIFT, JOIN = "node_lost", "drift", "join"
 
@@ -122,8 +122,8 @@ def plan_figure(graph: Any, plan: Plan, profile: Profile, objective: str | None 
                 ) -> float:
     """The plan's simulated figure under `profile` for `objective` (default: the plan's own;
     lower is better: seconds of latency, or minus frames per second)."""
-    from planner.costmodel import CostModel
-    from planner.simulate import simulate
+    from planner.planning.costmodel import CostModel
+    from planner.planning.simulate import simulate
 
     sim = simulate(plan, CostModel(graph, replace(profile, source=plan.source, sink=plan.sink)))
     if (objective or plan.objective) == "throughput":

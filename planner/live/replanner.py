@@ -1,6 +1,6 @@
 """One re-plan: updated profile -> partial plan (or a full one) -> next epoch -> event.
 
-The switch itself is `planner.deploy.deploy_layout`: the new epoch's parts are uploaded
+The switch itself is `planner.fleet.deploy.deploy_layout`: the new epoch's parts are uploaded
 and its stages loaded next to the old ones, the deployment record is published (clients
 move new requests and their in-flight ones to the new epoch), then the new epoch is
 activated, which drops the old one. Every re-plan is logged and published, not
@@ -15,14 +15,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from planner.constraints import Constraints
 from planner.errors import PlanError, TilefleetError
 from planner.fleet.control import Control
 from planner.fleet.record import Record
-from planner.graph import ModelGraph
 from planner.live.drift import device_factors, link_bandwidths
 from planner.live.policy import Trigger, adjust_profile, moved_stages
-from planner.profile import Profile
+from planner.model.graph import ModelGraph
+from planner.planning.constraints import Constraints
+from planner.planning.profile import Profile
 
 log = logging.getLogger(__name__)
 FALLBACK_STRATEGY = "throughput"
@@ -63,17 +63,17 @@ def plan_next(graph: ModelGraph, profile: Profile, old_plan: dict[str, Any] | No
               changed: set[str] | None = None) -> tuple[Any, str]:
     """(Plan, "partial"|"full"): D3's partial adjustment of the old plan, else a full plan.
 
-    planner.partial keeps the adjusted old plan only when it is within its tolerance of
+    planner.planning.partial keeps the adjusted old plan only when it is within its tolerance of
     a full re-plan with the same strategy; `changed` names the devices that drifted.
     """
-    from planner.strategies import STRATEGIES
+    from planner.planning.strategies import STRATEGIES
 
     fn = STRATEGIES.get(strategy) or STRATEGIES.get(FALLBACK_STRATEGY)
     if fn is None:
         raise PlanError(f"unknown strategy {strategy!r}")
     if partial and old_plan:
-        from planner.partial import replan as partial_replan
-        from planner.plan import plan_from_json
+        from planner.planning.partial import replan as partial_replan
+        from planner.planning.plan import plan_from_json
 
         try:
             plan = partial_replan(graph, plan_from_json(old_plan, "<deployment record>"),
@@ -93,8 +93,8 @@ def execute(control: Control, graph: ModelGraph, record: Record, profile: Profil
     `planned` is a (Plan, mode) the caller already made for this trigger and profile
     (a join is judged by planning it).
     """
-    from planner.deploy import deploy_layout
-    from planner.layout import from_plan
+    from planner.fleet.deploy import deploy_layout
+    from planner.planning.layout import from_plan
 
     t0 = time.monotonic() if seen_at is None else seen_at
     new_profile = adjust_profile(profile, graph.sha256, trigger)

@@ -20,10 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from planner.constraints import Constraints
 from planner.errors import FleetError, TilefleetError
 from planner.fleet.record import Record
-from planner.graph import ModelGraph
 from planner.live.drift import DriftRule, History, beyond_band
 from planner.live.links import LinkProber
 from planner.live.policy import (
@@ -39,8 +37,10 @@ from planner.live.policy import (
     without_nodes,
 )
 from planner.live.replanner import FALLBACK_STRATEGY, Replan, execute, plan_next
-from planner.plan import plan_from_json
-from planner.profile import Profile
+from planner.model.graph import ModelGraph
+from planner.planning.constraints import Constraints
+from planner.planning.plan import plan_from_json
+from planner.planning.profile import Profile
 
 if TYPE_CHECKING:
     from planner.fleet.client import Fleet

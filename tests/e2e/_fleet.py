@@ -9,8 +9,8 @@ from functools import cache
 from pathlib import Path
 
 from planner.fleet import Fleet
-from planner.graph import ModelGraph
-from planner.localfleet import LocalFleet
+from planner.local.localfleet import LocalFleet
+from planner.model.graph import ModelGraph
 from planner.modelbuild import recipes
 from tests.conftest import MOSQUITTO, Broker
 

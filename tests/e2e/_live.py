@@ -13,8 +13,8 @@ import paho.mqtt.client as mqtt
 
 from planner.fleet import Fleet
 from planner.fleet.reference import LocalModel, random_inputs
-from planner.live.drills import Stream
-from planner.localfleet import LocalFleet
+from planner.local.drills import Stream
+from planner.local.localfleet import LocalFleet
 from planner.modelbuild import recipes
 from tests.conftest import MOSQUITTO, Broker
 

@@ -10,7 +10,7 @@ import pytest
 from node.wire import messages as m
 from planner.errors import FleetError, TilefleetError
 from planner.fleet.reference import LocalModel, mismatches, random_inputs
-from planner.layout import StageLayout, chain
+from planner.planning.layout import StageLayout, chain
 from tests.e2e import _fleet
 
 pytestmark = [pytest.mark.e2e,
@@ -111,7 +111,7 @@ def test_switch_moving_one_stage_ships_one_part_and_reuses_the_other_stages(env)
 
 
 def _part_bytes(g, start: int, end: int, sha: str) -> int:
-    from planner.wiring import cut_cached
+    from planner.fleet.wiring import cut_cached
 
     part = cut_cached(g, start, end)
     assert part.sha256 == sha

@@ -13,7 +13,7 @@ import pytest
 
 from node.wire import messages as m
 from planner.fleet.reference import LocalModel, random_inputs
-from planner.layout import chain
+from planner.planning.layout import chain
 from tests.e2e import _fleet
 
 pytestmark = [pytest.mark.e2e,

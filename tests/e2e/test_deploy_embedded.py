@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from planner.fleet.reference import LocalModel, mismatches, random_inputs
-from planner.layout import StageLayout
+from planner.planning.layout import StageLayout
 from tests.e2e import _fleet
 
 pytestmark = [pytest.mark.e2e]

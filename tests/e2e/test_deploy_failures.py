@@ -12,7 +12,7 @@ from node.wire import messages as m
 from planner.errors import FleetError
 from planner.fleet import RequestError
 from planner.fleet.reference import LocalModel, mismatches, random_inputs
-from planner.layout import chain
+from planner.planning.layout import chain
 from tests.e2e import _fleet
 
 pytestmark = [pytest.mark.e2e]

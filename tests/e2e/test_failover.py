@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from planner.live.drills import failover_drill
+from planner.local.drills import failover_drill
 from tests.e2e import _live
 
 pytestmark = [pytest.mark.e2e,

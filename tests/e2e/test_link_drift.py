@@ -27,11 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from planner.constraints import Constraints, Pin
 from planner.fleet import Fleet
-from planner.graph import ModelGraph
 from planner.live import DriftRule, ReplanPolicy
+from planner.model.graph import ModelGraph
 from planner.modelbuild import recipes
+from planner.planning.constraints import Constraints, Pin
 from tests.conftest import MOSQUITTO
 from tests.e2e import _live
 from tests.e2e._live import HAVE_MOSQUITTO

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from planner.constraints import Constraints
-from planner.graph import ModelGraph
 from planner.live import DriftRule, ReplanPolicy
+from planner.model.graph import ModelGraph
+from planner.planning.constraints import Constraints
 from tests.e2e import _live
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "throttle.py"

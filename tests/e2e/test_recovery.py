@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 
 from node.wire.service import ServiceClient
-from planner.constraints import Constraints
 from planner.fleet.reference import LocalModel, random_inputs
-from planner.graph import ModelGraph
-from planner.layout import chain
 from planner.live import DriftRule, ReplanPolicy
+from planner.model.graph import ModelGraph
+from planner.planning.constraints import Constraints
+from planner.planning.layout import chain
 from tests.e2e import _live
 
 pytestmark = [pytest.mark.e2e,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from planner.live import DriftRule, ReplanPolicy
-from planner.live.drills import throttle_drill
+from planner.local.drills import throttle_drill
 from tests.e2e._live import HAVE_MOSQUITTO
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "throttle.py"

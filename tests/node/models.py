@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.cut import Part, cut_at, cut_range
-from planner.graph import ModelGraph
+from planner.model.cut import Part, cut_at, cut_range
+from planner.model.graph import ModelGraph
+from planner.model.tile import TileLayout, tile_layout
 from planner.modelbuild import GraphBuilder
-from planner.tile import TileLayout, tile_layout
 
 
 def small_cnn(dtype: str = "float32", size: int = 32) -> bytes:

@@ -23,9 +23,9 @@ from node.wire.service import ServiceClient
 from tests.node.harness import Client
 from tests.node.models import three_parts, tiled_head
 
-pytest.importorskip("planner.cut")
-from planner.cut import cut_range  # noqa: E402
-from planner.graph import ModelGraph  # noqa: E402
+pytest.importorskip("planner.model.cut")
+from planner.model.cut import cut_range  # noqa: E402
+from planner.model.graph import ModelGraph  # noqa: E402
 from planner.modelbuild import recipes  # noqa: E402
 
 

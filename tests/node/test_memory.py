@@ -14,11 +14,11 @@ import pytest
 
 from node.memory import stage_bytes, window_share
 from node.wire.messages import InputSpec, StageSpec, TileSpec
-from planner.costmodel import CostModel
-from planner.cut import cut_range
-from planner.graph import ModelGraph
+from planner.model.cut import cut_range
+from planner.model.graph import ModelGraph
 from planner.modelbuild import recipes
-from planner.profile import Device, Profile
+from planner.planning.costmodel import CostModel
+from planner.planning.profile import Device, Profile
 
 
 @cache

@@ -12,11 +12,11 @@ from functools import cache
 import numpy as np
 
 from node.runtime import RuntimeSettings, run_whole
-from planner.cut import Part, folds_constants
-from planner.graph import ModelGraph
+from planner.model.cut import Part, folds_constants
+from planner.model.graph import ModelGraph
+from planner.model.verify import model_inputs, run_parts
 from planner.modelbuild import recipes
 from planner.modelbuild.randomdag import random_dag
-from planner.verify import model_inputs, run_parts
 
 # Small versions (32-64 px, narrow) of every architecture the builder knows.
 RECIPES = {

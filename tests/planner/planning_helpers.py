@@ -6,10 +6,10 @@ import itertools
 import math
 import random
 
-from planner.costmodel import CostModel
-from planner.profile import Device, Link, Profile
-from planner.strategies.latency import chain_latency
-from planner.strategies.throughput import chain_period
+from planner.planning.costmodel import CostModel
+from planner.planning.profile import Device, Link, Profile
+from planner.planning.strategies.latency import chain_latency
+from planner.planning.strategies.throughput import chain_period
 
 
 def random_profile(seed: int, n_devices: int, memory: tuple[int, int] = (1 << 40, 1 << 40),

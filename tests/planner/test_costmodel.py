@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from planner.costmodel import CostModel
-from planner.graph import ModelGraph
+from planner.model.graph import ModelGraph
 from planner.modelbuild import recipes
-from planner.profile import Device, Link, Profile
+from planner.planning.costmodel import CostModel
+from planner.planning.profile import Device, Link, Profile
 
 
 def model(seed=2, n=8):

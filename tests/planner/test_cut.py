@@ -8,9 +8,9 @@ import pytest
 from ai_edge_litert import schema_py_generated as schema
 
 from node.runtime import make_interpreter
-from planner.cut import cut_at, cut_between, cut_range
 from planner.errors import CutError, ModelError
-from planner.graph import ModelGraph
+from planner.model.cut import cut_at, cut_between, cut_range
+from planner.model.graph import ModelGraph
 from tests.planner.cutkit import (
     SETTINGS,
     assert_chain_exact,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.cut import cut_at
+from planner.model.cut import cut_at
 from tests.planner.cutkit import SETTINGS, assert_chain_exact, compute_ops, graph_of
 
 MODELS = ["mobilenet", "resnet", "vgg", "yolo", "early_exit", "dag0", "dag3", "dag7"]
@@ -89,7 +89,7 @@ def test_chain_exact_under_tflite_runtime() -> None:
     reason = _tflite_runtime_importable()
     if reason:
         pytest.skip(reason)
-    code = ("from planner.cut import cut_at\n"
+    code = ("from planner.model.cut import cut_at\n"
             "from tests.planner.cutkit import SETTINGS, assert_chain_exact, compute_ops, graph_of\n"
             "for name in ('mobilenet', 'yolo'):\n"
             "  for dt in ('float32', 'int8'):\n"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from planner.cut import cut_range
 from planner.fleet.client import NodeInfo
-from planner.graph import ModelGraph
+from planner.fleet.profiling import cache_key, op_groups, spread
+from planner.model.cut import cut_range
+from planner.model.graph import ModelGraph
 from planner.modelbuild import recipes
-from planner.profile import Device
-from planner.profiling import cache_key, op_groups, spread
+from planner.planning.profile import Device
 
 
 @pytest.fixture(scope="module")

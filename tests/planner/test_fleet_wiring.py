@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from node.wire.frames import CLIENT
-from planner.cut import cut_range
 from planner.errors import PlanError
-from planner.graph import ModelGraph
-from planner.layout import StageLayout, chain, check_layout, from_plan, layout_devices
-from planner.wiring import cut_cached, intersect, wire
+from planner.fleet.wiring import cut_cached, intersect, wire
+from planner.model.cut import cut_range
+from planner.model.graph import ModelGraph
+from planner.planning.layout import StageLayout, chain, check_layout, from_plan, layout_devices
 from tests.node.models import small_cnn
 
 EP = {n: f"tcp://127.0.0.1:{5000 + i}" for i, n in enumerate("abcd")}

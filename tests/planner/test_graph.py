@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from planner.errors import ModelError
-from planner.graph import ModelGraph
+from planner.model.graph import ModelGraph
 from planner.modelbuild import GraphBuilder, recipes
 
 

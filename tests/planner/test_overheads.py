@@ -9,8 +9,8 @@ import numpy as np
 from node.resources import host_identity
 from node.runtime import RuntimeSettings, make_interpreter
 from planner.fleet.client import NodeInfo
-from planner.overheads import client_device, tiny_part
-from planner.profiling import prior_device
+from planner.fleet.overheads import client_device, tiny_part
+from planner.fleet.profiling import prior_device
 
 
 def test_prior_device_carries_the_announced_host():

@@ -9,15 +9,15 @@ from dataclasses import replace
 
 import pytest
 
-from planner.constraints import Constraints
-from planner.graph import ModelGraph
+from planner.model.graph import ModelGraph
 from planner.modelbuild import recipes
 from planner.modelbuild.stack import StackLayer
-from planner.partial import replan
-from planner.plan import check_plan, save_plan
-from planner.profile import Device, Link, Profile
-from planner.strategies import STRATEGIES
-from planner.strategies.tiles import figure
+from planner.planning.constraints import Constraints
+from planner.planning.partial import replan
+from planner.planning.plan import check_plan, save_plan
+from planner.planning.profile import Device, Link, Profile
+from planner.planning.strategies import STRATEGIES
+from planner.planning.strategies.tiles import figure
 
 
 def fleet(n: int) -> Profile:

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from planner.constraints import Constraints
 from planner.errors import PlanError
-from planner.graph import ModelGraph
+from planner.model.graph import ModelGraph
 from planner.modelbuild import recipes
-from planner.plan import (
+from planner.planning.constraints import Constraints
+from planner.planning.plan import (
     Plan,
     Route,
     Stage,
@@ -20,7 +20,7 @@ from planner.plan import (
     plan_from_json,
     save_plan,
 )
-from planner.strategies import STRATEGIES
+from planner.planning.strategies import STRATEGIES
 
 from .planning_helpers import random_profile
 

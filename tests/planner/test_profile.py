@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from planner.errors import ProfileError
-from planner.graph import ModelGraph
+from planner.model.graph import ModelGraph
 from planner.modelbuild import recipes
-from planner.profile import (
+from planner.planning.profile import (
     Device,
     Link,
     Profile,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from planner.constraints import Constraints, Pin
-from planner.graph import ModelGraph
 from planner.live.drift import Drift
 from planner.live.policy import (
     DRIFT,
@@ -21,8 +19,10 @@ from planner.live.policy import (
     settled_joiners,
 )
 from planner.live.replanner import Replan, plan_next
+from planner.model.graph import ModelGraph
 from planner.modelbuild import recipes
-from planner.profile import Device, Link, Profile
+from planner.planning.constraints import Constraints, Pin
+from planner.planning.profile import Device, Link, Profile
 
 ONLINE = {"state": "online"}
 OFFLINE = {"state": "offline"}

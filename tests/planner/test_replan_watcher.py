@@ -11,7 +11,7 @@ from planner.errors import FleetError
 from planner.live import watcher as w
 from planner.live.drift import DriftRule
 from planner.live.replanner import Replan
-from planner.profile import Device, Link, Profile
+from planner.planning.profile import Device, Link, Profile
 
 
 def _record(epoch: int, nodes=("a", "b")) -> dict:
@@ -99,7 +99,7 @@ def test_no_record_no_action(setup):
 # ---- joins and link probes: a real model and plan, the fleet in memory -------------------
 @pytest.fixture(scope="module")
 def graph():
-    from planner.graph import ModelGraph
+    from planner.model.graph import ModelGraph
     from planner.modelbuild import recipes
 
     return ModelGraph(recipes.mobilenet_v2_like(input_size=64, seed=0), "m")
@@ -107,8 +107,8 @@ def graph():
 
 def _planned(graph, control: FakeControl, profile: Profile, cut: int = 6) -> None:
     """Record `d` runs a throughput plan pinned to the chain a -> b cut at `cut`."""
-    from planner.constraints import Constraints, Pin
     from planner.live.replanner import plan_next
+    from planner.planning.constraints import Constraints, Pin
 
     pins = (Pin(0, cut, "a"), Pin(cut, len(graph.ops), "b"))
     plan, _ = plan_next(graph, profile, None, "throughput",
@@ -128,7 +128,7 @@ def _profile(*names: str, speed: float = 1e9) -> Profile:
 @pytest.fixture
 def live(setup, graph, monkeypatch):
     """The `setup` watcher with a real graph, a real plan and joiners measured as given."""
-    from planner.constraints import Constraints
+    from planner.planning.constraints import Constraints
 
     control, watcher, calls, _ = setup
     watcher.graph, watcher.profile = graph, _profile("a", "b")
@@ -229,8 +229,8 @@ def test_link_probes_replan_on_a_slow_link_and_ignore_a_harmless_swing(live):
 
 
 def test_a_link_traffic_was_moved_off_is_watched_until_it_recovers(live, graph):
-    from planner.constraints import Constraints, Pin
     from planner.live.replanner import plan_next
+    from planner.planning.constraints import Constraints, Pin
 
     control, watcher, calls, _, _ = live
     control.records["d"]["nodes"] = {"a": {}, "b": {"service_endpoint": "tcp://b:1"}}

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from planner.constraints import Constraints
-from planner.costmodel import CostModel
-from planner.graph import ModelGraph
+from planner.model.graph import ModelGraph
+from planner.model.tile import tile_io_bytes, tile_layout, tile_macs
 from planner.modelbuild import recipes
-from planner.plan import Stage, TileSpec
-from planner.planbuild import make_plan, ranges_to_stages
-from planner.profile import Device, Link, Profile
-from planner.simulate import run_frames, simulate
-from planner.strategies import STRATEGIES
-from planner.tile import tile_io_bytes, tile_layout, tile_macs
+from planner.planning.constraints import Constraints
+from planner.planning.costmodel import CostModel
+from planner.planning.plan import Stage, TileSpec
+from planner.planning.planbuild import make_plan, ranges_to_stages
+from planner.planning.profile import Device, Link, Profile
+from planner.planning.simulate import run_frames, simulate
+from planner.planning.strategies import STRATEGIES
 
 BW, LAT = 1e6, 1e-3
 

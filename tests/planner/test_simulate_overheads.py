@@ -6,18 +6,18 @@ from dataclasses import replace
 
 import pytest
 
-from planner.constraints import Constraints
-from planner.costmodel import CostModel
-from planner.graph import ModelGraph
+from planner.model.graph import ModelGraph
+from planner.model.tile import tile_io_bytes, tile_layout
 from planner.modelbuild import recipes
-from planner.plan import Stage, TileSpec
-from planner.planbuild import make_plan, ranges_to_stages
-from planner.profile import Device, Link, Profile, profile_from_json
-from planner.simulate import run_frames, simulate, timeline
-from planner.strategies import STRATEGIES
-from planner.strategies.latency import chain_latency
-from planner.strategies.throughput import chain_period
-from planner.tile import tile_io_bytes, tile_layout
+from planner.planning.constraints import Constraints
+from planner.planning.costmodel import CostModel
+from planner.planning.plan import Stage, TileSpec
+from planner.planning.planbuild import make_plan, ranges_to_stages
+from planner.planning.profile import Device, Link, Profile, profile_from_json
+from planner.planning.simulate import run_frames, simulate, timeline
+from planner.planning.strategies import STRATEGIES
+from planner.planning.strategies.latency import chain_latency
+from planner.planning.strategies.throughput import chain_period
 
 BW, LAT = 1e6, 1e-3
 MS = 1e-3

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from planner.cut import cut_at
 from planner.errors import CutError, TileError
-from planner.graph import ModelGraph
-from planner.manifest import ManifestError, check_chain, load_manifest, parse_manifest
+from planner.model.cut import cut_at
+from planner.model.graph import ModelGraph
+from planner.model.manifest import ManifestError, check_chain, load_manifest, parse_manifest
+from planner.model.slicer import TileSpec, slice_model
+from planner.model.verify import verify_slice
 from planner.modelbuild import recipes
-from planner.slicer import TileSpec, slice_model
-from planner.verify import verify_slice
 from tests.planner.cutkit import compute_ops, graph_of
 
 PART_KEYS = {"file", "sha256", "ops", "inputs", "outputs", "tiles"}

@@ -6,13 +6,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.constraints import Constraints
 from planner.errors import TilefleetError
-from planner.graph import ModelGraph
+from planner.model.graph import ModelGraph
 from planner.modelbuild import recipes
-from planner.profile import Device, Link, Profile
-from planner.strategies import STRATEGIES
-from planner.strategies.tiles import figure
+from planner.planning.constraints import Constraints
+from planner.planning.profile import Device, Link, Profile
+from planner.planning.strategies import STRATEGIES
+from planner.planning.strategies.tiles import figure
 
 BASELINES = ("latency", "throughput", "neurosurgeon", "dads", "even", "memory", "ftp", "tiles", "hybrid")
 MODELS = {

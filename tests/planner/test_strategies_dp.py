@@ -9,14 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.constraints import Constraints, Pin
-from planner.costmodel import CostModel
 from planner.errors import PlanError
-from planner.graph import ModelGraph
+from planner.model.graph import ModelGraph
 from planner.modelbuild import recipes
-from planner.strategies import STRATEGIES, latency, throughput
-from planner.strategies.latency import chain_latency
-from planner.strategies.throughput import chain_period
+from planner.planning.constraints import Constraints, Pin
+from planner.planning.costmodel import CostModel
+from planner.planning.strategies import STRATEGIES, latency, throughput
+from planner.planning.strategies.latency import chain_latency
+from planner.planning.strategies.throughput import chain_period
 
 from .planning_helpers import best_latency, best_period, random_profile
 

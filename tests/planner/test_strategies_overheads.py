@@ -10,18 +10,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.constraints import Constraints
-from planner.costmodel import CostModel
 from planner.errors import PlanError
-from planner.graph import ModelGraph
+from planner.model.graph import ModelGraph
 from planner.modelbuild import recipes
-from planner.planbuild import make_plan, ranges_to_stages
-from planner.profile import Link
-from planner.strategies import latency, throughput
-from planner.strategies._classes import device_classes
-from planner.strategies._common import allowed
-from planner.strategies.latency import chain_latency
-from planner.strategies.throughput import chain_period
+from planner.planning.constraints import Constraints
+from planner.planning.costmodel import CostModel
+from planner.planning.planbuild import make_plan, ranges_to_stages
+from planner.planning.profile import Link
+from planner.planning.strategies import latency, throughput
+from planner.planning.strategies._classes import device_classes
+from planner.planning.strategies._common import allowed
+from planner.planning.strategies.latency import chain_latency
+from planner.planning.strategies.throughput import chain_period
 
 from .planning_helpers import best_latency, best_period, random_profile
 

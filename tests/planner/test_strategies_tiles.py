@@ -8,17 +8,17 @@ import sys
 
 import pytest
 
-from planner.constraints import Constraints, Pin
-from planner.costmodel import CostModel
 from planner.errors import PlanError, TileError
-from planner.graph import ModelGraph
+from planner.model.graph import ModelGraph
+from planner.model.tile import tile_layout
 from planner.modelbuild import GraphBuilder, recipes
-from planner.plan import Stage, check_plan
-from planner.planbuild import make_plan
-from planner.profile import Device, Link, Profile
-from planner.simulate import plan_memory
-from planner.strategies import STRATEGIES
-from planner.tile import tile_layout
+from planner.planning.constraints import Constraints, Pin
+from planner.planning.costmodel import CostModel
+from planner.planning.plan import Stage, check_plan
+from planner.planning.planbuild import make_plan
+from planner.planning.profile import Device, Link, Profile
+from planner.planning.simulate import plan_memory
+from planner.planning.strategies import STRATEGIES
 
 TILE_STRATEGIES = ("tiles", "hybrid", "ftp")
 

@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from node.runtime import RuntimeSettings
-from planner.cut import cut_range
-from planner.graph import ModelGraph
-from planner.halo import program
-from planner.tile import check_tileable, tile_layout
+from planner.model.cut import cut_range
+from planner.model.graph import ModelGraph
+from planner.model.halo import program
+from planner.model.tile import check_tileable, tile_layout
 from tests.planner.tile_models import build_stack, random_input, run_tiled, run_untiled
 
 STACKS = {

@@ -9,9 +9,17 @@ from hypothesis import strategies as st
 
 from node.tile_exec import TileRunner, slice_region
 from planner.errors import TileError
-from planner.graph import ModelGraph
-from planner.halo import Halo, program
-from planner.tile import Tile, halo, split_by_weights, tile_io_bytes, tile_layout, tile_macs, trace
+from planner.model.graph import ModelGraph
+from planner.model.halo import Halo, program
+from planner.model.tile import (
+    Tile,
+    halo,
+    split_by_weights,
+    tile_io_bytes,
+    tile_layout,
+    tile_macs,
+    trace,
+)
 from tests.planner.test_tile_exact import STACKS, stack
 from tests.planner.tile_models import build_stack, random_input, run_untiled
 

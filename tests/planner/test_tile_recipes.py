@@ -7,9 +7,9 @@ from functools import cache
 import pytest
 
 from planner.errors import TileError
-from planner.graph import ModelGraph
+from planner.model.graph import ModelGraph
+from planner.model.tile import check_tileable, halo, tileable_prefix
 from planner.modelbuild import recipes
-from planner.tile import check_tileable, halo, tileable_prefix
 from tests.planner.test_tile_exact import assert_tiles_exact
 
 BUILDS = {

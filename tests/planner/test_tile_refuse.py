@@ -7,9 +7,9 @@ import pytest
 from ai_edge_litert import schema_py_generated as schema
 
 from planner.errors import TileError
-from planner.graph import ModelGraph
+from planner.model.graph import ModelGraph
+from planner.model.tile import check_tileable, tile_layout, tileable_prefix
 from planner.modelbuild import GraphBuilder
-from planner.tile import check_tileable, tile_layout, tileable_prefix
 from tests.planner.test_tile_exact import stack
 
 

@@ -11,10 +11,10 @@ import pytest
 
 from node.runtime import RuntimeSettings
 from planner.errors import ModelError
-from planner.graph import ModelGraph
-from planner.manifest import ManifestError
-from planner.slicer import slice_model
-from planner.verify import random_input, verify_slice
+from planner.model.graph import ModelGraph
+from planner.model.manifest import ManifestError
+from planner.model.slicer import slice_model
+from planner.model.verify import random_input, verify_slice
 from tests.planner.cutkit import compute_ops, graph_of, model_bytes
 
 

@@ -12,8 +12,8 @@ import numpy as np
 
 from node.runtime import RuntimeSettings, run_whole
 from node.tile_exec import TileRunner, slice_region, stitch
+from planner.model.tile import TileLayout
 from planner.modelbuild import GraphBuilder
-from planner.tile import TileLayout
 
 
 def stack_graph(size: int | tuple[int, int], layers: list[tuple], c: int = 4) -> GraphBuilder:

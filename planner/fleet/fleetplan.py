@@ -1,0 +1,41 @@
+"""Glue between the fleet and the planner: profile the online nodes, run a strategy."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from planner.errors import FleetError
+from planner.model.graph import ModelGraph
+
+if TYPE_CHECKING:
+    from planner.fleet.client import Fleet
+
+log = logging.getLogger(__name__)
+
+
+def strategies() -> list[str]:
+    """Names of the strategies available in this checkout."""
+    from planner.planning.strategies import STRATEGIES
+
+    return list(STRATEGIES)
+
+
+def plan_for_fleet(fleet: Fleet, graph: ModelGraph, strategy: str, constraints: Any = None,
+                   profile: Any = None, progress: bool = True) -> Any:
+    """A Plan for `graph` on the online nodes (profiled unless `profile` is given)."""
+    from planner.planning.constraints import Constraints
+    from planner.planning.strategies import STRATEGIES
+
+    fn = STRATEGIES.get(strategy)
+    if fn is None:
+        raise FleetError(f"unknown strategy {strategy!r} (available: "
+                         f"{', '.join(STRATEGIES) or 'none'})")
+    if profile is None:
+        profile = fleet.profile(graph, progress=progress)
+    t = time.perf_counter()
+    plan = fn(graph, profile, constraints or Constraints())
+    log.info("strategy %s planned %d stage(s) in %.3f s", strategy, len(plan.stages),
+             time.perf_counter() - t)
+    return plan

@@ -1,0 +1,1 @@
+"""Model toolkit: read, cut, tile, slice and verify .tflite files (no sockets, no planning)."""
