@@ -27,7 +27,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", required=True, help="node id (letters, digits, _ . -)")
     p.add_argument("--broker", required=True, help="mqtt://host:port")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--board", help="board file firmware_configs/BOARD.toml")
+    g.add_argument("--board", help="board file node/boards/BOARD.toml")
     g.add_argument("--config", help="a board file path")
     p.add_argument("--data-port", type=int, help="data port (service = port+1; 0 = any)")
     p.add_argument("--host", help="address to bind and advertise (0.0.0.0: all)")

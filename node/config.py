@@ -1,7 +1,9 @@
-"""Board files (`firmware_configs/<board>.toml`) loaded into frozen, validated records.
+"""Board files (`node/boards/<board>.toml`) loaded into frozen, validated records.
 
 `[board]` holds facts the planner uses before it has measured anything; `[agent]` holds
 how the agent runs there. Command-line flags override `[agent]` via `override`.
+The board files are package data of `node` (found through importlib.resources), so a
+plain, non-editable `pip install .` carries them.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, fields, replace
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,7 @@ class AgentSettings:
     """How the agent runs on the board."""
 
     threads: int = 1
-    tile_threads: int = 1  # one thread per tile interpreter (DESIGN.md pitfall)
+    tile_threads: int = 1  # one thread per tile interpreter (docs/runtimes.md, threads)
     memory_budget_mb: int = 512
     delegates: tuple[str, ...] = ("xnnpack",)
     host: str = "0.0.0.0"
@@ -66,9 +69,10 @@ class NodeConfig:
 
 
 def config_dir() -> Path:
-    """firmware_configs/ next to the package (TILEFLEET_CONFIG_DIR overrides, for debugging)."""
+    """The board files' folder, node/boards/ (TILEFLEET_CONFIG_DIR overrides, for debugging)."""
     env = os.environ.get("TILEFLEET_CONFIG_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "firmware_configs"
+    # setuptools installs packages as plain folders, so the resource is a real path
+    return Path(env) if env else Path(str(files("node").joinpath("boards")))
 
 
 def boards() -> list[str]:
@@ -139,7 +143,7 @@ def load(path: str | Path) -> NodeConfig:
 
 
 def for_board(name: str) -> NodeConfig:
-    """The board file `firmware_configs/<name>.toml`."""
+    """The board file `node/boards/<name>.toml`."""
     path = config_dir() / f"{name}.toml"
     if not path.is_file():
         raise ConfigError(f"unknown board {name!r} (known: {', '.join(boards()) or 'none'})")

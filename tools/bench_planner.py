@@ -19,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from node.config import config_dir  # noqa: E402
 from planner.errors import TilefleetError  # noqa: E402
 from planner.model.graph import ModelGraph  # noqa: E402
 from planner.modelbuild import recipes  # noqa: E402
@@ -31,7 +32,7 @@ BOARDS = ["rpi3", "rpi4", "rpi5", "jetson_nano"]
 
 def fleet(size: int, kind: str):
     """`size` computing devices (+ a non-computing client that sends frames and gets results)."""
-    cfg = ROOT / "firmware_configs"
+    cfg = config_dir()
     boards = {}
     n_boards = size if kind == "lan" else size - 2
     for i in range(n_boards):

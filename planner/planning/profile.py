@@ -261,7 +261,7 @@ def save_profile(profile: Profile, path: str | Path) -> None:
 
 # ---- priors from board files ---------------------------------------------------------------
 def board_device(name: str, board_file: str | Path, tier: str | None = None) -> Device:
-    """A Device from a firmware_configs/<board>.toml: cores, memory budget, speed prior."""
+    """A Device from a board file (node/boards/<board>.toml): cores, memory budget, speed prior."""
     p = Path(board_file)
     try:
         doc = tomllib.loads(p.read_text())

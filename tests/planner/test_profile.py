@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
+from node.config import config_dir
 from planner.errors import ProfileError
 from planner.model.graph import ModelGraph
 from planner.modelbuild import recipes
@@ -22,7 +22,7 @@ from planner.planning.profile import (
     save_profile,
 )
 
-BOARDS = Path(__file__).resolve().parents[2] / "firmware_configs"
+BOARDS = config_dir()
 DOC = {"version": 1,
        "devices": {"cam": {"board": "rpi3", "memory_bytes": 1000, "speed": 1e9},
                    "srv": {"tier": "edge", "memory_bytes": 10**9, "speed": 1e10, "cores": 16}},
