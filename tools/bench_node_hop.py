@@ -1,6 +1,6 @@
 """Cost of one agent hop versus raw pyzmq, and the agent's idle memory.
 
-Starts a broker (Mosquitto if installed, else amqtt), one agent process with a forward
+Starts a broker (Mosquitto if installed, else the demo's embedded amqtt broker), one agent process with a forward
 stage per tensor size (`part: null`, routes its input to the client), and the baseline: a
 raw pyzmq relay process, PULL bound -> PUSH connected to the client, which forwards the
 received frames untouched (`copy=False`) and only reads the header's `reply` to route
@@ -44,9 +44,11 @@ import zmq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _mosquitto import start_mosquitto  # noqa: E402  (tools/ is on sys.path when run)
+
 from node.wire import frames as F  # noqa: E402
 from node.wire import messages as M  # noqa: E402
-from tests.node.harness import Commander, cid  # noqa: E402
+from planner.fleet.control import Control  # noqa: E402
 
 RELAY = """
 import sys, zmq
@@ -76,17 +78,13 @@ def free_port() -> int:
 
 
 def start_broker(tmp: Path) -> tuple[subprocess.Popen, str]:
+    """Mosquitto if installed, else the demo's embedded broker (planner.local.broker)."""
+    proc, url = start_mosquitto(tmp)
+    if proc is not None and url is not None:
+        return proc, url
     port = free_port()
-    mosq = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if os.path.exists(mosq):
-        conf = tmp / "m.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-        proc = subprocess.Popen([mosq, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-    else:
-        from tests.conftest import _AMQTT
-        proc = subprocess.Popen([sys.executable, "-c", _AMQTT % port],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "planner.local.broker", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
     for _ in range(200):
         try:
             socket.create_connection(("127.0.0.1", port), 0.1).close()
@@ -94,6 +92,17 @@ def start_broker(tmp: Path) -> tuple[subprocess.Popen, str]:
         except OSError:
             time.sleep(0.05)
     return proc, f"mqtt://127.0.0.1:{port}"
+
+
+def wait_online(ctl: Control, node: str, timeout_s: float) -> dict[str, Any]:
+    """The node's announced resources once it is online (TimeoutError otherwise)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        res = ctl.online().get(node)
+        if res and "data_endpoint" in res:
+            return res
+        time.sleep(0.05)
+    raise TimeoutError(f"node {node!r} not online after {timeout_s:.0f} s")
 
 
 class Hop:
@@ -212,18 +221,17 @@ def main() -> int:
     tuned = subprocess.Popen([sys.executable, "-c", RELAY, tuned_ep], env={**os.environ,
                              "MALLOC_MMAP_THRESHOLD_": str(MALLOC[0]),
                              "MALLOC_TRIM_THRESHOLD_": str(MALLOC[1])})
-    cmd = Commander(url)
+    ctl = Control(url, watch_metrics=False)
     ctx = zmq.Context()
     load0 = os.getloadavg()[0]
     try:
-        res = cmd.wait_online("bench", 30)
+        res = wait_online(ctl, "bench", 30)
         time.sleep(1.0)  # idle: after start-up, no models loaded
         idle_rss = psutil.Process(agent.pid).memory_info().rss
         for name, shape in SIZES.items():
             stage = M.StageSpec("fwd", None, (M.InputSpec("x", "float32", shape),),
                                 (M.Route("x", "client"),))
-            r = cmd.command("bench", M.Deploy(cid(), "", name, 0, (stage,)))
-            assert r["ok"], r
+            ctl.command("bench", M.Deploy, deployment=name, epoch=0, stages=(stage,))
         rows = {}
         for name, shape in SIZES.items():
             x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -272,7 +280,7 @@ def main() -> int:
         Path(args.o).write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote {args.o}")
     finally:
-        cmd.close()
+        ctl.close()
         ctx.destroy(linger=0)
         for p in (agent, relay, tuned, broker):
             p.terminate()
