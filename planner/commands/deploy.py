@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from planner.fleet.client import load_model
+    from planner.model.graph import load_model
     from planner.planning.constraints import Constraints, parse_pin
     from planner.planning.layout import from_plan
 

@@ -49,8 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from planner.errors import FleetError
-    from planner.fleet.client import load_model
     from planner.live import DriftRule, ReplanPolicy, watch
+    from planner.model.graph import load_model
 
     if args.threshold <= 0 or args.intervals < 1 or args.cooldown < 0:
         raise FleetError("--threshold must be > 0, --intervals >= 1, --cooldown >= 0")

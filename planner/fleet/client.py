@@ -4,51 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from planner.errors import FleetError
 from planner.fleet.control import Control
 from planner.fleet.deployment import Deployment
+from planner.fleet.nodes import NodeInfo
 from planner.fleet.record import Record
-from planner.model.graph import ModelGraph
+from planner.model.graph import ModelGraph, load_model
 from planner.planning.layout import StageLayout
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """An online node as announced on its retained resources topic."""
-
-    name: str
-    board: str
-    runtime: str
-    runtime_version: str
-    cores: int
-    threads: int
-    memory_budget_bytes: int
-    speed_gflops: float
-    data_endpoint: str
-    service_endpoint: str
-    resources: dict[str, Any]
-
-    @classmethod
-    def of(cls, name: str, r: dict[str, Any]) -> NodeInfo:
-        return cls(name, r.get("board", ""), r.get("runtime", ""), r.get("runtime_version", ""),
-                   int(r.get("cores", 0)), int(r.get("threads", 1)),
-                   int(r.get("memory_budget_bytes", 0)), float(r.get("speed_gflops", 0.0)),
-                   r.get("data_endpoint", ""), r.get("service_endpoint", ""), r)
-
-
-def load_model(model: str | Path | bytes | ModelGraph) -> ModelGraph:
-    """A ModelGraph from a path, .tflite bytes or a graph."""
-    if isinstance(model, ModelGraph):
-        return model
-    if isinstance(model, (bytes, bytearray)):
-        return ModelGraph(bytes(model), "<bytes>")
-    return ModelGraph.load(model)
 
 
 class Fleet:

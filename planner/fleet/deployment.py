@@ -23,7 +23,7 @@ from planner.fleet.requests import Tracker, describe_src
 from planner.fleet.resend import resend_in_flight
 
 if TYPE_CHECKING:
-    from planner.fleet.client import Fleet
+    from planner.fleet.nodes import FleetAccess as Fleet
 
 log = logging.getLogger(__name__)
 Inputs = dict[str, np.ndarray] | list[np.ndarray] | tuple[np.ndarray, ...] | np.ndarray
@@ -151,12 +151,6 @@ class Deployment:
     def stats(self) -> dict[str, Any]:
         """Client-side counters: sent, retries, delivered, failed, duplicates, errors."""
         return self._data.stats() if self._data else {"sent": 0, "delivered": 0}
-
-    def enable_replanning(self, model: Any, **options: Any) -> Any:
-        """Re-plan this deployment live on node loss or drift; see planner.live.watch."""
-        from planner.live.watcher import watch
-
-        return watch(self.fleet, self.name, model, **options)
 
     def close(self) -> None:
         """Stop the client side (pending requests fail); the deployment keeps running."""

@@ -10,7 +10,7 @@ from planner.errors import FleetError
 from planner.model.graph import ModelGraph
 
 if TYPE_CHECKING:
-    from planner.fleet.client import Fleet
+    from planner.fleet.nodes import FleetAccess as Fleet
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,9 @@ def plan_for_fleet(fleet: Fleet, graph: ModelGraph, strategy: str, constraints: 
         raise FleetError(f"unknown strategy {strategy!r} (available: "
                          f"{', '.join(STRATEGIES) or 'none'})")
     if profile is None:
-        profile = fleet.profile(graph, progress=progress)
+        from planner.fleet.profiling import profile_fleet
+
+        profile = profile_fleet(fleet, graph, progress=progress)
     t = time.perf_counter()
     plan = fn(graph, profile, constraints or Constraints())
     log.info("strategy %s planned %d stage(s) in %.3f s", strategy, len(plan.stages),

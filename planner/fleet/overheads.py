@@ -46,7 +46,8 @@ from planner.planning.layout import StageLayout
 from planner.planning.profile import Device
 
 if TYPE_CHECKING:
-    from planner.fleet.client import Fleet, NodeInfo
+    from planner.fleet.nodes import FleetAccess as Fleet
+    from planner.fleet.nodes import NodeInfo
 
 log = logging.getLogger(__name__)
 SMALL, LARGE = (1, 8, 8, 4), (1, 64, 64, 16)  # 1 KiB and 256 KiB of float32

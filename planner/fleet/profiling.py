@@ -37,7 +37,8 @@ from planner.model.graph import ModelGraph
 from planner.planning.profile import Device, Link, Profile, analytic_op_seconds, board_device
 
 if TYPE_CHECKING:
-    from planner.fleet.client import Fleet, NodeInfo
+    from planner.fleet.nodes import FleetAccess as Fleet
+    from planner.fleet.nodes import NodeInfo
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1

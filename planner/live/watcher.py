@@ -44,6 +44,7 @@ from planner.planning.profile import Profile
 
 if TYPE_CHECKING:
     from planner.fleet.client import Fleet
+    from planner.fleet.deployment import Deployment
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +355,7 @@ def watch(fleet: Fleet, name: str, model: Any, profile: Profile | None = None,
           policy: ReplanPolicy | None = None,
           on_replan: Callable[[Replan], None] | None = None) -> Watcher:
     """Start re-planning deployment `name` live (profiles the online nodes if needed)."""
-    from planner.fleet.client import load_model
+    from planner.model.graph import load_model
 
     graph = load_model(model)
     if fleet.control.record(name) is None:
@@ -363,3 +364,8 @@ def watch(fleet: Fleet, name: str, model: Any, profile: Profile | None = None,
     if profile is None:
         profile = fleet.profile(graph, progress=False)
     return Watcher(fleet, name, graph, profile, policy, on_replan).start()
+
+
+def enable_replanning(dep: Deployment, model: Any, **options: Any) -> Watcher:
+    """Re-plan a deployment handle's deployment live; `watch` with the handle's fleet."""
+    return watch(dep.fleet, dep.name, model, **options)

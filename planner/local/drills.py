@@ -24,6 +24,7 @@ import numpy as np
 
 from planner.fleet import Deployment, Fleet
 from planner.fleet.reference import LocalModel, random_inputs
+from planner.live import enable_replanning
 from planner.live.drift import DriftRule, History, informative
 from planner.live.watcher import ReplanPolicy
 from planner.local.localfleet import LocalFleet
@@ -140,7 +141,7 @@ def _setup(fleet: Fleet, workdir: Path, name: str, size: int, policy: ReplanPoli
     profile = fleet.profile(graph, progress=False, cache_dir=workdir / "profiles")
     dep = fleet.deploy(graph, name=name, strategy="throughput", profile=profile,
                        progress=False, timeout_s=3.0, retries=3)
-    watcher = dep.enable_replanning(graph, profile=profile, policy=policy)
+    watcher = enable_replanning(dep, graph, profile=profile, policy=policy)
     local = LocalModel(data)
     xs = [random_inputs(dep.record.model["inputs"], s) for s in range(16)]
     return graph, profile, dep, watcher, xs, [local.run(x) for x in xs]

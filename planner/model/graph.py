@@ -346,3 +346,12 @@ class ModelGraph:
                 for i in range(len(self.ops) + 1)
             ],
         }
+
+
+def load_model(model: str | Path | bytes | ModelGraph) -> ModelGraph:
+    """A ModelGraph from a path, .tflite bytes or a graph."""
+    if isinstance(model, ModelGraph):
+        return model
+    if isinstance(model, (bytes, bytearray)):
+        return ModelGraph(bytes(model), "<bytes>")
+    return ModelGraph.load(model)

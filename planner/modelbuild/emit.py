@@ -19,7 +19,7 @@ from ai_edge_litert import schema_py_generated as fb
 
 from planner.modelbuild.emit_ops import emit_op
 from planner.modelbuild.graph import GraphIR
-from planner.modelbuild.quantize import activation_params
+from planner.modelbuild.quantize import activation_params, quant_params
 from planner.modelbuild.reference import tensor_ranges
 from planner.modelbuild.samples import default_count, sample_floats
 from planner.modelbuild.weights import generate_weights
@@ -267,17 +267,6 @@ class Emitter:
             self.buffers.append(fb.BufferT(data=np.frombuffer(data, dtype=np.uint8)))
             out.append(fb.MetadataT(name=name, buffer=len(self.buffers) - 1))
         return out
-
-
-def quant_params(
-    scales: list[float] | np.ndarray, zero_points: list[int] | np.ndarray, dim: int = 0
-) -> fb.QuantizationParametersT:
-    """QuantizationParametersT; numpy vectors pack in one copy, not one call per value."""
-    return fb.QuantizationParametersT(
-        scale=np.asarray(scales, dtype=np.float32),
-        zeroPoint=np.asarray(zero_points, dtype=np.int64),
-        quantizedDimension=dim,
-    )
 
 
 def pack(model: fb.ModelT, size_hint: int = 0) -> bytes:

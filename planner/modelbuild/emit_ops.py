@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
 from planner.modelbuild.graph import Op
-from planner.modelbuild.quantize import quantize_bias, quantize_weights
+from planner.modelbuild.quantize import quant_params, quantize_bias, quantize_weights
 
-if TYPE_CHECKING:
-    from planner.modelbuild.emit import Emitter
+
+class Emitter(Protocol):
+    """What an op needs of the model being emitted (planner.modelbuild.emit.Emitter)."""
+
+    act: dict[int, int]  # IR tensor id -> the model tensor its consumers read
+    body: list[tuple[int, fb.OperatorT]]
+    qparams: Any
+
+    @property
+    def int8(self) -> bool: ...
+
+    def const(self, name: str, array: np.ndarray,
+              quant: fb.QuantizationParametersT | None = None) -> int: ...
+
+    def float_weight(self, name: str, array: np.ndarray) -> int: ...
+
+    def operator(self, where: list[tuple[int, fb.OperatorT]], code: int, inputs: list[int],
+                 outputs: list[int], options_type: int = ..., options: Any = None,
+                 version: int = 1) -> None: ...
 
 OPS = fb.BuiltinOperator
 OPT = fb.BuiltinOptions
@@ -57,7 +74,6 @@ def _weighted_inputs(em: Emitter, op: Op, w: dict[str, np.ndarray], axis: int | 
             em.float_weight(f"{op.name}/weights", w["weights"]),
             em.float_weight(f"{op.name}/bias", w["bias"]),
         ]
-    from planner.modelbuild.emit import quant_params
 
     in_scale = em.qparams[op.inputs[0]][0]
     q, scales = quantize_weights(w["weights"], axis)

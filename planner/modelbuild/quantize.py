@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from ai_edge_litert import schema_py_generated as fb
 
 from planner.modelbuild.graph import FIXED_OUTPUT_OPS, SAME_SCALE_OPS, GraphIR
 
@@ -105,3 +106,14 @@ def quantize_bias(
     scales = (np.float32(input_scale) * weight_scales).astype(np.float32)
     q = np.round(b.astype(np.float64) / scales)
     return np.clip(q, -(2**31), 2**31 - 1).astype(np.int32), scales
+
+
+def quant_params(
+    scales: list[float] | np.ndarray, zero_points: list[int] | np.ndarray, dim: int = 0
+) -> fb.QuantizationParametersT:
+    """QuantizationParametersT; numpy vectors pack in one copy, not one call per value."""
+    return fb.QuantizationParametersT(
+        scale=np.asarray(scales, dtype=np.float32),
+        zeroPoint=np.asarray(zero_points, dtype=np.int64),
+        quantizedDimension=dim,
+    )

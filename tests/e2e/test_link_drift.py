@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from planner.fleet import Fleet
-from planner.live import DriftRule, ReplanPolicy
+from planner.live import DriftRule, ReplanPolicy, enable_replanning
 from planner.model.graph import ModelGraph
 from planner.modelbuild import recipes
 from planner.planning.constraints import Constraints, Pin
@@ -83,7 +83,7 @@ def test_shaped_link_mid_stream_moves_traffic_off_it():
         policy = ReplanPolicy(rule=DriftRule(threshold=1.0), link_probe_s=0.5,
                               cooldown_s=600,
                               constraints=Constraints(objective="throughput"))
-        watcher = dep.enable_replanning(graph, profile=profile, policy=policy)
+        watcher = enable_replanning(dep, graph, profile=profile, policy=policy)
         s = _live.checked_stream(dep, data)
         try:
             # probes every 0.5 s set the link's baseline (its first 2 samples): wait for

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.live import DriftRule, ReplanPolicy
+from planner.live import DriftRule, ReplanPolicy, enable_replanning
 from planner.model.graph import ModelGraph
 from planner.planning.constraints import Constraints
 from tests.e2e import _live
@@ -58,7 +58,7 @@ def test_a_faster_node_joins_and_takes_work(tmp_path):
             policy = ReplanPolicy(rule=DriftRule(threshold=1.0), cooldown_s=600, margin=0.05,
                                   join_settle_s=0.5, profile_cache=str(cache),
                                   constraints=Constraints(objective="throughput"))
-            watcher = dep.enable_replanning(graph, profile=profile, policy=policy)
+            watcher = enable_replanning(dep, graph, profile=profile, policy=policy)
             s = _live.checked_stream(dep, data)
             try:
                 time.sleep(1.0)

@@ -21,7 +21,7 @@ import pytest
 
 from node.wire.service import ServiceClient
 from planner.fleet.reference import LocalModel, random_inputs
-from planner.live import DriftRule, ReplanPolicy
+from planner.live import DriftRule, ReplanPolicy, enable_replanning
 from planner.model.graph import ModelGraph
 from planner.planning.constraints import Constraints
 from planner.planning.layout import chain
@@ -144,7 +144,7 @@ def test_a_node_back_after_its_last_will_gets_work_again(tmp_path):
         policy = ReplanPolicy(rule=DriftRule(threshold=1.0), cooldown_s=1.0, join_settle_s=0.5,
                               margin=0.05, profile_cache=str(cache),
                               constraints=Constraints(objective="throughput"))
-        watcher = dep.enable_replanning(g, profile=profile, policy=policy)
+        watcher = enable_replanning(dep, g, profile=profile, policy=policy)
         s = _live.checked_stream(dep, data)
         try:
             time.sleep(0.5)

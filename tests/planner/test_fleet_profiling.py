@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from planner.fleet.client import NodeInfo
+from planner.fleet.nodes import NodeInfo
 from planner.fleet.profiling import cache_key, op_groups, spread
 from planner.model.cut import cut_range
 from planner.model.graph import ModelGraph

@@ -8,7 +8,7 @@ import numpy as np
 
 from node.resources import host_identity
 from node.runtime import RuntimeSettings, make_interpreter
-from planner.fleet.client import NodeInfo
+from planner.fleet.nodes import NodeInfo
 from planner.fleet.overheads import client_device, tiny_part
 from planner.fleet.profiling import prior_device
 
