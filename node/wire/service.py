@@ -15,11 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
 
 from node.errors import WireError
+from node.wire.codes import Code
 
 SERVICE_VERSION = 1
 CHUNK_BYTES = 1 << 20
@@ -29,20 +31,20 @@ OPS = ("have", "put", "probe", "ping")
 def parse_request(frames: list[Any]) -> tuple[dict[str, Any], list[Any]]:
     """Validate a service request (frames after the ROUTER identity)."""
     if not frames:
-        raise WireError("empty service request", code="bad_frame")
+        raise WireError("empty service request", code=Code.BAD_FRAME)
     raw = frames[0].bytes if hasattr(frames[0], "bytes") else bytes(frames[0])
     if len(raw) > 64 * 1024:
-        raise WireError("service header too large", code="oversized")
+        raise WireError("service header too large", code=Code.OVERSIZED)
     try:
         h = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise WireError("service header is not JSON", code="bad_header") from None
+        raise WireError("service header is not JSON", code=Code.BAD_HEADER) from None
     if not isinstance(h, dict):
-        raise WireError("service header is not an object", code="bad_header")
+        raise WireError("service header is not an object", code=Code.BAD_HEADER)
     if h.get("v") != SERVICE_VERSION:
-        raise WireError(f"unknown service version {h.get('v')!r}", code="bad_version")
+        raise WireError(f"unknown service version {h.get('v')!r}", code=Code.BAD_VERSION)
     if h.get("op") not in OPS:
-        raise WireError(f"unknown service op {h.get('op')!r}", code="bad_header")
+        raise WireError(f"unknown service op {h.get('op')!r}", code=Code.BAD_HEADER)
     return h, list(frames[1:])
 
 
@@ -84,14 +86,14 @@ class ServiceClient:
             left = int((deadline - time.monotonic()) * 1000)
             if left <= 0 or not self._sock.poll(left):
                 raise WireError(f"no reply from {self.endpoint} to {op} within "
-                                f"{self.timeout_ms / 1000:.0f} s", code="timeout")
+                                f"{self.timeout_ms / 1000:.0f} s", code=Code.TIMEOUT)
             frames = self._sock.recv_multipart(copy=False)
             rep = json.loads(frames[0].bytes)
             if rep.get("seq") == self._seq:
                 break  # replies to timed-out earlier requests are skipped
         if not rep.get("ok"):
             err = WireError(f"{self.endpoint} {op}: {rep.get('error')}",
-                            code=rep.get("code") or "error")
+                            code=rep.get("code") or Code.ERROR)
             err.reply = json.dumps(rep)
             raise err
         return rep, frames[1:]
@@ -107,23 +109,33 @@ class ServiceClient:
         return list(self.request("have", parts=list(shas))[0]["missing"])
 
     def upload(self, data: bytes, sha: str | None = None, chunk: int = CHUNK_BYTES,
-               skip_if_present: bool = True) -> str:
-        """Upload one part in acknowledged chunks; returns its sha256."""
+               skip_if_present: bool = True,
+               on_chunk: Callable[[int], None] | None = None) -> str:
+        """Upload one part in acknowledged chunks; returns its sha256.
+
+        `on_chunk(n)` hears the bytes each acknowledged chunk adds (negative when the
+        upload starts over). A node that lost the partial upload (it restarted) answers
+        out_of_order: the upload starts over from 0, once; a second loss is an error.
+        """
         sha = sha or hashlib.sha256(data).hexdigest()
         if skip_if_present and not self.missing([sha]):
             return sha
         view = memoryview(data)
-        offset, size = 0, len(data)
+        offset, size, restarted = 0, len(data), False
         while True:
             end = min(offset + chunk, size)
             try:
                 rep, _ = self.request("put", [view[offset:end]], sha256=sha, size=size,
                                       offset=offset, last=end >= size)
             except WireError as exc:
-                if exc.code == "out_of_order" and offset != 0:
-                    offset = 0  # the node lost the partial upload (restart): start over
+                if exc.code == Code.OUT_OF_ORDER and offset != 0 and not restarted:
+                    if on_chunk:
+                        on_chunk(-offset)
+                    offset, restarted = 0, True
                     continue
                 raise
+            if on_chunk:
+                on_chunk(end - offset)
             offset = rep["next"]
             if end >= size:
                 return sha

@@ -25,10 +25,11 @@ import zmq
 
 from node.errors import WireError
 from node.wire import messages as m
-from node.wire.service import CHUNK_BYTES, ServiceClient
+from node.wire.codes import Code
+from node.wire.service import ServiceClient
 from planner.errors import FleetError
 from planner.fleet.control import CommandError, Control
-from planner.fleet.progress import Progress
+from planner.fleet.progress import OnProgress, StageProgress
 from planner.fleet.record import Record, tensor_json
 from planner.fleet.wiring import Wiring, wire
 from planner.model.graph import ModelGraph
@@ -37,9 +38,12 @@ from planner.planning.layout import StageLayout
 log = logging.getLogger(__name__)
 
 
-def upload_parts(online: Mapping[str, dict[str, Any]], wiring: Wiring, progress: bool = True,
-                 timeout_s: float = 60.0) -> int:
-    """Upload each node's missing parts ("have?" first, all nodes at once); bytes sent."""
+def upload_parts(online: Mapping[str, dict[str, Any]], wiring: Wiring,
+                 on_progress: OnProgress | None = None, timeout_s: float = 60.0) -> int:
+    """Upload each node's missing parts ("have?" first, all nodes at once); bytes sent.
+
+    Reports stage "uploading parts" (bytes) to `on_progress` after every chunk.
+    """
     ctx = zmq.Context.instance()
 
     def ask(node: str) -> list[str]:
@@ -55,13 +59,15 @@ def upload_parts(online: Mapping[str, dict[str, Any]], wiring: Wiring, progress:
     total = sum(len(wiring.parts[s].data) for shas in todo.values() for s in shas)
     if not total:
         return 0
-    bar = Progress("uploading parts", total, " MB", progress, scale=1e6)
+    nodes_to = sum(1 for s in todo.values() if s)
+    bar = StageProgress(on_progress, "uploading parts", total, "B", f"to {nodes_to} node(s)")
 
     def send(node: str) -> None:
         with ServiceClient(online[node]["service_endpoint"], ctx, timeout_s) as svc:
             for sha in todo[node]:
                 try:
-                    _put(svc, wiring.parts[sha].data, sha, bar)
+                    svc.upload(wiring.parts[sha].data, sha, skip_if_present=False,
+                               on_chunk=bar.add)
                 except WireError as exc:
                     raise FleetError(f"node {node!r}: upload of part {sha[:12]} failed: "
                                      f"{exc}") from None
@@ -69,28 +75,8 @@ def upload_parts(online: Mapping[str, dict[str, Any]], wiring: Wiring, progress:
     with ThreadPoolExecutor(max(1, len(todo))) as pool:
         for f in [pool.submit(send, n) for n, shas in todo.items() if shas]:
             f.result()
-    bar.done(f"to {sum(1 for s in todo.values() if s)} node(s)")
+    bar.finish()
     return total
-
-
-def _put(svc: ServiceClient, data: bytes, sha: str, bar: Progress) -> None:
-    """Chunked, acknowledged upload that moves the bar per chunk (restarts from 0 once)."""
-    view, offset, size, restarted = memoryview(data), 0, len(data), False
-    while True:
-        end = min(offset + CHUNK_BYTES, size)
-        try:
-            rep, _ = svc.request("put", [view[offset:end]], sha256=sha, size=size,
-                                 offset=offset, last=end >= size)
-        except WireError as exc:
-            if exc.code == "out_of_order" and not restarted:
-                bar.add(-offset)
-                offset, restarted = 0, True  # the node lost the partial upload: start over
-                continue
-            raise
-        bar.add(end - offset)
-        offset = rep["next"]
-        if end >= size:
-            return
 
 
 def _all(control: Control, calls: Mapping[str, tuple[type, dict[str, Any]]], what: str,
@@ -103,7 +89,7 @@ def _all(control: Control, calls: Mapping[str, tuple[type, dict[str, Any]]], wha
 def deploy_layout(control: Control, graph: ModelGraph, layout: tuple[StageLayout, ...],
                   name: str, *, strategy: str = "", plan: dict[str, Any] | None = None,
                   predicted: dict[str, Any] | None = None, timeout_s: float = 60.0,
-                  progress: bool = True, reuse: bool = True) -> Record:
+                  on_progress: OnProgress | None = None, reuse: bool = True) -> Record:
     """Ship, load and activate a layout as the next epoch of deployment `name`.
 
     `reuse` (default) lets nodes keep the running interpreter of unchanged stages;
@@ -116,7 +102,7 @@ def deploy_layout(control: Control, graph: ModelGraph, layout: tuple[StageLayout
     old = control.record(name)
     epoch = int(old["epoch"]) + 1 if old else 1
     t_wire = time.monotonic()
-    shipped = upload_parts(online, wiring, progress, timeout_s)
+    shipped = upload_parts(online, wiring, on_progress, timeout_s)
     calls = {n: (m.Deploy, {"deployment": name, "epoch": epoch, "stages": tuple(specs),
                             "reuse": reuse})
              for n, specs in wiring.specs.items()}
@@ -185,7 +171,7 @@ def _deploy_all(control: Control, calls: Mapping[str, tuple[type, dict[str, Any]
         try:
             ready[n] = control.result(n, f, what, timeout_s)
         except CommandError as exc:
-            if exc.code == "memory_budget" and exc.details.get("fits_without_older_epochs"):
+            if exc.code == Code.MEMORY_BUDGET and exc.details.get("fits_without_older_epochs"):
                 full.append(n)
             elif error is None:
                 error = exc
@@ -201,7 +187,7 @@ def _deploy_all(control: Control, calls: Mapping[str, tuple[type, dict[str, Any]
         if outcome.errors or outcome.unconfirmed:
             n = (list(outcome.errors) + outcome.unconfirmed)[0]
             raise CommandError(outcome.errors.get(n) or f"node {n!r} did not answer retire",
-                               n, "retire_failed")
+                               n, Code.RETIRE_FAILED)
         try:
             ready.update(_all(control, {n: calls[n] for n in full}, what, timeout_s))
         except CommandError as exc:  # nothing of the deployment left there: say so plainly
@@ -261,9 +247,9 @@ def confirm(control: Control, calls: Mapping[str, tuple[type, dict[str, Any]]], 
         try:
             out.done[n] = control.result(n, f, what, timeout_s)
         except CommandError as exc:
-            if exc.code in ("unknown_deployment", "unknown_epoch"):
+            if exc.code in (Code.UNKNOWN_DEPLOYMENT, Code.UNKNOWN_EPOCH):
                 out.done[n] = {}
-            elif exc.code in ("timeout", "offline"):  # offline: its Last Will came first
+            elif exc.code in (Code.TIMEOUT, Code.OFFLINE):  # offline: its Last Will came first
                 out.unconfirmed.append(n)
             else:
                 out.errors[n] = str(exc)

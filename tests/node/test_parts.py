@@ -106,3 +106,50 @@ def test_cli_bad_input_exits_2_with_one_line(args: list[str], text: str) -> None
                        text=True, cwd=REPO, timeout=30)
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and text in r.stderr, r.stderr
+
+
+def test_upload_starts_over_once_when_the_node_lost_the_partial_upload() -> None:
+    # a scripted peer on a real socket: it acknowledges chunk 0, then answers the next
+    # chunk with out_of_order (a restarted node) `losses` times
+    import json
+    import threading
+
+    import zmq
+
+    from node.wire.codes import Code
+    from node.wire.service import ServiceClient
+
+    def serve(sock: zmq.Socket, losses: int, seen: list[int]) -> None:
+        while True:
+            ident, head, *_ = sock.recv_multipart()
+            req = json.loads(head)
+            if req["op"] == "stop":
+                sock.send_multipart([ident, json.dumps({"seq": req["seq"], "ok": True}).encode()])
+                return
+            seen.append(req["offset"])
+            if req["offset"] > 0 and losses:
+                losses -= 1
+                rep = {"seq": req["seq"], "ok": False, "error": "lost", "code": Code.OUT_OF_ORDER}
+            else:
+                rep = {"seq": req["seq"], "ok": True, "next": req["offset"] + 4}
+            sock.send_multipart([ident, json.dumps(rep).encode()])
+
+    for losses, ok in ((1, True), (2, False)):
+        ctx = zmq.Context.instance()
+        server = ctx.socket(zmq.ROUTER)
+        port = server.bind_to_random_port("tcp://127.0.0.1")
+        seen: list[int] = []
+        t = threading.Thread(target=serve, args=(server, losses, seen), daemon=True)
+        t.start()
+        moved: list[int] = []
+        with ServiceClient(f"tcp://127.0.0.1:{port}", ctx, timeout_s=5) as svc:
+            if ok:
+                svc.upload(b"x" * 10, chunk=4, skip_if_present=False, on_chunk=moved.append)
+                assert seen == [0, 4, 0, 4, 8] and sum(moved) == 10 and -4 in moved
+            else:
+                with pytest.raises(WireError) as e:
+                    svc.upload(b"x" * 10, chunk=4, skip_if_present=False, on_chunk=moved.append)
+                assert e.value.code == Code.OUT_OF_ORDER and seen == [0, 4, 0, 4]
+            svc.request("stop")
+        t.join(5)
+        server.close(linger=0)
