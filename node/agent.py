@@ -24,6 +24,7 @@ from node.runtime import RuntimeSettings
 from node.service import ServiceHandler
 from node.store import Store
 from node.wire import messages as m
+from node.wire.codes import Code
 from node.wire.service import ServiceClient
 from node.wire.topics import Topics
 
@@ -117,4 +118,4 @@ class Agent:
         if isinstance(cmd, m.Probe):
             with ServiceClient(cmd.endpoint, self.ctx, timeout_s=30) as c:
                 return {"endpoint": cmd.endpoint, **c.probe(cmd.nbytes, cmd.repetitions)}
-        raise NodeError(f"command {cmd.TYPE!r} not handled", code="bad_command")
+        raise NodeError(f"command {cmd.TYPE!r} not handled", code=Code.BAD_COMMAND)

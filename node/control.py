@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 from node.errors import ConfigError, NodeError, WireError
 from node.metrics import Counters
 from node.wire import messages as m
+from node.wire.codes import Code
 from node.wire.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -143,9 +144,9 @@ class Control:
         try:
             self._cmds.put_nowait(cmd)
         except queue.Full:
-            self.counters.error("busy")
+            self.counters.error(Code.BUSY)
             self._reply(cmd.reply_to, m.Reply(cmd.id, False, self.node,
-                                              "command queue full", "busy"))
+                                              "command queue full", Code.BUSY))
 
     def _reply(self, topic: str | None, reply: m.Reply) -> None:
         self.publish(topic or self.topics.replies(self.node), reply, qos=1)
@@ -159,9 +160,9 @@ class Control:
             reply = m.Reply(cmd.id, False, self.node, str(exc), exc.code, dict(exc.details))
         except Exception as exc:  # never let a command take the agent down
             log.exception("command %s failed", cmd.TYPE)
-            self.counters.error("internal")
+            self.counters.error(Code.INTERNAL)
             reply = m.Reply(cmd.id, False, self.node, f"{cmd.TYPE}: internal error: {exc}",
-                            "internal")
+                            Code.INTERNAL)
         self._reply(cmd.reply_to, reply)
 
     def _command_loop(self) -> None:

@@ -28,6 +28,7 @@ import zmq
 
 from node.errors import NodeError, WireError
 from node.metrics import Counters
+from node.wire.codes import Code
 from node.wire.frames import Header, decode, encode, error_header
 
 log = logging.getLogger(__name__)
@@ -83,11 +84,11 @@ class Sender:
             for i, f in enumerate(frames):
                 sock.send(f, _MORE if i < last else 0, copy=False)
         except zmq.Again:
-            self.counters.error("send_timeout")
+            self.counters.error(Code.SEND_TIMEOUT)
             raise WireError(f"send to {endpoint} timed out after {self.timeout_ms} ms "
-                            "(receiver gone or saturated)", code="send_timeout") from None
+                            "(receiver gone or saturated)", code=Code.SEND_TIMEOUT) from None
         except zmq.ZMQError as exc:
-            raise WireError(f"send to {endpoint} failed: {exc}", code="send_failed") from None
+            raise WireError(f"send to {endpoint} failed: {exc}", code=Code.SEND_FAILED) from None
         n = 0
         for f in frames:  # len() of an ndarray is its first dimension, not its size
             n += f.nbytes if type(f) is np.ndarray else len(f)
@@ -182,11 +183,11 @@ class DataPlane:
                 if self.port:
                     raise NodeError(f"cannot bind data port {self.port} or service port "
                                     f"{self.port + 1} on {self.host}: {exc}",
-                                    code="bind") from None
+                                    code=Code.BIND) from None
                 continue
             self.pull, self.router, self.port = pull, router, port
             return
-        raise NodeError(f"no free port pair on {self.host}", code="bind")
+        raise NodeError(f"no free port pair on {self.host}", code=Code.BIND)
 
     def start(self) -> None:
         if self.pull is None:
@@ -278,9 +279,9 @@ class DataPlane:
             if not deadline:
                 deadline = now + timeout_s
             elif now > deadline:
-                self.counters.error("send_timeout")
+                self.counters.error(Code.SEND_TIMEOUT)
                 raise WireError(f"stage {header.stage!r} of this node did not take a message "
-                                f"within {timeout_s:g} s (queue full)", code="send_timeout")
+                                f"within {timeout_s:g} s (queue full)", code=Code.SEND_TIMEOUT)
             time.sleep(0.0005)
         n = 0
         for a in arrays:
@@ -304,7 +305,7 @@ class DataPlane:
     def _serve(self) -> None:
         frames = self.router.recv_multipart(copy=False)  # type: ignore[union-attr]
         if len(frames) < 2:
-            self.counters.error("bad_frame")
+            self.counters.error(Code.BAD_FRAME)
             return
         t = time.perf_counter()
         reply = self.service(frames[1:])

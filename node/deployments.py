@@ -26,6 +26,7 @@ from node.runner import PartRunner
 from node.runtime import RuntimeSettings
 from node.shared_runner import RunnerKey, SharedRunner, runner_key
 from node.store import Store
+from node.wire.codes import Code
 from node.wire.frames import Header
 from node.wire.messages import Deploy, StageSpec
 
@@ -66,7 +67,7 @@ class Deployments:
         if missing:
             raise DeployError(f"deployment {cmd.deployment!r}: {len(missing)} part(s) not in "
                               f"the store: {', '.join(m[:12] for m in missing)}",
-                              code="missing_parts", details={"missing": missing})
+                              code=Code.MISSING_PARTS, details={"missing": missing})
         with self._load_lock:  # two deploys must not both count the same free memory
             runners, reused = self._runners(cmd)
             stages: dict[str, Stage] = {}
@@ -137,7 +138,7 @@ class Deployments:
             return stage_bytes(model, spec)
         except Exception as exc:  # a part the runtime cannot read
             raise DeployError(f"stage {spec.id!r}: part {(spec.part or '')[:12]} does not "
-                              f"load: {exc}", code="bad_part") from None
+                              f"load: {exc}", code=Code.BAD_PART) from None
 
     def _load(self, model: bytes, spec: StageSpec, key: RunnerKey) -> PartRunner:
         try:
@@ -146,7 +147,7 @@ class Deployments:
             raise
         except Exception as exc:
             raise DeployError(f"stage {spec.id!r}: part {key.part[:12]} does not load: {exc}",
-                              code="bad_part") from None
+                              code=Code.BAD_PART) from None
 
     def _check_budget(self, cmd: Deploy, need: int, alone: int) -> None:
         """DeployError (memory_budget) when `need` more bytes would exceed the budget.
@@ -162,7 +163,7 @@ class Deployments:
             raise DeployError(
                 f"node {self.node!r}: memory budget {mib(budget)} exceeded: deployment "
                 f"{cmd.deployment!r} epoch {cmd.epoch} needs {mib(need)} (parts + arenas) "
-                f"with {mib(used)} already in use", code="memory_budget",
+                f"with {mib(used)} already in use", code=Code.MEMORY_BUDGET,
                 details={"budget_bytes": budget, "need_bytes": need, "in_use_bytes": used,
                          "fits_without_older_epochs": used + alone <= budget})
 
@@ -186,7 +187,7 @@ class Deployments:
             eps = self._deps.get(deployment)
             if eps is None:
                 raise DeployError(f"unknown deployment {deployment!r}",
-                                  code="unknown_deployment")
+                                  code=Code.UNKNOWN_DEPLOYMENT)
             dropped = [e for e in epochs if e in eps]
             stages = [st for e in dropped for st in eps.pop(e).values()]
             if not eps:
@@ -206,7 +207,7 @@ class Deployments:
             eps = self._deps.get(deployment, {})
             if epoch not in eps:
                 raise DeployError(f"deployment {deployment!r} has no epoch {epoch} "
-                                  f"(loaded: {sorted(eps)})", code="unknown_epoch")
+                                  f"(loaded: {sorted(eps)})", code=Code.UNKNOWN_EPOCH)
             older = [e for e in eps if e < epoch]
         return {"deployment": deployment, "epoch": epoch,
                 "retired": self._drop(deployment, older)}
@@ -219,19 +220,19 @@ class Deployments:
         """Queue a data message at its stage; False if that queue is full."""
         if header.kind != "data":
             raise DeployError(f"a node accepts data messages, not {header.kind!r}",
-                              code="bad_kind")
+                              code=Code.BAD_KIND)
         eps = self._deps.get(header.deployment)  # dict reads are atomic under the GIL
         if eps is None:
             raise DeployError(f"unknown deployment {header.deployment!r}",
-                              code="unknown_deployment")
+                              code=Code.UNKNOWN_DEPLOYMENT)
         stages = eps.get(header.epoch)
         if stages is None:
             raise DeployError(f"deployment {header.deployment!r} has no epoch {header.epoch} "
-                              f"(loaded: {sorted(eps)})", code="unknown_epoch")
+                              f"(loaded: {sorted(eps)})", code=Code.UNKNOWN_EPOCH)
         stage = stages.get(header.stage)
         if stage is None:
             raise DeployError(f"deployment {header.deployment!r} epoch {header.epoch} has no "
-                              f"stage {header.stage!r} on this node", code="unknown_stage")
+                              f"stage {header.stage!r} on this node", code=Code.UNKNOWN_STAGE)
         return stage.offer(header, arrays, inline)
 
     def summary(self) -> dict[str, dict[int, list[str]]]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from node.wire.codes import Code
+
 
 class NodeError(Exception):
     """Base class: a problem the agent reports and survives."""
 
-    code = "error"
+    code = Code.ERROR
 
     def __init__(self, message: str, *, code: str | None = None,
                  details: dict[str, Any] | None = None) -> None:
@@ -25,7 +27,7 @@ class WireError(NodeError):
     deployment) so the receiver can still send an error reply.
     """
 
-    code = "bad_message"
+    code = Code.BAD_MESSAGE
 
     def __init__(self, message: str, *, code: str | None = None, reply: str | None = None,
                  request: str | None = None, deployment: str | None = None) -> None:
@@ -38,23 +40,23 @@ class WireError(NodeError):
 class RuntimeUnavailable(NodeError):
     """No TFLite runtime could be imported."""
 
-    code = "no_runtime"
+    code = Code.NO_RUNTIME
 
 
 class StoreError(NodeError):
     """A sub-model that is missing, corrupted or does not match its sha256."""
 
-    code = "store"
+    code = Code.STORE
 
 
 class ConfigError(NodeError):
     """A board file or command-line setting that is missing or invalid."""
 
-    code = "config"
+    code = Code.CONFIG
 
 
 class DeployError(NodeError):
     """A deployment, epoch or stage that is unknown or cannot be loaded."""
 
-    code = "deploy"
+    code = Code.DEPLOY
 

@@ -23,6 +23,7 @@ from node.errors import DeployError, NodeError
 from node.gather import Gather, Want, contains, cut, full_region
 from node.metrics import Counters, StageStats
 from node.runner import PartRunner
+from node.wire.codes import Code
 from node.wire.frames import (
     CLIENT,
     Header,
@@ -110,11 +111,11 @@ class Stage:
             if r.tensor not in full:
                 raise DeployError(f"stage {self.spec.id!r}: route names tensor {r.tensor!r}, "
                                   f"which is neither an input nor an output "
-                                  f"({sorted(full)})", code="bad_stage")
+                                  f"({sorted(full)})", code=Code.BAD_STAGE)
             if r.region is not None and not contains(cov[r.tensor], r.region):
                 raise DeployError(f"stage {self.spec.id!r}: route region {list(r.region)} of "
                                   f"{r.tensor!r} lies outside what the stage holds "
-                                  f"{cov[r.tensor]}", code="bad_stage")
+                                  f"{cov[r.tensor]}", code=Code.BAD_STAGE)
         return cov, full
 
     def _route_plan(self) -> tuple[_Group, ...]:
@@ -218,7 +219,7 @@ class Stage:
             close()
 
     def _evicted(self, send: SendFn, key: str, header: Header | None) -> None:
-        self._fail(send, header, "evicted", f"request {key!r} evicted: too many incomplete "
+        self._fail(send, header, Code.EVICTED, f"request {key!r} evicted: too many incomplete "
                    "requests")
 
     def _handle(self, send: SendFn, header: Header, arrays: list[np.ndarray] | dict[str, np.ndarray],
@@ -241,14 +242,14 @@ class Stage:
             self._fail(send, header, exc.code, str(exc))
         except Exception as exc:  # a runtime failure must not kill the worker
             log.exception("stage %s failed on request %s", self.spec.id, header.request)
-            self._fail(send, header, "run_failed", f"stage {self.spec.id!r}: {exc}")
+            self._fail(send, header, Code.RUN_FAILED, f"stage {self.spec.id!r}: {exc}")
 
     def _route(self, send: SendFn, header: Header, tensors: dict[str, np.ndarray]) -> int:
         total = 0
         for g in self._groups:
             to = header.reply if g.to == CLIENT else g.to
             if not to:
-                self._fail(send, None, "no_reply", "a route goes to the client but the "
+                self._fail(send, None, Code.NO_REPLY, "a route goes to the client but the "
                            f"request {header.request!r} names no reply endpoint")
                 continue
             arrs = [cut(tensors[p.tensor], p.have, p.want) for p in g.pieces]
@@ -292,14 +293,14 @@ class Stage:
         try:
             send(header.reply, encode(h, []))
         except Exception:
-            self.counters.error("send_failed")
+            self.counters.error(Code.SEND_FAILED)
 
     def _expire(self, send: SendFn) -> None:
         with self._gathering:
             gone = [(key, self._waiting.pop(key, None))
                     for key in self.gather.expire(self.gather_timeout_s)]
         for key, header in gone:
-            self._fail(send, header, "incomplete",
+            self._fail(send, header, Code.INCOMPLETE,
                        f"request {key!r}: inputs of stage {self.spec.id!r} incomplete after "
                        f"{self.gather_timeout_s:.0f} s")
 

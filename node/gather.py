@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from node.errors import WireError
+from node.wire.codes import Code
 from node.wire.frames import Region, TensorMeta
 
 
@@ -80,16 +81,16 @@ class Gather:
         want = self.wants.get(meta.name)
         if want is None:
             raise WireError(f"unexpected tensor {meta.name!r} (stage inputs: "
-                            f"{sorted(self.wants)})", code="wrong_tensor")
+                            f"{sorted(self.wants)})", code=Code.WRONG_TENSOR)
         if meta.dtype != want.dtype or meta.full_shape != want.full_shape:
             raise WireError(f"tensor {meta.name!r}: got {meta.dtype}{list(meta.full_shape)}, "
                             f"stage wants {want.dtype}{list(want.full_shape)}",
-                            code="wrong_tensor")
+                            code=Code.WRONG_TENSOR)
         win = self._windows[meta.name]
         have = meta.region or full_region(meta.full_shape)
         if not (contains(win, have) or (want.pieces == 1 and contains(have, win))):
             raise WireError(f"tensor {meta.name!r}: region {have} does not fit the stage "
-                            f"window {win}", code="wrong_tensor")
+                            f"window {win}", code=Code.WRONG_TENSOR)
 
     def add(self, key: str, metas: tuple[TensorMeta, ...], arrays: list[np.ndarray],
             now: float | None = None, checked: bool = False
@@ -137,13 +138,13 @@ class Gather:
         for region, arr in pieces.items():
             if region is None:
                 raise WireError(f"tensor {name!r}: a whole-tensor piece among "
-                                f"{want.pieces} pieces", code="wrong_tensor")
+                                f"{want.pieces} pieces", code=Code.WRONG_TENSOR)
             out[:, region[0] - win[0]:region[1] - win[0],
                 region[2] - win[2]:region[3] - win[2], :] = arr
             covered += _area(region)
         if covered != _area(win):
             raise WireError(f"tensor {name!r}: pieces cover {covered} of {_area(win)} "
-                            "pixels of the window", code="incomplete")
+                            "pixels of the window", code=Code.INCOMPLETE)
         return out
 
     def expire(self, older_than_s: float, now: float | None = None) -> list[str]:

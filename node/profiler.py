@@ -12,6 +12,7 @@ import numpy as np
 from node.errors import StoreError
 from node.runtime import RuntimeSettings, make_interpreter
 from node.store import Store
+from node.wire.codes import Code
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def profile(store: Store, parts: tuple[str, ...], settings: RuntimeSettings,
     missing = [p for p in parts if not store.has(p)]
     if missing:
         raise StoreError(f"profile: {len(missing)} part(s) not in the store: "
-                         f"{', '.join(m[:12] for m in missing)}", code="missing_parts",
+                         f"{', '.join(m[:12] for m in missing)}", code=Code.MISSING_PARTS,
                          details={"missing": missing})
     medians, all_times = {}, {}
     for sha in parts:

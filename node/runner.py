@@ -18,6 +18,7 @@ import zmq
 from node.errors import DeployError
 from node.runtime import RuntimeSettings, make_interpreter
 from node.tile_exec import TileRunner
+from node.wire.codes import Code
 from node.wire.frames import Region
 from node.wire.messages import StageSpec
 
@@ -39,13 +40,13 @@ class PartRunner:
         extra = sorted(set(wanted) - set(ins))
         if missing or extra:
             raise DeployError(f"stage {spec.id!r}: part inputs {sorted(ins)} do not match "
-                              f"the stage inputs {sorted(wanted)}", code="bad_stage")
+                              f"the stage inputs {sorted(wanted)}", code=Code.BAD_STAGE)
         for name, d in ins.items():
             w = wanted[name]
             if tuple(int(x) for x in d["shape"]) != w.shape or np.dtype(d["dtype"]).name != w.dtype:
                 raise DeployError(f"stage {spec.id!r}: input {name!r} is "
                                   f"{np.dtype(d['dtype']).name}{list(d['shape'])} in the part, "
-                                  f"{w.dtype}{list(w.shape)} in the spec", code="bad_stage")
+                                  f"{w.dtype}{list(w.shape)} in the spec", code=Code.BAD_STAGE)
         self.in_index = {n: d["index"] for n, d in ins.items()}
         self.out_index = {d["name"]: d["index"] for d in outs}
         # full (untiled) output shapes, read before any resize

@@ -11,6 +11,7 @@ import zmq
 from node.errors import NodeError
 from node.metrics import Counters
 from node.store import Store
+from node.wire.codes import Code
 from node.wire.service import parse_request, reply_frames
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,9 @@ class ServiceHandler:
             self.counters.error(exc.code)
             return reply_frames(req, False, error=str(exc), code=exc.code, **exc.details)
         except (KeyError, TypeError, ValueError) as exc:
-            self.counters.error("bad_request")
+            self.counters.error(Code.BAD_REQUEST)
             return reply_frames(req, False, error=f"bad service request: {exc}",
-                                code="bad_request")
+                                code=Code.BAD_REQUEST)
 
     def _ping(self, req: dict[str, Any], payload: list[Any]) -> list[Any]:
         return reply_frames(req, True, time=time.time())
@@ -46,7 +47,7 @@ class ServiceHandler:
     def _put(self, req: dict[str, Any], payload: list[Any]) -> list[Any]:
         if len(payload) != 1:
             raise NodeError(f"put needs exactly one chunk frame, got {len(payload)}",
-                            code="bad_frame")
+                            code=Code.BAD_FRAME)
         size, offset, last = req["size"], req["offset"], req["last"]
         if type(size) is not int or type(offset) is not int or type(last) is not bool:
             raise TypeError("size/offset must be integers and last a boolean")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from node.errors import StoreError
+from node.wire.codes import Code
 
 log = logging.getLogger(__name__)
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -62,7 +63,8 @@ class Store:
     def path(self, sha: str) -> Path:
         """Path of a stored part; StoreError if it is not there."""
         if not self.has(sha):
-            raise StoreError(f"part {sha[:12]} is not in the store {self.root}", code="missing_part")
+            raise StoreError(f"part {sha[:12]} is not in the store {self.root}",
+                             code=Code.MISSING_PART)
         return self.root / f"{sha}.tflite"
 
     def read_verified(self, sha: str) -> bytes:
@@ -71,7 +73,7 @@ class Store:
         if sha256_of(data) != sha:
             (self.root / f"{sha}.tflite").unlink(missing_ok=True)
             raise StoreError(f"part {sha[:12]} in the store is corrupted; removed it",
-                             code="sha256_mismatch")
+                             code=Code.SHA256_MISMATCH)
         return data
 
     def put(self, sha: str, data: bytes) -> None:
@@ -86,10 +88,10 @@ class Store:
         StoreError (code out_of_order) so the sender can resume from `expected`.
         """
         if not _SHA.match(sha):
-            raise StoreError(f"upload: {sha!r} is not a sha256 digest", code="bad_upload")
+            raise StoreError(f"upload: {sha!r} is not a sha256 digest", code=Code.BAD_UPLOAD)
         if not 0 <= size <= self.max_part_bytes:
             raise StoreError(f"upload {sha[:12]}: size {size} outside 0..{self.max_part_bytes}",
-                             code="oversized")
+                             code=Code.OVERSIZED)
         tmp = self.tmp / f"{sha}.part"
         with self._lock:
             up = self._uploads.get(sha)
@@ -99,11 +101,11 @@ class Store:
             if up is None or up.offset != offset or up.size != size:
                 want = up.offset if up else 0
                 raise StoreError(f"upload {sha[:12]}: chunk at {offset}, expected {want}",
-                                 code="out_of_order", details={"expected": want})
+                                 code=Code.OUT_OF_ORDER, details={"expected": want})
             if offset + len(chunk) > size:
                 del self._uploads[sha]
                 raise StoreError(f"upload {sha[:12]}: more than the announced {size} bytes",
-                                 code="bad_upload")
+                                 code=Code.BAD_UPLOAD)
             with open(tmp, "ab") as f:
                 f.write(chunk)
             up.digest.update(chunk)
@@ -115,7 +117,7 @@ class Store:
                 tmp.unlink(missing_ok=True)
                 raise StoreError(f"upload {sha[:12]}: sha256 mismatch "
                                  f"(got {up.digest.hexdigest()[:12]}, {up.offset} bytes)",
-                                 code="sha256_mismatch")
+                                 code=Code.SHA256_MISMATCH)
             os.replace(tmp, self.root / f"{sha}.tflite")
             log.info("stored part %s (%d bytes)", sha[:12], size)
             return up.offset

@@ -9,6 +9,7 @@ from dataclasses import asdict, fields, is_dataclass
 from typing import Any
 
 from node.errors import WireError
+from node.wire.codes import Code
 
 MSG_VERSION = 1
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
@@ -16,7 +17,7 @@ MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 
 def _check(cond: bool, msg: str) -> None:
     if not cond:
-        raise WireError(msg, code="bad_command")
+        raise WireError(msg, code=Code.BAD_COMMAND)
 
 
 def _jsonable(v: Any) -> Any:
@@ -47,7 +48,7 @@ def _convert(tp: Any, v: Any, where: str) -> Any:
                 return _convert(alt, v, where)
             except WireError:
                 continue
-        raise WireError(f"{where}: {v!r} is not a valid {tp}", code="bad_command")
+        raise WireError(f"{where}: {v!r} is not a valid {tp}", code=Code.BAD_COMMAND)
     if tp is type(None):
         _check(v is None, f"{where}: expected null")
         return None
@@ -83,17 +84,17 @@ def build(cls: type, d: dict[str, Any], where: str) -> Any:
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a missing required field
-        raise WireError(f"{where}: {exc}", code="bad_command") from None
+        raise WireError(f"{where}: {exc}", code=Code.BAD_COMMAND) from None
 
 
 def load(payload: bytes) -> dict[str, Any]:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise WireError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}",
-                        code="oversized")
+                        code=Code.OVERSIZED)
     try:
         d = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise WireError(f"payload is not JSON: {exc}", code="bad_command") from None
+        raise WireError(f"payload is not JSON: {exc}", code=Code.BAD_COMMAND) from None
     if not isinstance(d, dict):
-        raise WireError("payload is not a JSON object", code="bad_command")
+        raise WireError("payload is not a JSON object", code=Code.BAD_COMMAND)
     return d

@@ -15,6 +15,7 @@ import numpy as np
 import zmq
 
 from node.errors import WireError
+from node.wire.codes import Code
 
 WIRE_VERSION = 1
 KINDS = ("data", "result", "error")
@@ -151,21 +152,21 @@ def _fail(msg: str, code: str, ctx: dict[str, Any]) -> WireError:
 
 def _int(v: Any, what: str, ctx: dict[str, Any], lo: int = 0) -> int:
     if type(v) is not int or v < lo:
-        raise _fail(f"{what} must be an integer >= {lo}, got {v!r}", "bad_header", ctx)
+        raise _fail(f"{what} must be an integer >= {lo}, got {v!r}", Code.BAD_HEADER, ctx)
     return v
 
 
 def _dims(v: list[Any], what: str, ctx: dict[str, Any]) -> tuple[int, ...]:
     for d in v:  # a plain loop: this runs for every tensor of every message
         if type(d) is not int or d < 0:
-            raise _fail(f"{what} must be an integer >= 0, got {d!r}", "bad_header", ctx)
+            raise _fail(f"{what} must be an integer >= 0, got {d!r}", Code.BAD_HEADER, ctx)
     return tuple(v)
 
 
 def _str(h: dict[str, Any], key: str, ctx: dict[str, Any], default: str | None = None) -> str:
     v = h.get(key, default)
     if not isinstance(v, str):
-        raise _fail(f"header field {key!r} must be a string, got {v!r}", "bad_header", ctx)
+        raise _fail(f"header field {key!r} must be a string, got {v!r}", Code.BAD_HEADER, ctx)
     return v
 
 
@@ -174,31 +175,31 @@ def _region(v: Any, shape: tuple[int, ...], full: tuple[int, ...], what: str,
     if v is None:
         if shape != full:
             raise _fail(f"{what}: shape {list(shape)} != full_shape {list(full)} "
-                        "without a region", "bad_shape", ctx)
+                        "without a region", Code.BAD_SHAPE, ctx)
         return None
     if not isinstance(v, list) or len(v) != 4 or len(full) != 4:
-        raise _fail(f"{what}: region must be [y0,y1,x0,x1] on a 4-d tensor", "bad_shape", ctx)
+        raise _fail(f"{what}: region must be [y0,y1,x0,x1] on a 4-d tensor", Code.BAD_SHAPE, ctx)
     y0, y1, x0, x1 = _dims(v, f"{what} region", ctx)
     if not (y0 < y1 <= full[1] and x0 < x1 <= full[2]):
-        raise _fail(f"{what}: region {v} outside full_shape {list(full)}", "bad_shape", ctx)
+        raise _fail(f"{what}: region {v} outside full_shape {list(full)}", Code.BAD_SHAPE, ctx)
     want = (full[0], y1 - y0, x1 - x0, full[3])
     if shape != want:
         raise _fail(f"{what}: shape {list(shape)} does not match region {v} "
-                    f"(want {list(want)})", "bad_shape", ctx)
+                    f"(want {list(want)})", Code.BAD_SHAPE, ctx)
     return (y0, y1, x0, x1)
 
 
 def _tensor(t: Any, i: int, ctx: dict[str, Any]) -> TensorMeta:
     if not isinstance(t, dict):
-        raise _fail(f"tensor {i}: not an object", "bad_header", ctx)
+        raise _fail(f"tensor {i}: not an object", Code.BAD_HEADER, ctx)
     name = _str(t, "name", ctx)
     dtype = t.get("dtype")
     if dtype not in _NP_DTYPES:
-        raise _fail(f"tensor {name!r}: unsupported dtype {dtype!r}", "bad_dtype", ctx)
+        raise _fail(f"tensor {name!r}: unsupported dtype {dtype!r}", Code.BAD_DTYPE, ctx)
     dims = t.get("shape")
     full = t.get("full_shape", dims)
     if not isinstance(dims, list) or not isinstance(full, list) or len(dims) > 8:
-        raise _fail(f"tensor {name!r}: shape must be a list", "bad_shape", ctx)
+        raise _fail(f"tensor {name!r}: shape must be a list", Code.BAD_SHAPE, ctx)
     shape = _dims(dims, f"tensor {name!r} shape", ctx)
     fshape = shape if full is dims else _dims(full, f"tensor {name!r} full_shape", ctx)
     region = _region(t.get("region"), shape, fshape, f"tensor {name!r}", ctx)
@@ -217,30 +218,30 @@ def decode_header(raw: bytes | memoryview) -> Header:
     """Parse and validate frame 0; raises WireError (with reply context when known)."""
     ctx: dict[str, Any] = {}
     if len(raw) > MAX_HEADER_BYTES:
-        raise _fail(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}", "oversized", ctx)
+        raise _fail(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}", Code.OVERSIZED, ctx)
     try:
         h = _parse(bytes(raw))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _fail(f"header is not JSON: {exc}", "bad_header", ctx) from None
+        raise _fail(f"header is not JSON: {exc}", Code.BAD_HEADER, ctx) from None
     if not isinstance(h, dict):
-        raise _fail("header is not a JSON object", "bad_header", ctx)
+        raise _fail("header is not a JSON object", Code.BAD_HEADER, ctx)
     ctx = h  # errors from here on can be answered: _fail reads reply etc. from it
     if h.get("v") != WIRE_VERSION:
         raise _fail(f"unknown wire version {h.get('v')!r} (this node speaks {WIRE_VERSION})",
-                    "bad_version", ctx)
+                    Code.BAD_VERSION, ctx)
     kind = h.get("kind")
     if kind not in KINDS:
-        raise _fail(f"unknown message kind {kind!r}", "bad_header", ctx)
+        raise _fail(f"unknown message kind {kind!r}", Code.BAD_HEADER, ctx)
     tensors = h.get("tensors", [])
     if not isinstance(tensors, list):
-        raise _fail("header field 'tensors' must be a list", "bad_header", ctx)
+        raise _fail("header field 'tensors' must be a list", Code.BAD_HEADER, ctx)
     err = h.get("error")
     if err is not None and not (isinstance(err, dict) and all(
             isinstance(v, str) for v in err.values())):
-        raise _fail("header field 'error' must map strings to strings", "bad_header", ctx)
+        raise _fail("header field 'error' must map strings to strings", Code.BAD_HEADER, ctx)
     t0 = h.get("t0", 0.0)
     if not isinstance(t0, (int, float)):
-        raise _fail("header field 't0' must be a number", "bad_header", ctx)
+        raise _fail("header field 't0' must be a number", Code.BAD_HEADER, ctx)
     extra = h.get("extra", {})
     return Header(kind=kind, deployment=_str(h, "deployment", ctx, ""),
                   epoch=_int(h.get("epoch", 0), "epoch", ctx),
@@ -254,7 +255,7 @@ def decode(frames: list[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
            ) -> tuple[Header, list[np.ndarray]]:
     """Frames (zmq.Frame or bytes) -> header and read-only arrays viewing the frames."""
     if not frames:
-        raise WireError("empty message", code="bad_frame")
+        raise WireError("empty message", code=Code.BAD_FRAME)
     bufs = [f.buffer if type(f) is zmq.Frame else memoryview(f) for f in frames]
     header = decode_header(bufs[0])
     total = 0
@@ -265,16 +266,16 @@ def decode(frames: list[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
                "deployment": header.deployment}
         if total > max_bytes:
             raise _fail(f"message of {total} bytes exceeds the limit of {max_bytes}",
-                        "oversized", ctx)
+                        Code.OVERSIZED, ctx)
         raise _fail(f"header lists {len(header.tensors)} tensors but {len(bufs) - 1} "
-                    "tensor frames arrived", "bad_frame", ctx)
+                    "tensor frames arrived", Code.BAD_FRAME, ctx)
     arrays = []
     for i, meta in enumerate(header.tensors):
         buf = bufs[i + 1]
         dt = _NP_DTYPES[meta.dtype]
         if buf.nbytes != math.prod(meta.shape) * dt.itemsize:  # == meta.nbytes, inlined
             raise _fail(f"tensor {meta.name!r}: {buf.nbytes} bytes, expected {meta.nbytes} "
-                        f"for {meta.dtype}{list(meta.shape)}", "size_mismatch",
+                        f"for {meta.dtype}{list(meta.shape)}", Code.SIZE_MISMATCH,
                         {"reply": header.reply, "request": header.request,
                          "deployment": header.deployment})
         arrays.append(np.frombuffer(buf, dtype=dt).reshape(meta.shape))

@@ -12,6 +12,7 @@ from typing import Any
 
 from node.errors import WireError
 from node.wire.codec import MSG_VERSION, build, encode, load, to_dict
+from node.wire.codes import Code
 from node.wire.specs import SHA256_RE, InputSpec, Route, StageSpec, TileSpec, check
 
 __all__ = ["MSG_VERSION", "encode", "to_dict", "InputSpec", "Route", "StageSpec", "TileSpec",
@@ -198,15 +199,15 @@ def decode_command(payload: bytes) -> Command:
     request = d.get("id") if isinstance(d.get("id"), str) else None
     try:
         if d.get("v") != MSG_VERSION:
-            raise WireError(f"unknown message version {d.get('v')!r}", code="bad_version")
+            raise WireError(f"unknown message version {d.get('v')!r}", code=Code.BAD_VERSION)
         cls = COMMANDS.get(d.get("type"))  # type: ignore[arg-type]
         if cls is None:
-            raise WireError(f"unknown command type {d.get('type')!r}", code="bad_command")
+            raise WireError(f"unknown command type {d.get('type')!r}", code=Code.BAD_COMMAND)
         return build(cls, d, cls.TYPE)
     except WireError as exc:
         raise WireError(str(exc), code=exc.code, reply=reply, request=request) from None
     except (ValueError, TypeError, RecursionError) as exc:
-        raise WireError(f"bad command: {exc}", code="bad_command", reply=reply,
+        raise WireError(f"bad command: {exc}", code=Code.BAD_COMMAND, reply=reply,
                         request=request) from None
 
 
@@ -217,5 +218,5 @@ def decode(payload: bytes) -> Any:
         return decode_command(payload)
     cls = MESSAGES.get(d.get("type"))  # type: ignore[arg-type]
     if cls is None or d.get("v") != MSG_VERSION:
-        raise WireError(f"unknown message {d.get('type')!r} v{d.get('v')!r}", code="bad_command")
+        raise WireError(f"unknown message {d.get('type')!r} v{d.get('v')!r}", code=Code.BAD_COMMAND)
     return build(cls, d, cls.TYPE)

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from node.errors import WireError
+from node.wire.codes import Code
 from node.wire.frames import CLIENT, DTYPES, Region
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -14,7 +15,7 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 def check(cond: bool, msg: str) -> None:
     """Raise WireError(bad_command) with msg unless cond."""
     if not cond:
-        raise WireError(msg, code="bad_command")
+        raise WireError(msg, code=Code.BAD_COMMAND)
 
 
 def _region_ok(r: Region | None, what: str) -> None:

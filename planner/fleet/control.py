@@ -22,6 +22,7 @@ import paho.mqtt.client as mqtt
 from node.control import no_delay, parse_broker_url
 from node.errors import ConfigError
 from node.wire import messages as m
+from node.wire.codes import Code
 from node.wire.topics import Topics
 from planner.errors import FleetError
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 class CommandError(FleetError):
     """A node answered a command with an error (or did not answer in time)."""
 
-    def __init__(self, message: str, node: str, code: str = "error",
+    def __init__(self, message: str, node: str, code: str = Code.ERROR,
                  details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.node, self.code, self.details = node, code, details or {}
@@ -166,7 +167,7 @@ class Control:
                         orphaned.append(self._waiting.pop(cid)[1])
             for fut in orphaned:
                 if not fut.done():
-                    fut.set_result({"ok": False, "code": "offline",
+                    fut.set_result({"ok": False, "code": Code.OFFLINE,
                                     "error": "went offline (Last Will) before it replied"})
 
     # ---- commands -------------------------------------------------------------------
@@ -194,12 +195,12 @@ class Control:
             with self._lock:
                 self._waiting.pop(getattr(fut, "cmd_id", ""), None)
             raise CommandError(f"node {node!r} did not answer {what} within {timeout_s:.0f} s",
-                               node, "timeout") from None
+                               node, Code.TIMEOUT) from None
         if not rep.get("ok"):
             error = str(rep.get("error"))
             error = error.removeprefix(f"node {node!r}: ")  # named once is enough
             raise CommandError(f"node {node!r}: {what} failed: {error}", node,
-                               rep.get("code") or "error", rep.get("result") or {})
+                               rep.get("code") or Code.ERROR, rep.get("result") or {})
         return rep.get("result") or {}
 
     def command(self, node: str, cmd_cls: type, timeout_s: float = 30.0, **fields: Any

@@ -27,6 +27,7 @@ import zmq
 
 from node.errors import WireError
 from node.gather import cut
+from node.wire.codes import Code
 from node.wire.frames import Header, HeaderTemplate, Region, TensorMeta, decode, payload
 from node.wire.messages import Route
 from planner.fleet.requests import Request, Tracker
@@ -207,21 +208,21 @@ class DataClient:
                     self._send(self._sock(msg.to), [head, *payload(arrs)],
                                deadline if wait else None, lambda: self.entry() != e)
             except zmq.Again:
-                error = f"send_timeout:{msg.to} takes no message (gone or saturated)"
+                error = f"{Code.SEND_TIMEOUT}:{msg.to} takes no message (gone or saturated)"
             except _Superseded:
-                error, superseded = f"send_timeout:{msg.to} was replaced by epoch " \
+                error, superseded = f"{Code.SEND_TIMEOUT}:{msg.to} was replaced by epoch " \
                                     f"{self.entry().epoch} while the send waited", True
             except zmq.ZMQError as exc:
-                error = f"send_failed:{exc}"
+                error = f"{Code.SEND_FAILED}:{exc}"
             finally:
                 self._send_lock.release()
         else:
-            error = "send_timeout:another send holds the sockets"
+            error = f"{Code.SEND_TIMEOUT}:another send holds the sockets"
         if not error:
             return
         code, _, why = error.partition(":")
         with self._lock:
-            if (wait and not superseded) or code != "send_timeout":  # retried with a back-off
+            if (wait and not superseded) or code != Code.SEND_TIMEOUT:  # retried with a back-off
                 self.tracker.error(Header("error", e.deployment, e.epoch, req.rid, "", t0=t0,
                                           src="client", error={"code": code, "message": why}))
             else:  # not an attempt: tried again shortly (under the new epoch), within budget

@@ -34,6 +34,7 @@ import zmq
 from node.profiler import random_input
 from node.resources import host_identity, usable_cores
 from node.wire import messages as m
+from node.wire.codes import Code
 from node.wire.frames import CLIENT, Header, encode, meta_for
 from node.wire.service import ServiceClient
 from planner.errors import FleetError
@@ -190,7 +191,7 @@ def measure_node(fleet: Fleet, node: NodeInfo, graph: ModelGraph | None = None,
             chain = measure_chain(fleet, node, graph, groups, invoke_s or [], fwd / 2, bandwidth)
             stage = chain
         except CommandError as exc:
-            if exc.code != "memory_budget":
+            if exc.code != Code.MEMORY_BUDGET:
                 raise
             # the whole model as a chain does not fit this node's budget (the model
             # that is being split because it is too big for one board): keep the 1-op

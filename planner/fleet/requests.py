@@ -20,20 +20,15 @@ import numpy as np
 
 from node.errors import WireError
 from node.gather import Gather, Want
+from node.wire.codes import Code, is_transient
 from node.wire.frames import Header
 from planner.errors import FleetError
-
-# Error codes worth another attempt: the request may succeed once a stage drains, a
-# re-plan finishes, or a restarted node is back. Anything else is the request's fault.
-TRANSIENT = frozenset({"send_timeout", "send_failed", "evicted", "incomplete", "busy",
-                       "unknown_epoch", "unknown_stage", "unknown_deployment", "no_reply",
-                       "timeout"})
 
 
 class RequestError(FleetError):
     """A request that failed for good; names the stage and node that reported it."""
 
-    def __init__(self, message: str, request: str, code: str = "error", src: str = "") -> None:
+    def __init__(self, message: str, request: str, code: str = Code.ERROR, src: str = "") -> None:
         super().__init__(message)
         self.request, self.code, self.src = request, code, src
 
@@ -117,9 +112,9 @@ class Tracker:
         self.stats.sent -= 1
         if req.attempts:
             self.stats.retries -= 1
-        self.stats.errors["unsent"] = self.stats.errors.get("unsent", 0) + 1
+        self.stats.errors[Code.UNSENT] = self.stats.errors.get(Code.UNSENT, 0) + 1
         if now - req.started >= self.timeout_s * (self.retries + 1):
-            return self._fail(req, "send_timeout", f"could not be sent within "
+            return self._fail(req, Code.SEND_TIMEOUT, f"could not be sent within "
                               f"{now - req.started:.1f} s: {why}")
         req.last_error = f"client: send_timeout: {why}"
         req.retry_at = now + every_s
@@ -142,7 +137,7 @@ class Tracker:
             return None
         wants = self.wants.get(h.epoch)
         if wants is None:
-            return self._fail(req, "unknown_epoch", f"result of epoch {h.epoch}, which this "
+            return self._fail(req, Code.UNKNOWN_EPOCH, f"result of epoch {h.epoch}, which this "
                               "client does not know", h.src)
         g = req.gathers.get(h.epoch)
         if g is None:
@@ -163,20 +158,20 @@ class Tracker:
         """An error message; schedules a retry or fails the request (returned)."""
         now = time.monotonic() if now is None else now
         err = h.error or {}
-        code, msg = err.get("code", "error"), err.get("message", "")
+        code, msg = err.get("code", Code.ERROR), err.get("message", "")
         self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
         req = self.pending.get(h.request)
         if req is None or h.t0 != req.t0 or req.retry_at is not None:
             return None  # finished, or an older attempt's error: the retry is under way
         req.last_error = f"{self.where(h.src)}: {code}: {msg}"
-        if code == "unknown_epoch" and now - req.started < self.timeout_s * (self.retries + 1):
+        if code == Code.UNKNOWN_EPOCH and now - req.started < self.timeout_s * (self.retries + 1):
             # The node has moved on to a newer epoch whose record is on its way (a node
             # short of memory drops its old epoch before the switch): not the request's
             # fault, so not an attempt; tried again shortly within the request's budget.
             req.attempts = max(req.attempts - 1, 0)
             req.retry_at = now + 0.05
             return None
-        if code in TRANSIENT and req.attempts <= self.retries:
+        if is_transient(code) and req.attempts <= self.retries:  # see Code.transient
             req.retry_at = now + min(0.05 * 2 ** req.attempts, 1.0)
             return None
         return self._fail(req, code, msg, h.src)
@@ -203,7 +198,7 @@ class Tracker:
             elif req.retry_at is None and req.attempts and now >= req.deadline:
                 if req.attempts > self.retries:
                     why = f" (last error: {req.last_error})" if req.last_error else ""
-                    self._fail(req, "timeout", f"no result after {req.attempts} attempt(s) of "
+                    self._fail(req, Code.TIMEOUT, f"no result after {req.attempts} attempt(s) of "
                                f"{self.timeout_s:g} s{why}")
                 else:
                     req.last_error = req.last_error or "timed out"
@@ -212,7 +207,7 @@ class Tracker:
 
     def fail_all(self, message: str) -> None:
         for req in list(self.pending.values()):
-            self._fail(req, "closed", message)
+            self._fail(req, Code.CLOSED, message)
 
 
 def describe_src(src: str, stages_of: Callable[[str], list[str]] | None = None) -> str:
