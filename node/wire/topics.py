@@ -1,4 +1,11 @@
-"""The MQTT topic table: every topic under `tilefleet/<fleet>/`, tied to its payload type."""
+"""The MQTT topic table: every topic under `tilefleet/<fleet>/`, tied to its payload type.
+
+`TOPICS` is the whole control-plane contract: the node topics the agent publishes and
+listens on, the client's reply topic, and the deployment record and re-plan events the
+planner publishes for other processes. Payload types are named, not imported: the node
+types live in `node.wire.messages`; the record and re-plan types in the planner, which
+the node never imports (`node/README_WIRE.md` lists the table; a test checks it).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,39 @@ from dataclasses import dataclass
 DEFAULT_FLEET = "default"
 ROOT = "tilefleet"
 
-# topic suffix -> (payload type name in node.wire.messages, retained?)
-NODE_TOPICS = {
-    "status": ("Status", True),        # online/offline; offline is the Last Will
-    "resources": ("Resources", True),  # board facts, runtime, endpoints, speed
-    "metrics": ("Metrics", False),     # periodic per-stage figures and error counters
-    "cmd": ("Command", False),         # commands to the node (see messages.COMMANDS)
-    "replies": ("Reply", False),       # replies to commands whose reply_to is unreadable
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: its pattern under the fleet prefix and what is published there."""
+
+    pattern: str  # e.g. "nodes/{node}/status"; {…} is one topic level
+    payload: str  # payload type: a name in node.wire.messages, or module.Type
+    retained: bool
+    meaning: str
+
+
+TOPICS: dict[str, TopicSpec] = {
+    "status": TopicSpec("nodes/{node}/status", "Status", True,
+                        "online/offline; offline is the node's Last Will"),
+    "resources": TopicSpec("nodes/{node}/resources", "Resources", True,
+                           "board facts, runtime, endpoints, speed"),
+    "metrics": TopicSpec("nodes/{node}/metrics", "Metrics", False,
+                         "periodic per-stage figures and error counters"),
+    "cmd": TopicSpec("nodes/{node}/cmd", "Command", False,
+                     "commands to the node (see messages.COMMANDS)"),
+    "replies": TopicSpec("nodes/{node}/replies", "Reply", False,
+                         "replies to commands whose reply_to could not be read"),
+    "client_replies": TopicSpec("clients/{client}/replies", "Reply", False,
+                                "a client's own reply topic (the reply_to of its commands)"),
+    "deployment": TopicSpec("deployments/{name}", "planner.fleet.record.Record", True,
+                            "the deployment record; an empty payload clears it"),
+    "replans": TopicSpec("deployments/{name}/replans", "planner.live.replanner.Replan",
+                         False, "one event per live re-plan of the deployment"),
 }
+
+# node topic suffix -> (payload type name in node.wire.messages, retained?)
+NODE_TOPICS = {k: (s.payload, s.retained) for k, s in TOPICS.items()
+               if s.pattern.startswith("nodes/{node}/")}
 
 
 @dataclass(frozen=True)
@@ -28,6 +60,7 @@ class Topics:
         return f"{ROOT}/{self.fleet}/"
 
     def node(self, node_id: str, suffix: str) -> str:
+        """A node topic, e.g. node("n1", "status")."""
         if suffix not in NODE_TOPICS:
             raise ValueError(f"unknown node topic {suffix!r}")
         return f"{self.prefix}nodes/{node_id}/{suffix}"
@@ -47,6 +80,18 @@ class Topics:
     def replies(self, node_id: str) -> str:
         return self.node(node_id, "replies")
 
+    def client_replies(self, client_id: str) -> str:
+        """The reply topic a client subscribes to and names in its commands."""
+        return self.prefix + TOPICS["client_replies"].pattern.format(client=client_id)
+
+    def deployment(self, name: str) -> str:
+        """The retained record of deployment `name` ("+" subscribes to every record)."""
+        return self.prefix + TOPICS["deployment"].pattern.format(name=name)
+
+    def replans(self, name: str) -> str:
+        """The re-plan events of deployment `name`."""
+        return self.prefix + TOPICS["replans"].pattern.format(name=name)
+
     def all_nodes(self, suffix: str) -> str:
         """Wildcard subscription for one suffix on every node, e.g. all statuses."""
         return f"{self.prefix}nodes/+/{suffix}"
@@ -59,3 +104,11 @@ class Topics:
         if len(parts) != 3 or parts[0] != "nodes" or parts[2] not in NODE_TOPICS:
             return None
         return parts[1], parts[2]
+
+    def parse_deployment(self, topic: str) -> str | None:
+        """'tilefleet/f/deployments/<name>' -> name; None for any other topic."""
+        head = self.deployment("")
+        if not topic.startswith(head):
+            return None
+        name = topic[len(head):]
+        return name if name and "/" not in name else None

@@ -49,7 +49,7 @@ class Control:
             raise FleetError(str(exc)) from None
         self.url, self.fleet, self.topics = url, fleet, Topics(fleet)
         self.client_id = f"tilefleet-client-{uuid.uuid4().hex[:10]}"
-        self.reply_topic = f"{self.topics.prefix}clients/{self.client_id}/replies"
+        self.reply_topic = self.topics.client_replies(self.client_id)
         self.status: dict[str, dict[str, Any]] = {}
         self.resources: dict[str, dict[str, Any]] = {}
         self.metrics: dict[str, dict[str, Any]] = {}
@@ -74,7 +74,7 @@ class Control:
         self._connect(connect_timeout_s)
 
     def record_topic(self, name: str) -> str:
-        return f"{self.topics.prefix}deployments/{name}"
+        return self.topics.deployment(name)
 
     def _connect(self, timeout_s: float) -> None:
         try:
@@ -134,9 +134,8 @@ class Control:
             if fut is not None and not fut.done():
                 fut.set_result(rep)
             return
-        rec_prefix = f"{self.topics.prefix}deployments/"
-        if topic.startswith(rec_prefix):
-            name = topic[len(rec_prefix):]
+        name = self.topics.parse_deployment(topic)
+        if name is not None:
             rec = json.loads(payload) if payload else None
             with self._lock:
                 if rec is None:
