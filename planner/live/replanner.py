@@ -55,7 +55,7 @@ class Replan:
 
 
 def replans_topic(control: Control, name: str) -> str:
-    return f"{control.record_topic(name)}/replans"
+    return control.topics.replans(name)
 
 
 def plan_next(graph: ModelGraph, profile: Profile, old_plan: dict[str, Any] | None,
