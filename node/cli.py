@@ -34,6 +34,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--state-dir", default="~/.tilefleet/node", help="part store directory")
     p.add_argument("--fleet", default="default")
     p.add_argument("--threads", type=int, help="interpreter threads per layer-range stage")
+    p.add_argument("--emulate-speed", type=float, metavar="F",
+                   help="pad every interpreter run to 1/F its time (0 < F <= 1: a slower "
+                        "board without root; approximate, reported as 'padded')")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -52,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         parse_broker_url(args.broker)
         cfg = (config.for_board(args.board) if args.board else
                config.load(args.config) if args.config else config.default())
-        cfg = cfg.override(data_port=args.data_port, host=args.host, threads=args.threads)
+        cfg = cfg.override(data_port=args.data_port, host=args.host, threads=args.threads,
+                           emulate_speed=args.emulate_speed)
+        from node import pacing
+
+        pacing.set_speed(cfg.agent.emulate_speed)
         from node.agent import Agent
 
         agent = Agent(args.name, args.broker, cfg, Path(args.state_dir).expanduser(),
@@ -63,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
+    padded = f" (padded to speed {cfg.agent.emulate_speed:g})" if cfg.agent.emulate_speed < 1 else ""
     print(f"tilefleet-node {args.name}: data {agent.dataplane.data_endpoint} "
-          f"service {agent.dataplane.service_endpoint}", flush=True)
+          f"service {agent.dataplane.service_endpoint}{padded}", flush=True)
     agent.wait()
     return 0
 

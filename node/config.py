@@ -31,6 +31,13 @@ class BoardFacts:
     frequency_mhz: int = 0
     speed_prior: float = 1.0  # relative compute speed, Raspberry Pi 4 = 1.0
     accelerators: tuple[str, ...] = ()
+    # the board's published speed on a reference workload, which the testbed calibrates
+    # its emulated boards against (planner/testbed/calibrate.py): ms per inference
+    # on `reference_threads` threads, the workload it was measured on, and where from
+    reference_ms: float = 0.0
+    reference_threads: int = 1
+    reference_workload: str = ""
+    reference_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,7 @@ class AgentSettings:
     max_message_mb: int = 256
     metrics_interval_s: float = 2.0
     benchmark_s: float = 0.2
+    emulate_speed: float = 1.0  # < 1: pad every interpreter run to 1/F its time (node/pacing.py)
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,7 @@ def _validate_agent(a: AgentSettings, where: str) -> None:
               ("data_port", 0 <= a.data_port <= 65534),
               ("metrics_interval_s", a.metrics_interval_s > 0),
               ("benchmark_s", a.benchmark_s >= 0),
+              ("emulate_speed", 0 < a.emulate_speed <= 1),
               ("delegates", all(d in KNOWN_DELEGATES for d in a.delegates))]
     for key, ok in checks:
         if not ok:
