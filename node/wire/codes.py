@@ -43,7 +43,7 @@ class Code(StrEnum):
                      "a tensor frame whose byte count is not prod(shape) * itemsize")
     OVERSIZED = ("oversized", False,
                  "a header, payload, message or upload over its size limit")
-    BAD_KIND = "bad_kind", False, "a node sent a data-plane message other than `data`"
+    BAD_KIND = "bad_kind", False, "a node received a data-plane message other than `data`"
     BAD_REQUEST = ("bad_request", False,
                    "a service request with a missing or mistyped field")
     BAD_MESSAGE = ("bad_message", False,

@@ -19,24 +19,24 @@ ROOT = "tilefleet"
 class TopicSpec:
     """One topic: its pattern under the fleet prefix and what is published there."""
 
-    pattern: str  # e.g. "nodes/{node}/status"; {…} is one topic level
+    pattern: str  # e.g. "nodes/{id}/status"; {…} is one topic level
     payload: str  # payload type: a name in node.wire.messages, or module.Type
     retained: bool
     meaning: str
 
 
 TOPICS: dict[str, TopicSpec] = {
-    "status": TopicSpec("nodes/{node}/status", "Status", True,
+    "status": TopicSpec("nodes/{id}/status", "Status", True,
                         "online/offline; offline is the node's Last Will"),
-    "resources": TopicSpec("nodes/{node}/resources", "Resources", True,
+    "resources": TopicSpec("nodes/{id}/resources", "Resources", True,
                            "board facts, runtime, endpoints, speed"),
-    "metrics": TopicSpec("nodes/{node}/metrics", "Metrics", False,
+    "metrics": TopicSpec("nodes/{id}/metrics", "Metrics", False,
                          "periodic per-stage figures and error counters"),
-    "cmd": TopicSpec("nodes/{node}/cmd", "Command", False,
+    "cmd": TopicSpec("nodes/{id}/cmd", "Command", False,
                      "commands to the node (see messages.COMMANDS)"),
-    "replies": TopicSpec("nodes/{node}/replies", "Reply", False,
+    "replies": TopicSpec("nodes/{id}/replies", "Reply", False,
                          "replies to commands whose reply_to could not be read"),
-    "client_replies": TopicSpec("clients/{client}/replies", "Reply", False,
+    "client_replies": TopicSpec("clients/{id}/replies", "Reply", False,
                                 "a client's own reply topic (the reply_to of its commands)"),
     "deployment": TopicSpec("deployments/{name}", "planner.fleet.record.Record", True,
                             "the deployment record; an empty payload clears it"),
@@ -46,7 +46,7 @@ TOPICS: dict[str, TopicSpec] = {
 
 # node topic suffix -> (payload type name in node.wire.messages, retained?)
 NODE_TOPICS = {k: (s.payload, s.retained) for k, s in TOPICS.items()
-               if s.pattern.startswith("nodes/{node}/")}
+               if s.pattern.startswith("nodes/{id}/")}
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class Topics:
 
     def client_replies(self, client_id: str) -> str:
         """The reply topic a client subscribes to and names in its commands."""
-        return self.prefix + TOPICS["client_replies"].pattern.format(client=client_id)
+        return self.prefix + TOPICS["client_replies"].pattern.format(id=client_id)
 
     def deployment(self, name: str) -> str:
         """The retained record of deployment `name` ("+" subscribes to every record)."""
