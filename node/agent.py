@@ -14,6 +14,7 @@ import zmq
 
 from node import __version__, profiler
 from node.config import NodeConfig
+from node.control import Control
 from node.dataplane import DataPlane, Sender
 from node.deployments import Deployments, ExecSettings
 from node.errors import NodeError
@@ -32,30 +33,33 @@ log = logging.getLogger(__name__)
 
 
 class Agent:
-    """One node agent; `start()` then `wait()`; `stop()` from a signal handler."""
+    """One node agent; `start()` then `wait()`; `stop()` from a signal handler.
 
-    def __init__(self, name: str, broker_url: str, cfg: NodeConfig, state_dir: str | Path,
-                 fleet: str = "default") -> None:
-        self.name, self.cfg = name, cfg
+    The agent is given its I/O: a part store, a data plane (its zmq context and counters
+    are the node's) and, unless it is driven in-process through `handle`, an MQTT
+    control plane built on the same counters. It attaches its handlers to them and owns
+    them from then on: `stop()` stops both and destroys the context. `build_agent` makes
+    the usual set from a board config.
+    """
+
+    def __init__(self, name: str, cfg: NodeConfig, store: Store, dataplane: DataPlane,
+                 control: Control | None = None) -> None:
+        self.name, self.cfg, self.store = name, cfg, store
         a = cfg.agent
         self.started = time.time()
-        self.ctx = zmq.Context()
-        self.counters = Counters()
-        self.store = Store(state_dir)
+        self.dataplane, self.control = dataplane, control
+        self.ctx, self.counters = dataplane.ctx, dataplane.counters
+        if control is not None and control.counters is not self.counters:
+            raise ValueError("the control plane must count into the data plane's Counters")
         self.settings = ExecSettings(threads=a.threads, tile_threads=a.tile_threads,
                                      xnnpack="xnnpack" in a.delegates, queue_size=a.queue_size,
                                      memory_budget_bytes=a.memory_budget_mb << 20)
         self.deployments = Deployments(name, self.store, self.counters, self.settings,
                                        self._sender)
-        self.dataplane = DataPlane(self.ctx, self.counters, self.deployments.dispatch,
-                                   ServiceHandler(self.store, self.counters), a.host,
-                                   a.data_port, a.hwm, a.max_message_mb << 20, node=name)
+        dataplane.attach(self.deployments.dispatch, ServiceHandler(self.store, self.counters))
+        if control is not None:
+            control.attach(self.handle, self.resources, self.metrics)
         self.speed_gflops = 0.0
-        # imported lazily: a data-plane-only agent (tests, benchmarks) needs no MQTT client
-        from node.control import Control
-
-        self.control = Control(name, broker_url, Topics(fleet), self.counters, self.handle,
-                               self.resources, self.metrics, a.metrics_interval_s, __version__)
         self._done = threading.Event()
 
     def _sender(self) -> tuple[SendFn, Any]:
@@ -69,13 +73,15 @@ class Agent:
         log.info("data %s, service %s", self.dataplane.data_endpoint,
                  self.dataplane.service_endpoint)
         self.speed_gflops = micro_benchmark(self.cfg.agent.benchmark_s)
-        self.control.start()
+        if self.control is not None:
+            self.control.start()
 
     def wait(self) -> None:
         self._done.wait()
 
     def stop(self) -> None:
-        self.control.stop()
+        if self.control is not None:
+            self.control.stop()
         self.deployments.stop()
         self.dataplane.stop()
         self.ctx.destroy(linger=0)
@@ -119,3 +125,18 @@ class Agent:
             with ServiceClient(cmd.endpoint, self.ctx, timeout_s=30) as c:
                 return {"endpoint": cmd.endpoint, **c.probe(cmd.nbytes, cmd.repetitions)}
         raise NodeError(f"command {cmd.TYPE!r} not handled", code=Code.BAD_COMMAND)
+
+
+def build_agent(name: str, cfg: NodeConfig, state_dir: str | Path,
+                broker_url: str | None = None, fleet: str = "default") -> Agent:
+    """An agent with a fresh zmq context, its data plane per `cfg` and, given a broker,
+    its MQTT control plane (without one, commands go through `Agent.handle` only)."""
+    a = cfg.agent
+    counters = Counters()
+    dataplane = DataPlane(zmq.Context(), counters, a.host, a.data_port, a.hwm,
+                          a.max_message_mb << 20, node=name)
+    control = None
+    if broker_url is not None:
+        control = Control(name, broker_url, Topics(fleet), counters, a.metrics_interval_s,
+                          __version__)
+    return Agent(name, cfg, Store(state_dir), dataplane, control)

@@ -60,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         from node import pacing
 
         pacing.set_speed(cfg.agent.emulate_speed)
-        from node.agent import Agent
+        from node.agent import build_agent
 
-        agent = Agent(args.name, args.broker, cfg, Path(args.state_dir).expanduser(),
-                      args.fleet)
+        agent = build_agent(args.name, cfg, Path(args.state_dir).expanduser(), args.broker,
+                            args.fleet)
         agent.start()
     except NodeError as exc:
         sys.stderr.write(f"tilefleet-node: {exc}\n")

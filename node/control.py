@@ -55,15 +55,15 @@ def parse_broker_url(url: str) -> tuple[str, int]:
 
 
 class Control:
-    """One MQTT client for one node; `handler(cmd) -> result dict` executes commands."""
+    """One MQTT client for one node; `attach(handler, ...)` says who executes commands."""
 
     def __init__(self, node: str, broker_url: str, topics: Topics, counters: Counters,
-                 handler: Callable[[Any], dict[str, Any]],
-                 resources: Callable[[], m.Resources], metrics: Callable[[], m.Metrics],
                  metrics_interval_s: float = 2.0, agent_version: str = "") -> None:
         self.node, self.topics, self.counters = node, topics, counters
         self.host, self.port = parse_broker_url(broker_url)
-        self.handler, self.resources, self.metrics = handler, resources, metrics
+        self.handler: Callable[[Any], dict[str, Any]] | None = None  # set by attach()
+        self.resources: Callable[[], m.Resources] | None = None
+        self.metrics: Callable[[], m.Metrics] | None = None
         self.interval = metrics_interval_s
         self.agent_version = agent_version
         self.connected = threading.Event()
@@ -82,7 +82,14 @@ class Control:
     def _status(self, state: str) -> bytes:
         return m.encode(m.Status(self.node, state, time.time(), self.agent_version))
 
+    def attach(self, handler: Callable[[Any], dict[str, Any]],
+               resources: Callable[[], m.Resources], metrics: Callable[[], m.Metrics]) -> None:
+        """`handler(cmd) -> result dict` executes commands; the others describe the node."""
+        self.handler, self.resources, self.metrics = handler, resources, metrics
+
     def start(self) -> None:
+        if self.handler is None or self.resources is None or self.metrics is None:
+            raise RuntimeError("Control.start() before attach(handler, resources, metrics)")
         self.client.connect_async(self.host, self.port, keepalive=10)
         self.client.loop_start()
         for target, name in ((self._command_loop, "commands"), (self._metrics_loop, "metrics")):

@@ -138,10 +138,12 @@ def advertised_host(bind_host: str) -> str:
 class DataPlane:
     """Binds the data and service sockets and runs the I/O loop in a thread."""
 
-    def __init__(self, ctx: zmq.Context, counters: Counters, dispatch: Dispatch,
-                 service: Service, host: str = "127.0.0.1", port: int = 0, hwm: int = 16,
-                 max_message_bytes: int = 256 << 20, node: str = "") -> None:
-        self.ctx, self.counters, self.dispatch, self.service = ctx, counters, dispatch, service
+    def __init__(self, ctx: zmq.Context, counters: Counters, host: str = "127.0.0.1",
+                 port: int = 0, hwm: int = 16, max_message_bytes: int = 256 << 20,
+                 node: str = "") -> None:
+        self.ctx, self.counters = ctx, counters
+        self.dispatch: Dispatch | None = None  # set by attach(), before start()
+        self.service: Service | None = None
         self.host, self.port, self.hwm, self.max_bytes = host, port, hwm, max_message_bytes
         self.node = node
         self._stop = threading.Event()
@@ -150,6 +152,10 @@ class DataPlane:
         self.router: zmq.Socket | None = None
         self.sender: Sender | None = None
         self.forwarder: Sender | None = None
+
+    def attach(self, dispatch: Dispatch, service: Service) -> None:
+        """Who handles data messages and service requests (the agent's deployments and store)."""
+        self.dispatch, self.service = dispatch, service
 
     @property
     def data_endpoint(self) -> str:
@@ -190,6 +196,8 @@ class DataPlane:
         raise NodeError(f"no free port pair on {self.host}", code=Code.BIND)
 
     def start(self) -> None:
+        if self.dispatch is None or self.service is None:
+            raise RuntimeError("DataPlane.start() before attach(dispatch, service)")
         if self.pull is None:
             self.bind()
         log.debug("allocator tuned for the data plane: %s", tune_allocator())

@@ -1,4 +1,9 @@
-"""Fixtures of the node tests: an agent in this process (no broker) and a data client."""
+"""Fixtures of the node tests: an agent in this process on real sockets, and a data client.
+
+`agent` has a real data plane (PULL and ROUTER sockets on free ports) and no control plane:
+commands go through `Agent.handle`. `mqtt_agent` adds a real MQTT control plane on the
+`mosquitto` broker of tests/conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,25 @@ from pathlib import Path
 import pytest
 
 from node import config
-from node.agent import Agent
+from node.agent import build_agent
 from tests.node.harness import Client
 
 
 @pytest.fixture
 def agent(tmp_path: Path):
-    """A laptop-board agent whose MQTT side points nowhere: commands go through `handle`."""
+    """A laptop-board agent driven in-process: real data plane, no MQTT client."""
     cfg = config.for_board("laptop").override(benchmark_s=0.0)
-    a = Agent("inproc", "mqtt://127.0.0.1:9", cfg, tmp_path / "state")
+    a = build_agent("inproc", cfg, tmp_path / "state")
+    a.start()
+    yield a
+    a.stop()
+
+
+@pytest.fixture
+def mqtt_agent(tmp_path: Path, mosquitto):
+    """The same agent with its MQTT control plane on the test's real Mosquitto."""
+    cfg = config.for_board("laptop").override(benchmark_s=0.0, metrics_interval_s=0.2)
+    a = build_agent("inproc", cfg, tmp_path / "state", mosquitto.url)
     a.start()
     yield a
     a.stop()

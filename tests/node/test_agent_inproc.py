@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from node import config
-from node.agent import Agent
+from node.agent import Agent, build_agent
 from node.errors import DeployError
 from node.runtime import RuntimeSettings, run_whole
 from node.store import sha256_of
@@ -110,7 +110,7 @@ def test_a_lone_tile_runs_with_the_boards_threads_several_with_tile_threads(
     # the planner scales op times profiled at the board's `threads` by a tile's MACs, so
     # a node's only tile must run that way; several tiles in one process use tile_threads
     cfg = config.for_board("laptop").override(benchmark_s=0.0, threads=2)
-    a = Agent("threads", "mqtt://127.0.0.1:9", cfg, tmp_path / "state")
+    a = build_agent("threads", cfg, tmp_path / "state")
     a.start()
     try:
         chain, layout = tiled_head("float32")
@@ -175,7 +175,7 @@ def test_errors_reach_the_client(agent: Agent, client: Client) -> None:
 
 def test_oversized_message_is_refused(tmp_path: Path, client: Client) -> None:
     cfg = config.for_board("laptop").override(benchmark_s=0.0, max_message_mb=1)
-    a = Agent("small", "mqtt://127.0.0.1:9", cfg, tmp_path / "s")
+    a = build_agent("small", cfg, tmp_path / "s")
     a.start()
     try:
         x = np.zeros((1, 256, 256, 3), np.float32)  # 786 KB per frame, 2 frames
@@ -225,12 +225,12 @@ def test_epochs_side_by_side_then_activate(agent: Agent, client: Client) -> None
 def test_store_survives_restart(tmp_path: Path) -> None:
     chain = three_parts()
     cfg = config.for_board("laptop").override(benchmark_s=0.0)
-    a = Agent("r", "mqtt://127.0.0.1:9", cfg, tmp_path / "st")
+    a = build_agent("r", cfg, tmp_path / "st")
     a.start()
     with ServiceClient(a.dataplane.service_endpoint) as svc:
         svc.upload(chain.parts[0].data, chunk=1000)  # many chunks
     a.stop()
-    b = Agent("r", "mqtt://127.0.0.1:9", cfg, tmp_path / "st")
+    b = build_agent("r", cfg, tmp_path / "st")
     b.start()
     try:
         with ServiceClient(b.dataplane.service_endpoint) as svc:
@@ -328,7 +328,7 @@ def test_new_epoch_shares_unchanged_interpreters_and_frees_old_ones(
 def test_memory_budget_refuses_a_load_and_the_agent_keeps_running(
         tmp_path: Path, client: Client) -> None:
     cfg = config.for_board("laptop").override(benchmark_s=0.0, memory_budget_mb=1)
-    a = Agent("tiny", "mqtt://127.0.0.1:9", cfg, tmp_path / "s")
+    a = build_agent("tiny", cfg, tmp_path / "s")
     a.start()
     try:
         big = ModelGraph(recipes.mobilenet_v2_like(input_size=32, dtype="float32", seed=0))

@@ -69,8 +69,8 @@ def test_an_unknown_stage_fails_in_the_sender_with_the_data_planes_code(agent, c
 
 
 def test_a_stage_that_stays_full_times_the_hand_off_out():
-    plane = DataPlane(zmq.Context.instance(), Counters(), lambda h, a, s: False,
-                      lambda frames: [], port=0)
+    plane = DataPlane(zmq.Context.instance(), Counters(), port=0)
+    plane.attach(lambda h, a, s: False, lambda frames: [])
     h = Header("data", "d", 0, "r", "s", "", (meta_for("x", np.zeros(4, np.float32)),))
     with pytest.raises(WireError, match="did not take a message within 0.05 s") as info:
         plane.deliver(h, [np.zeros(4, np.float32)], lambda ep, frames: 0, timeout_s=0.05)
