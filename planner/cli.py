@@ -16,7 +16,7 @@ from node.errors import NodeError
 from planner.errors import TilefleetError
 
 # Command modules under planner/commands, in the order `tilefleet --help` lists them.
-COMMANDS = ["inspect", "slice", "verify", "plan", "simulate", "explain", "nodes", "monitor", "deploy", "undeploy", "infer", "bench", "demo", "watch"]
+COMMANDS = ["inspect", "slice", "verify", "plan", "simulate", "explain", "nodes", "monitor", "deploy", "undeploy", "infer", "bench", "demo", "watch", "testbed"]
 
 
 class _Parser(argparse.ArgumentParser):

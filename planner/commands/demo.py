@@ -10,13 +10,15 @@ from typing import Any
 from planner.commands._common import print_json, print_table
 from planner.commands._fleet import fmt_s, plan_rows
 from planner.local.demo import DEFAULT_INPUT_SIZE, DemoOptions, run_demo
+from planner.planning.strategies import NAMES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="zero-setup demo: local broker and agents, deploy, check")
     p.add_argument("--nodes", type=int, default=3, help="local agents to start (default 3)")
     p.add_argument("--model", default="mobilenet_v2", help="recipe name or .tflite path")
-    p.add_argument("--strategy", default="auto", help="partition strategy (default auto)")
+    p.add_argument("--strategy", default="auto", metavar="S",
+                   help="partition strategy (default auto): " + " ".join(NAMES))
     p.add_argument("--frames", type=int, default=100, help="frames to run (default 100)")
     p.add_argument("--broker", help="use this broker instead of starting an embedded one")
     p.add_argument("--dtype", choices=["float32", "int8"], default="float32")

@@ -7,6 +7,7 @@ import time
 
 from planner.commands._common import print_json, print_table
 from planner.commands._fleet import add_broker, connect, fmt_s, plan_rows
+from planner.planning.strategies import NAMES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help=".tflite file")
     add_broker(p)
     p.add_argument("--name", required=True, help="deployment name")
-    p.add_argument("--strategy", default="auto", help="partition strategy (default auto)")
+    p.add_argument("--strategy", default="auto", metavar="S",
+                   help="partition strategy (default auto): " + " ".join(NAMES))
     p.add_argument("--plan", help="deploy this plan file instead of planning")
     p.add_argument("--profile", help="use this profile file instead of profiling the nodes")
     p.add_argument("--exclude", action="append", default=[], metavar="NODE")

@@ -13,10 +13,7 @@ from planner.model.graph import ModelGraph
 from planner.planning.constraints import Constraints, parse_pin
 from planner.planning.plan import save_plan
 from planner.planning.profile import load_profile
-from planner.planning.strategies import STRATEGIES
-
-# INTERFACES.md order; names not in the registry yet answer "not available yet".
-NAMES = ["auto", "latency", "throughput", "tiles", "hybrid", "neurosurgeon", "dads", "ftp", "even", "memory"]
+from planner.planning.strategies import NAMES, STRATEGIES, describe
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--profile", help="profile JSON (see PROFILE_AND_PLAN.md)")
     src.add_argument("--broker", help="MQTT broker URL: profile the online nodes")
-    p.add_argument("--strategy", required=True, help=" ".join(NAMES))
+    p.add_argument("--strategy", required=True, metavar="S", help=describe())
     p.add_argument("-o", "--output", required=True, help="plan file to write")
     p.add_argument("--json", action="store_true", help="print the plan as one JSON document")
     p.add_argument("--source", help="node where input frames originate")
@@ -44,9 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.strategy not in NAMES:
         raise PlanError(f"--strategy {args.strategy!r}: choose one of {', '.join(NAMES)}")
-    fn = STRATEGIES.get(args.strategy)
-    if fn is None:
-        raise PlanError(f"strategy {args.strategy!r} is not available yet")
+    fn = STRATEGIES[args.strategy]
     graph = ModelGraph.load(args.model)
     profile = _profile_from_broker(args, graph) if args.broker else load_profile(args.profile)
     objective = args.objective or ("throughput" if args.strategy == "throughput" else "latency")

@@ -16,10 +16,10 @@ log = logging.getLogger(__name__)
 
 
 def strategies() -> list[str]:
-    """Names of the strategies available in this checkout."""
-    from planner.planning.strategies import STRATEGIES
+    """Names of the registered strategies, in INTERFACES.md order."""
+    from planner.planning.strategies import NAMES
 
-    return list(STRATEGIES)
+    return list(NAMES)
 
 
 def plan_for_fleet(fleet: Fleet, graph: ModelGraph, strategy: str, constraints: Any = None,

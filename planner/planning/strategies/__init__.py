@@ -1,44 +1,66 @@
-"""Partition strategies: one module each, all pure `plan_fn(graph, profile, constraints) -> Plan`.
+"""Partition strategies: the one registry of their names, modules and one-line descriptions.
 
-Other modules (tile strategies) add themselves with `register(name, fn)`; the CLI lists
-`STRATEGIES` in INTERFACES.md order.
+Each strategy is a module with `NAME` and a pure `plan(graph, profile, constraints) -> Plan`.
+`REGISTRY` lists every one in INTERFACES.md order; the CLI's choices and help text,
+`fleetplan.strategies()` and the re-planner read it. Every module is imported by name
+here, so a broken one fails the import loudly instead of dropping its strategy.
+`auto` imports the strategies it compares itself and never this package (no circle).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
 
 from planner.planning.constraints import Constraints
 from planner.planning.plan import Plan
 from planner.planning.profile import Profile
+from planner.planning.strategies import (
+    auto,
+    dads,
+    even,
+    ftp,
+    hybrid,
+    latency,
+    memory,
+    neurosurgeon,
+    throughput,
+    tiles,
+)
 
 PlanFn = Callable[[object, Profile, Constraints], Plan]
-STRATEGIES: dict[str, PlanFn] = {}
-# Names from INTERFACES.md that other modules provide when they exist.
-DEFERRED = {"auto": "planner.planning.strategies.auto", "tiles": "planner.planning.strategies.tiles",
-            "hybrid": "planner.planning.strategies.hybrid", "ftp": "planner.planning.strategies.ftp"}
 
 
-def register(name: str, fn: PlanFn) -> None:
-    """Add or replace a strategy in the registry."""
-    STRATEGIES[name] = fn
+@dataclass(frozen=True)
+class Strategy:
+    """One registered strategy: its CLI name, its module and what it solves."""
+
+    name: str
+    module: ModuleType
+    summary: str
+
+    @property
+    def plan(self) -> PlanFn:
+        return self.module.plan
 
 
-def _load() -> None:
-    import importlib
+REGISTRY: tuple[Strategy, ...] = (
+    Strategy(auto.NAME, auto, "the best of all strategies for the objective, by simulated figure"),
+    Strategy(latency.NAME, latency, "minimum single-frame latency with layer ranges (exact)"),
+    Strategy(throughput.NAME, throughput, "minimum pipeline period with layer ranges (exact)"),
+    Strategy(tiles.NAME, tiles, "a fused-tile stack with uneven splits, then layer ranges"),
+    Strategy(hybrid.NAME, hybrid, "D3: device tier, an edge tile stack, then edge/cloud ranges"),
+    Strategy(neurosurgeon.NAME, neurosurgeon, "baseline: the best single device/server cut"),
+    Strategy(dads.NAME, dads, "baseline: minimum s-t cut of the op DAG, device and one server"),
+    Strategy(ftp.NAME, ftp, "baseline: DeepThings' equal-grid fused tiles, gateway tail"),
+    Strategy(even.NAME, even, "baseline: equal op counts per device"),
+    Strategy(memory.NAME, memory, "baseline: ops in proportion to memory budgets (exo)"),
+)
+NAMES: tuple[str, ...] = tuple(s.name for s in REGISTRY)
+STRATEGIES: dict[str, PlanFn] = {s.name: s.plan for s in REGISTRY}
 
-    from planner.planning.strategies import dads, even, latency, memory, neurosurgeon, throughput
 
-    for mod in (latency, throughput, neurosurgeon, dads, even, memory):
-        register(mod.NAME, mod.plan)
-    for name, path in DEFERRED.items():
-        try:
-            mod = importlib.import_module(path)
-        except ModuleNotFoundError as exc:
-            if exc.name != path:
-                raise
-            continue
-        register(name, mod.plan)
-
-
-_load()
+def describe() -> str:
+    """The names with their one-line descriptions, for help texts."""
+    return "; ".join(f"{s.name}: {s.summary}" for s in REGISTRY)

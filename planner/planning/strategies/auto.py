@@ -1,7 +1,8 @@
 """Strategy 'auto': run every strategy for the requested objective, keep the best simulated plan.
 
-Every registered strategy (the optimal DPs, the tile strategies and the baselines) plans
-under the same constraints; each plan's figure is the simulator's (latency_s for
+Every other strategy (the optimal DPs, the tile strategies and the baselines, imported
+here by module: the registry in `strategies/__init__` imports this one) plans under the
+same constraints; each plan's figure is the simulator's (latency_s for
 --objective latency, throughput_fps for throughput), so `auto` is by construction never
 worse than any of them on the same profile. Strategies that cannot plan (too few nodes,
 an untileable model for the tile strategies, memory) are skipped and listed with their
@@ -13,34 +14,40 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+import planner.planning.strategies.dads as dads
+import planner.planning.strategies.even as even
+import planner.planning.strategies.ftp as ftp
+import planner.planning.strategies.hybrid as hybrid
+import planner.planning.strategies.latency as latency
+import planner.planning.strategies.memory as memory
+import planner.planning.strategies.neurosurgeon as neurosurgeon
+import planner.planning.strategies.throughput as throughput
+import planner.planning.strategies.tiles as tiles
 from planner.errors import PlanError, TilefleetError
 from planner.planning.constraints import Constraints
 from planner.planning.plan import Plan
 from planner.planning.profile import Profile
-from planner.planning.strategies.tiles import figure
 
 NAME = "auto"
 # Tried in this order; on equal figures the earlier (simpler to deploy) plan is kept.
-ORDER = ("latency", "throughput", "neurosurgeon", "dads", "even", "memory", "ftp", "tiles", "hybrid")
+CANDIDATES = (latency, throughput, neurosurgeon, dads, even, memory, ftp, tiles, hybrid)
 log = logging.getLogger(__name__)
 
 
 def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     """The best plan among all strategies for constraints.objective (simulated figure)."""
-    from planner.planning.strategies import STRATEGIES  # the registry imports this module
-
-    names = [n for n in ORDER if n in STRATEGIES] + sorted(set(STRATEGIES) - set(ORDER) - {NAME})
     best: Plan | None = None
     tried: dict[str, dict] = {}
-    for name in names:
+    for mod in CANDIDATES:
+        name = mod.NAME
         try:
-            p = STRATEGIES[name](graph, profile, constraints)
+            p = mod.plan(graph, profile, constraints)
         except TilefleetError as exc:
             tried[name] = {"error": str(exc)}
             log.info("auto: %s skipped: %s", name, exc)
             continue
         tried[name] = {"latency_s": p.predicted.get("latency_s"), "throughput_fps": p.predicted.get("throughput_fps")}
-        if best is None or figure(p) < figure(best):
+        if best is None or tiles.figure(p) < tiles.figure(best):
             best = p
     if best is None:
         why = "; ".join(f"{n}: {r['error']}" for n, r in tried.items())
