@@ -123,7 +123,7 @@ def overhead(fleet: Fleet, graph: ModelGraph, data: bytes, node: str, frames: in
     local = LocalModel(data)
     x = random_inputs([{"name": graph.tensors[i].name, "shape": graph.tensors[i].shape,
                         "dtype": graph.tensors[i].dtype} for i in graph.inputs], 0)
-    dep = fleet.deploy(graph, name="bench-overhead", progress=False,
+    dep = fleet.deploy(graph, name="bench-overhead",
                        layout=(StageLayout(0, len(graph.ops), (node,)),))
     rec = dep.record
     ctx = zmq.Context.instance()
@@ -222,13 +222,11 @@ def main(argv: list[str] | None = None) -> int:
                         "cpus": os.cpu_count(), "strategies": {}}
     with LocalFleet(args.nodes) as local, Fleet.connect(local.broker_url) as fleet:
         names = [n.name for n in fleet.wait_for_nodes(args.nodes, 60)]
-        profile = fleet.profile(graph, names, cache_dir=local.workdir / "profiles",
-                                progress=False)
+        profile = fleet.profile(graph, names, cache_dir=local.workdir / "profiles")
         report["profile"] = profile.to_json()
         for s in [s for s in args.strategies.split(",") if s]:
             try:
-                dep = fleet.deploy(graph, name=f"bench-{s}", strategy=s, profile=profile,
-                                   progress=False)
+                dep = fleet.deploy(graph, name=f"bench-{s}", strategy=s, profile=profile)
             except Exception as exc:  # a strategy that cannot plan this case: report it
                 report["strategies"][s] = {"error": str(exc)}
                 print(f"{s:>12}: {exc}", file=sys.stderr)

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             netlab.agents_on_lab(2, Path(d)) as env, Fleet.connect(env.broker_url) as fleet:
         fleet.wait_for_nodes(2, 60)
         n0, n1 = env.names
-        dep = fleet.deploy(graph, name="probecost", progress=False, timeout_s=5.0, retries=5,
+        dep = fleet.deploy(graph, name="probecost", timeout_s=5.0, retries=5,
                            layout=chain(len(graph.ops), [CUT], [n0, n1]))
         local = LocalModel(data)
         xs = [random_inputs(dep.record.model["inputs"], s) for s in range(8)]

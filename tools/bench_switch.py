@@ -80,8 +80,7 @@ def switch(fleet: Fleet, graph: ModelGraph, layout: Any, name: str, mode: str
                  for n in nodes)
     t0 = time.perf_counter()
     try:
-        rec = deploy_layout(fleet.control, graph, layout, name, progress=False,
-                            reuse=mode == "reuse")
+        rec = deploy_layout(fleet.control, graph, layout, name, reuse=mode == "reuse")
     finally:
         fleet.control.publish_record = publish  # type: ignore[method-assign]
     total = time.perf_counter() - t0
@@ -133,7 +132,7 @@ def main() -> int:
                       f"{', '.join(f'{s / 1e6:.2f}' for s in part_bytes)} MB")
                 for mode in MODES:
                     name = f"switch-{mode}"
-                    deploy_layout(fleet.control, graph, layouts[mode][0], name, progress=False)
+                    deploy_layout(fleet.control, graph, layouts[mode][0], name)
                 for r in range(args.rounds):
                     for mode in MODES if r % 2 == 0 else MODES[::-1]:
                         name = f"switch-{mode}"

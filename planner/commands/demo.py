@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
                        single=not args.no_baseline)
     old = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        report = run_demo(opts)
+        report = run_demo(opts, args.on_progress)
     finally:
         signal.signal(signal.SIGTERM, old)
     if args.json:

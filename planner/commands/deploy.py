@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
                               objective=args.objective)
     t = time.perf_counter()
     with connect(args) as fleet:
-        kw: dict = {"name": args.name, "progress": not args.json, "ready_timeout_s": args.timeout}
+        kw: dict = {"name": args.name, "on_progress": args.on_progress, "ready_timeout_s": args.timeout}
         if args.plan:
             from planner.planning.plan import check_plan, load_plan
 

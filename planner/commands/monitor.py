@@ -1,4 +1,8 @@
-"""`tilefleet monitor --broker URL`: a live plain-text table of nodes, stages and metrics."""
+"""`tilefleet monitor --broker URL`: a live rich table of nodes, stages and deployments.
+
+On a terminal the tables redraw in place (rich Live) every `--interval` seconds; on
+anything else (a pipe, a file) each refresh prints the tables once, without colours.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,15 @@ import sys
 import time
 from typing import Any
 
-from planner.commands._common import human_bytes, print_table
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from planner.commands._common import human_bytes
 from planner.commands._fleet import add_broker, connect, fmt_s
+
+PLAIN_WIDTH = 160  # off a terminal rich would wrap at 80 columns; a log line may be long
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,8 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def render(control: Any) -> None:
-    """Print one snapshot: nodes, then every stage the nodes report, then deployments."""
+def _table(title: str, headers: list[str], rows: list[list[object]], numeric: set[int]) -> Table:
+    t = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+    for i, h in enumerate(headers):
+        t.add_column(h, justify="right" if i in numeric else "left", no_wrap=True)
+    for r in rows:
+        t.add_row(*(str(c) for c in r))
+    return t
+
+
+def render(control: Any, header: str) -> Group:
+    """One snapshot: nodes, then every stage the nodes report, then deployments."""
     online = control.online()
     nodes, stages = [], []
     for name in sorted(set(control.status) | set(control.metrics)):
@@ -36,31 +56,46 @@ def render(control: Any) -> None:
             stages.append([key, name, s.get("frames", 0), fmt_s(s.get("run_p50_s")),
                            fmt_s(s.get("turnaround_p50_s")), s.get("queue", 0),
                            s.get("errors", 0)])
-    print_table(["node", "status", "board", "rss", "load", "frames in", "sent", "errors"], nodes)
-    print()
-    print_table(["deployment/epoch/stage", "node", "frames", "run p50", "turnaround", "queue",
-                 "errors"], stages)
-    print()
-    for name, rec in sorted(control.records.items()):
-        print(f"deployment {name}: epoch {rec.get('epoch')}, strategy {rec.get('strategy')}, "
-              f"{len(rec.get('stages', {}))} stage(s) on {len(rec.get('nodes', {}))} node(s)")
+    deployments = [f"deployment {name}: epoch {rec.get('epoch')}, strategy "
+                   f"{rec.get('strategy')}, {len(rec.get('stages', {}))} stage(s) on "
+                   f"{len(rec.get('nodes', {}))} node(s)"
+                   for name, rec in sorted(control.records.items())]
+    return Group(
+        Text(header, style="bold"),
+        _table("nodes", ["node", "status", "board", "rss", "load", "frames in", "sent",
+                         "errors"], nodes, {3, 4, 5, 6, 7}),
+        Text(""),
+        _table("stages", ["deployment/epoch/stage", "node", "frames", "run p50", "turnaround",
+                          "queue", "errors"], stages, {2, 3, 4, 5, 6}),
+        Text(""),
+        *(Text(line) for line in deployments))
 
 
 def run(args: argparse.Namespace) -> int:
     tty = sys.stdout.isatty()
-    n = 0
+    console = Console(file=sys.stdout, **({} if tty else {"width": PLAIN_WIDTH}))
     with connect(args) as fleet:
+        c = fleet.control
+        deadline = time.monotonic() + 2.5  # metrics are not retained: wait for a round
+        while set(c.online()) - set(c.metrics) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        def snapshot() -> Group:
+            return render(c, f"tilefleet monitor  {args.broker}  fleet {args.fleet}  "
+                             f"{time.strftime('%H:%M:%S')}")
+
         try:
-            c = fleet.control
-            deadline = time.monotonic() + 2.5  # metrics are not retained: wait for a round
-            while set(c.online()) - set(c.metrics) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            if tty:
+                with Live(snapshot(), console=console, auto_refresh=False) as live:
+                    n = 1
+                    while not args.count or n < args.count:
+                        time.sleep(args.interval)
+                        live.update(snapshot(), refresh=True)
+                        n += 1
+                return 0
+            n = 0
             while True:
-                if tty:
-                    sys.stdout.write("\033[H\033[2J")  # clear the screen, plain text
-                print(f"tilefleet monitor  {args.broker}  fleet {args.fleet}  "
-                      f"{time.strftime('%H:%M:%S')}")
-                render(fleet.control)
+                console.print(snapshot())
                 sys.stdout.flush()
                 n += 1
                 if args.count and n >= args.count:

@@ -74,7 +74,7 @@ def _profile_from_broker(args: argparse.Namespace, graph: ModelGraph):
     with Fleet.connect(args.broker, fleet=args.fleet) as fleet:
         if not fleet.nodes():
             raise PlanError(f"no online nodes in fleet {args.fleet!r} at {args.broker}")
-        profile = fleet.profile(graph, progress=True)
+        profile = fleet.profile(graph, on_progress=args.on_progress)
     if args.save_profile:
         save_profile(profile, args.save_profile)
     return profile

@@ -11,6 +11,7 @@ from planner.errors import FleetError
 from planner.fleet.control import Control
 from planner.fleet.deployment import Deployment
 from planner.fleet.nodes import NodeInfo
+from planner.fleet.progress import OnProgress
 from planner.fleet.record import Record
 from planner.model.graph import ModelGraph, load_model
 from planner.planning.layout import StageLayout
@@ -88,7 +89,8 @@ class Fleet:
 
     def deploy(self, model: str | Path | bytes | ModelGraph, name: str = "default",
                strategy: str = "auto", layout: tuple[StageLayout, ...] | None = None,
-               constraints: Any = None, profile: Any = None, progress: bool = True,
+               constraints: Any = None, profile: Any = None,
+               on_progress: OnProgress | None = None,
                ready_timeout_s: float = 60.0, **client: Any) -> Deployment:
         """Plan (unless `layout` is given), ship and start `model`; returns its handle.
 
@@ -102,7 +104,7 @@ class Fleet:
         if layout is None:
             from planner.fleet.fleetplan import plan_for_fleet
 
-            plan = plan_for_fleet(self, graph, strategy, constraints, profile, progress)
+            plan = plan_for_fleet(self, graph, strategy, constraints, profile, on_progress)
             plan_doc, predicted = plan.to_json(), dict(plan.predicted)
             from planner.planning.layout import from_plan
 
@@ -111,7 +113,7 @@ class Fleet:
             strategy = strategy if strategy != "auto" else "manual"
         rec = deploy_layout(self.control, graph, tuple(layout), name, strategy=strategy,
                             plan=plan_doc, predicted=predicted, timeout_s=ready_timeout_s,
-                            progress=progress)
+                            on_progress=on_progress)
         d = Deployment(self, rec, **client)
         self._deployments.append(d)
         return d

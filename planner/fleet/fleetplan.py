@@ -11,6 +11,7 @@ from planner.model.graph import ModelGraph
 
 if TYPE_CHECKING:
     from planner.fleet.nodes import FleetAccess as Fleet
+    from planner.fleet.progress import OnProgress
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ def strategies() -> list[str]:
 
 
 def plan_for_fleet(fleet: Fleet, graph: ModelGraph, strategy: str, constraints: Any = None,
-                   profile: Any = None, progress: bool = True) -> Any:
+                   profile: Any = None, on_progress: OnProgress | None = None) -> Any:
     """A Plan for `graph` on the online nodes (profiled unless `profile` is given)."""
     from planner.planning.constraints import Constraints
     from planner.planning.strategies import STRATEGIES
@@ -35,7 +36,7 @@ def plan_for_fleet(fleet: Fleet, graph: ModelGraph, strategy: str, constraints: 
     if profile is None:
         from planner.fleet.profiling import profile_fleet
 
-        profile = profile_fleet(fleet, graph, progress=progress)
+        profile = profile_fleet(fleet, graph, on_progress=on_progress)
     t = time.perf_counter()
     plan = fn(graph, profile, constraints or Constraints())
     log.info("strategy %s planned %d stage(s) in %.3f s", strategy, len(plan.stages),

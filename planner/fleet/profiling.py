@@ -31,7 +31,7 @@ from node.wire.service import ServiceClient
 from planner.errors import CutError, FleetError
 from planner.fleet.dataclient import local_address_towards
 from planner.fleet.overheads import NODE_KEYS, client_device, measure_node
-from planner.fleet.progress import Progress
+from planner.fleet.progress import OnProgress, StageProgress
 from planner.model.cut import Part, cut_range
 from planner.model.graph import ModelGraph
 from planner.planning.profile import Device, Link, Profile, analytic_op_seconds, board_device
@@ -130,8 +130,11 @@ def measure(fleet: Fleet, node: NodeInfo, parts: list[Part], repetitions: int = 
 def profile_fleet(fleet: Fleet, graph: ModelGraph, nodes: list[str] | None = None, *,
                   cache_dir: str | Path | None = None, max_age_s: float = 7 * 86400,
                   fresh: bool = False, max_groups: int = 24, probe: bool = True,
-                  progress: bool = True) -> Profile:
-    """A Profile of the (named or all) online nodes with measured op seconds and links."""
+                  on_progress: OnProgress | None = None) -> Profile:
+    """A Profile of the (named or all) online nodes with measured op seconds and links.
+
+    Reports stage "profiling" (node kinds measured) to `on_progress` when the cache is cold.
+    """
     online = {n.name: n for n in fleet.nodes()}
     names = nodes or sorted(online)
     for n in names:
@@ -147,8 +150,8 @@ def profile_fleet(fleet: Fleet, graph: ModelGraph, nodes: list[str] | None = Non
     if todo:
         groups = op_groups(graph, max_groups)
         parts = [cut_range(graph, a, b) for a, b in groups]
-        bar = Progress(f"profiling {len(todo)} node kind(s), {len(groups)} ranges", len(todo),
-                       " nodes", progress)
+        bar = StageProgress(on_progress, "profiling", len(todo), "node kinds",
+                            f"{len(todo)} node kind(s), {len(groups)} ranges")
 
         def one(key: str, name: str) -> tuple[str, dict[str, Any]]:
             secs = measure(fleet, online[name], parts)
@@ -167,7 +170,7 @@ def profile_fleet(fleet: Fleet, graph: ModelGraph, nodes: list[str] | None = Non
                 known[key] = doc
                 cache.mkdir(parents=True, exist_ok=True)
                 (cache / f"{key}.json").write_text(json.dumps(doc))
-        bar.done()
+        bar.finish()
     if probe:  # per node kind, cached with its op seconds (older cache files lack them)
         for key in {k for k in keys.values() if "overheads" not in known[k]}:
             name = next(n for n in names if keys[n] == key)

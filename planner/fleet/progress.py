@@ -1,47 +1,70 @@
-"""Progress bars on stderr for profiling and transfers (plain lines when not a terminal)."""
+"""Progress as events: library code reports what it is doing through a callback, never prints.
+
+A long step (profiling the node kinds, uploading parts, the demo's phases) is a *stage*.
+Library functions take `on_progress: OnProgress | None` and report each change of a stage
+as a `ProgressEvent`; `None` (the default) reports nothing. Rendering is the caller's
+business: the CLI draws rich progress bars on stderr (planner/commands/_progress.py),
+tests record the events. Events may come from worker threads (uploads run one thread per
+node); `StageProgress` serialises them, so a callback sees each stage's events in order.
+"""
 
 from __future__ import annotations
 
-import sys
 import threading
-import time
-from typing import TextIO
+from collections.abc import Callable
+from dataclasses import dataclass
 
 
-class Progress:
-    """A thread-safe counter drawn as `label [#####.....] 12.3/45.6 MB`; `done()` ends it."""
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One change of a stage: `done` of `total` units (`total` 0: a note, no measure)."""
 
-    def __init__(self, label: str, total: float, unit: str = "", enabled: bool = True,
-                 stream: TextIO | None = None, scale: float = 1.0) -> None:
-        self.label, self.total, self.unit, self.scale = label, max(total, 1e-9), unit, scale
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.value = 0.0
-        self._lock = threading.Lock()
-        self._last = 0.0
-        self._t0 = time.monotonic()
+    stage: str  # what is under way: "profiling", "uploading parts", "demo"
+    done: float  # units done so far in this stage
+    total: float  # units in the stage; 0 for a note that only carries `message`
+    message: str = ""  # detail for people ("2 node kind(s), 24 ranges"), may be empty
+    unit: str = ""  # what done/total count ("B", "node kinds"); empty for plain counts
+
+    @property
+    def finished(self) -> bool:
+        """True on the stage's last event (all units done)."""
+        return self.total > 0 and self.done >= self.total
+
+
+OnProgress = Callable[[ProgressEvent], None]
+
+
+def note(on_progress: OnProgress | None, stage: str, message: str) -> None:
+    """Report a note (a step without a measure, e.g. "3 agent(s) online")."""
+    if on_progress is not None:
+        on_progress(ProgressEvent(stage, 0, 0, message))
+
+
+class StageProgress:
+    """Counts one stage and reports every change (start, each `add`, `finish`) in order."""
+
+    def __init__(self, on_progress: OnProgress | None, stage: str, total: float,
+                 unit: str = "", message: str = "") -> None:
+        self.on_progress, self.stage, self.unit = on_progress, stage, unit
+        self.total, self.message = max(float(total), 1e-9), message
+        self.done = 0.0
+        self._lock = threading.Lock()  # workers add concurrently; events stay in order
+        self._emit()
+
+    def _emit(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(ProgressEvent(self.stage, self.done, self.total, self.message,
+                                           self.unit))
 
     def add(self, amount: float) -> None:
+        """Move by `amount` units (negative when a transfer starts over)."""
         with self._lock:
-            self.value = min(self.total, self.value + amount)
-            now = time.monotonic()
-            if self.tty and (now - self._last > 0.1 or self.value >= self.total):
-                self._last = now
-                self._draw("\r")
+            self.done = min(self.total, max(0.0, self.done + amount))
+            self._emit()
 
-    def _draw(self, lead: str, end: str = "") -> None:
-        width = 30
-        fill = int(width * self.value / self.total)
-        v, t = self.value / self.scale, self.total / self.scale
-        self.stream.write(f"{lead}{self.label} [{'#' * fill}{'.' * (width - fill)}] "
-                          f"{v:.1f}/{t:.1f}{self.unit}{end}")
-        self.stream.flush()
-
-    def done(self, note: str = "") -> None:
-        """Finish the bar (one final line, also when not a terminal)."""
-        if not self.enabled:
-            return
+    def finish(self, message: str = "") -> None:
+        """The stage is complete: a last event with done == total."""
         with self._lock:
-            secs = time.monotonic() - self._t0
-            self._draw("\r" if self.tty else "", f" {secs:.1f} s{(' ' + note) if note else ''}\n")
+            self.done = self.total
+            self.message = message or self.message
+            self._emit()

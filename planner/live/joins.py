@@ -32,8 +32,7 @@ def with_joiners(fleet: Fleet, graph: ModelGraph, profile: Profile, joiners: Seq
     """`profile` plus the measured joiners and their links to the other online nodes."""
     from planner.fleet.profiling import profile_fleet
 
-    measured = profile_fleet(fleet, graph, list(joiners), cache_dir=cache_dir, fresh=True,
-                             progress=False)
+    measured = profile_fleet(fleet, graph, list(joiners), cache_dir=cache_dir, fresh=True)
     devices = dict(profile.devices)
     devices.update({n: measured.devices[n] for n in joiners})
     links = dict(profile.links)

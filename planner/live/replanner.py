@@ -107,7 +107,7 @@ def execute(control: Control, graph: ModelGraph, record: Record, profile: Profil
     plan_s = time.monotonic() - tp
     rec = deploy_layout(control, graph, from_plan(plan), record.name, strategy=strategy,
                         plan=plan.to_json(), predicted=dict(plan.predicted),
-                        timeout_s=timeout_s, progress=False)
+                        timeout_s=timeout_s)
     ev = Replan(record.name, rec.epoch, record.epoch, trigger.reason, trigger.describe(), mode,
                 strategy, moved_stages(record.stages, rec.stages), time.monotonic() - t0,
                 plan_s, dict(plan.predicted), time.time())

@@ -362,7 +362,7 @@ def watch(fleet: Fleet, name: str, model: Any, profile: Profile | None = None,
         raise FleetError(f"unknown deployment {name!r} (known: "
                          f"{', '.join(fleet.deployments()) or 'none'})")
     if profile is None:
-        profile = fleet.profile(graph, progress=False)
+        profile = fleet.profile(graph)
     return Watcher(fleet, name, graph, profile, policy, on_replan).start()
 
 

@@ -9,7 +9,6 @@ same way, so "speed-up over one node" compares like with like (same hops to the 
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from planner.errors import FleetError
 from planner.fleet import Fleet
 from planner.fleet.bench import latency, run_bench
+from planner.fleet.progress import OnProgress, note
 from planner.local.localfleet import LocalFleet
 from planner.model.graph import ModelGraph
 from planner.planning.layout import StageLayout
@@ -39,7 +39,6 @@ class DemoOptions:
     window: int = 8
     latency_frames: int = 20
     single: bool = True  # also measure the whole model on one node
-    quiet: bool = False
 
 
 def build_model(name: str, dtype: str, input_size: int) -> tuple[bytes, str]:
@@ -58,15 +57,6 @@ def build_model(name: str, dtype: str, input_size: int) -> tuple[bytes, str]:
         raise FleetError(f"--model {name}: cannot read ({exc.strerror})") from None
 
 
-class _Say:
-    def __init__(self, quiet: bool) -> None:
-        self.quiet, self.t0 = quiet, time.monotonic()
-
-    def __call__(self, msg: str) -> None:
-        if not self.quiet:
-            print(f"[{time.monotonic() - self.t0:5.1f} s] {msg}", file=sys.stderr, flush=True)
-
-
 def measure(dep: Any, opts: DemoOptions, reference: bytes | None) -> dict[str, Any]:
     """Latency (unpipelined) and a checked, pipelined stream of opts.frames frames.
 
@@ -81,9 +71,16 @@ def measure(dep: Any, opts: DemoOptions, reference: bytes | None) -> dict[str, A
             "throughput_fps": stream["throughput_fps"], "stream": stream}
 
 
-def run_demo(opts: DemoOptions) -> dict[str, Any]:
-    """Run the whole demo and return its report (the `demo --json` document)."""
-    say = _Say(opts.quiet)
+def run_demo(opts: DemoOptions, on_progress: OnProgress | None = None) -> dict[str, Any]:
+    """Run the whole demo and return its report (the `demo --json` document).
+
+    Each phase is a note of stage "demo" to `on_progress`; profiling and uploads report
+    their own stages.
+    """
+
+    def say(message: str) -> None:
+        note(on_progress, "demo", message)
+
     if opts.nodes < 1 or opts.frames < 1:
         raise FleetError("--nodes and --frames must be >= 1")
     data, label = build_model(opts.model, opts.dtype, opts.input_size)
@@ -94,11 +91,11 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
         with Fleet.connect(local.broker_url) as fleet:
             nodes = [n for n in fleet.wait_for_nodes(opts.nodes, 60) if n.name in local.names]
             say(f"{len(nodes)} agent(s) online; profiling and planning ({opts.strategy})")
-            profile = fleet.profile(graph, [n.name for n in nodes], progress=not opts.quiet,
+            profile = fleet.profile(graph, [n.name for n in nodes], on_progress=on_progress,
                                     cache_dir=local.workdir / "profiles")
             t = time.perf_counter()
             dep = fleet.deploy(graph, name="demo", strategy=opts.strategy, profile=profile,
-                               progress=not opts.quiet)
+                               on_progress=on_progress)
             deploy_s = time.perf_counter() - t
             rec = dep.record
             say(f"deployed epoch {rec.epoch}: {len(rec.stages)} stage(s) on "
@@ -108,7 +105,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
             single = None
             if opts.single:
                 say("baseline: the whole model on one node")
-                one = fleet.deploy(graph, name="demo-single", progress=False, layout=(
+                one = fleet.deploy(graph, name="demo-single", layout=(
                     StageLayout(0, len(graph.ops), (nodes[0].name,)),))
                 single = measure(one, opts, None)
                 one.undeploy()

@@ -138,9 +138,9 @@ def _setup(fleet: Fleet, workdir: Path, name: str, size: int, policy: ReplanPoli
            ) -> tuple[Any, ...]:
     data = recipes.mobilenet_v2_like(input_size=size, dtype="float32", seed=0)
     graph = ModelGraph(data, f"mobilenet_v2_like_{size}")
-    profile = fleet.profile(graph, progress=False, cache_dir=workdir / "profiles")
+    profile = fleet.profile(graph, cache_dir=workdir / "profiles")
     dep = fleet.deploy(graph, name=name, strategy="throughput", profile=profile,
-                       progress=False, timeout_s=3.0, retries=3)
+                       timeout_s=3.0, retries=3)
     watcher = enable_replanning(dep, graph, profile=profile, policy=policy)
     local = LocalModel(data)
     xs = [random_inputs(dep.record.model["inputs"], s) for s in range(16)]
@@ -326,7 +326,7 @@ def throttle_drill(broker_url: str | None, throttle: Callable[[int], None],
             new_stages = dict(dep.record.stages)
             # A fresh plan for the new conditions, measured independently of the watcher.
             other = next(n for n in local.names if n != victim)
-            solo = {n: fleet.deploy(graph, name=f"drill-solo-{n}", progress=False,
+            solo = {n: fleet.deploy(graph, name=f"drill-solo-{n}",
                                     layout=(StageLayout(0, len(graph.ops), (n,)),))
                     for n in (victim, other)}
             extra += solo.values()
@@ -340,7 +340,7 @@ def throttle_drill(broker_url: str | None, throttle: Callable[[int], None],
             fresh_profile = adjust_profile(profile, graph.sha256, Trigger(DRIFT, (), (drift,)))
             plan = STRATEGIES["throughput"](graph, fresh_profile, Constraints())
             fresh = fleet.deploy(graph, name="drill-fresh", layout=from_plan(plan),
-                                 strategy="throughput", progress=False)
+                                 strategy="throughput")
             extra.append(fresh)
             fresh_stages = dict(fresh.record.stages)
             clock["fresh_deployed"] = time.monotonic()

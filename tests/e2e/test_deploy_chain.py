@@ -24,7 +24,7 @@ def env():
 
 def _check(env, name, dtype, layout):
     g = _fleet.graph(dtype)
-    dep = env.fleet.deploy(g, name=name, layout=layout, progress=False, ready_timeout_s=30)
+    dep = env.fleet.deploy(g, name=name, layout=layout, ready_timeout_s=30)
     local = LocalModel(_fleet.model(dtype))
     xs = [random_inputs(dep.record.model["inputs"], seed) for seed in range(12)]
     want = [local.run(x) for x in xs]
@@ -61,14 +61,12 @@ def test_tile_stage_then_chain_is_bit_identical(env, dtype):
 def test_redeploy_moves_to_the_next_epoch_and_old_handles_follow(env):
     g = _fleet.graph()
     n = len(g.ops)
-    first = env.fleet.deploy(g, name="epochs", layout=chain(n, [30], env.names[:2]),
-                             progress=False)
+    first = env.fleet.deploy(g, name="epochs", layout=chain(n, [30], env.names[:2]))
     other = env.fleet.deployment("epochs")  # a second client attached by name
     x = random_inputs(first.record.model["inputs"], 3)
     want = LocalModel(_fleet.model()).run(x)
     e1 = first.epoch
-    second = env.fleet.deploy(g, name="epochs", layout=chain(n, [10], env.names[1:]),
-                              progress=False)
+    second = env.fleet.deploy(g, name="epochs", layout=chain(n, [10], env.names[1:]))
     assert second.epoch == e1 + 1
     deadline = time.monotonic() + 5
     while other.epoch != second.epoch and time.monotonic() < deadline:
@@ -84,14 +82,14 @@ def test_switch_moving_one_stage_ships_one_part_and_reuses_the_other_stages(env)
     g = _fleet.graph()
     n, (a, b, c) = len(g.ops), env.names
     cuts = [25, 50]  # parts no other test of this module ships
-    dep = env.fleet.deploy(g, name="move", layout=chain(n, cuts, [a, b, c]), progress=False)
+    dep = env.fleet.deploy(g, name="move", layout=chain(n, cuts, [a, b, c]))
     local = LocalModel(_fleet.model())
     xs = [random_inputs(dep.record.model["inputs"], seed) for seed in range(24)]
     want = [local.run(x) for x in xs]
     mem = {node: env.fleet.control.command(node, m.StatusQuery, 10)["memory"]["in_use_bytes"]
            for node in (a, b, c)}
     futures = [dep.submit(x) for x in xs[:12]]  # in flight while the epoch switches
-    moved = env.fleet.deploy(g, name="move", layout=chain(n, cuts, [a, a, c]), progress=False)
+    moved = env.fleet.deploy(g, name="move", layout=chain(n, cuts, [a, a, c]))
     futures += [dep.submit(x) for x in xs[12:]]
     switch = moved.record.extra["switch"]
     s1 = moved.record.stages["s1"]["part"]
@@ -104,7 +102,7 @@ def test_switch_moving_one_stage_ships_one_part_and_reuses_the_other_stages(env)
     assert "move" not in status[b]["deployments"]  # b left the deployment and freed it
     assert status[c]["memory"]["in_use_bytes"] == mem[c]  # c kept its one interpreter
     assert status[a]["memory"]["in_use_bytes"] > mem[a]  # a holds s0 and s1 now
-    again = env.fleet.deploy(g, name="move", layout=chain(n, cuts, [a, b, c]), progress=False)
+    again = env.fleet.deploy(g, name="move", layout=chain(n, cuts, [a, b, c]))
     assert again.record.extra["switch"]["bytes_shipped"] == 0  # b still stores s1's part
     assert not mismatches(again.infer(xs[0], timeout=30), want[0])
     again.undeploy()
@@ -121,10 +119,8 @@ def _part_bytes(g, start: int, end: int, sha: str) -> int:
 def test_wrong_inputs_and_unknown_nodes_are_refused(env):
     g = _fleet.graph()
     with pytest.raises(TilefleetError, match="unknown node 'nope'"):
-        env.fleet.deploy(g, name="bad", layout=chain(len(g.ops), [5], ["nope", env.names[0]]),
-                         progress=False)
-    dep = env.fleet.deploy(g, name="shape", layout=chain(len(g.ops), [], env.names[:1]),
-                           progress=False)
+        env.fleet.deploy(g, name="bad", layout=chain(len(g.ops), [5], ["nope", env.names[0]]))
+    dep = env.fleet.deploy(g, name="shape", layout=chain(len(g.ops), [], env.names[:1]))
     with pytest.raises(FleetError, match=r"expected float32\[1, 64, 64, 3\]"):
         dep.infer(np.zeros((1, 32, 32, 3), np.float32))
     with pytest.raises(FleetError, match="expected float32"):

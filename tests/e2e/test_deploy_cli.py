@@ -48,8 +48,7 @@ def test_infer_bench_monitor_undeploy_from_other_processes(env, tmp_path):
     g = _fleet.graph()
     model = tmp_path / "m.tflite"
     model.write_bytes(_fleet.model())
-    dep = env.fleet.deploy(g, name="cli", layout=chain(len(g.ops), [25, 50], env.names),
-                           progress=False)
+    dep = env.fleet.deploy(g, name="cli", layout=chain(len(g.ops), [25, 50], env.names))
     dep.close()
     x = random_inputs(dep.record.model["inputs"], 7)["input"]
     np.save(tmp_path / "x.npy", x)
@@ -78,8 +77,7 @@ def test_infer_bench_monitor_undeploy_from_other_processes(env, tmp_path):
 
 def test_bad_input_exits_2_with_one_line(env, tmp_path):
     g = _fleet.graph()
-    env.fleet.deploy(g, name="bad-input", layout=chain(len(g.ops), [], env.names[:1]),
-                     progress=False).close()
+    env.fleet.deploy(g, name="bad-input", layout=chain(len(g.ops), [], env.names[:1])).close()
     np.save(tmp_path / "wrong.npy", np.zeros((1, 8, 8, 3), np.float32))
     url = env.broker.url
     _one_line_exit_2(tf("infer", "--broker", url, "--deployment", "bad-input", "--input",

@@ -19,14 +19,14 @@ def env():
 
 def test_profile_tiles_and_chain_on_the_embedded_broker(env, tmp_path):
     g = _fleet.graph("int8")
-    profile = env.fleet.profile(g, cache_dir=tmp_path, progress=False)
+    profile = env.fleet.profile(g, cache_dir=tmp_path)
     assert set(profile.compute_devices()) == set(env.names)
     assert all(len(profile.devices[n].op_seconds[g.sha256]) == len(g.ops) for n in env.names)
     assert ("client", env.names[0]) in profile.links and (env.names[0], env.names[1]) in profile.links
     assert list(tmp_path.glob("*.json"))  # cached for the next deploy
     a, b, c = env.names
     layout = (StageLayout(0, 11, (a, b), (0, 10, 16), 1), StageLayout(11, len(g.ops), (c,)))
-    dep = env.fleet.deploy(g, name="embedded", layout=layout, progress=False)
+    dep = env.fleet.deploy(g, name="embedded", layout=layout)
     xs = [random_inputs(dep.record.model["inputs"], s) for s in range(6)]
     local = LocalModel(_fleet.model("int8"))
     assert all(not mismatches(r, local.run(x)) for r, x in zip(dep.infer_many(xs), xs,

@@ -28,7 +28,7 @@ def env():
 def test_stage_dropped_behind_the_clients_back_gives_errors_naming_the_node(env):
     g = _fleet.graph()
     dep = env.fleet.deploy(g, name="dropped", layout=chain(len(g.ops), [30], env.names[:2]),
-                           progress=False, timeout_s=10, retries=1)
+                           timeout_s=10, retries=1)
     x = random_inputs(dep.record.model["inputs"], 1)
     dep.infer(x, timeout=30)
     env.fleet.control.command(env.names[1], m.Undeploy, 10, deployment="dropped")
@@ -45,9 +45,8 @@ def test_killed_agent_times_out_then_fails_and_others_keep_working(env):
     g = _fleet.graph()
     victim = env.names[2]
     dep = env.fleet.deploy(g, name="killed", layout=chain(len(g.ops), [30], env.names[1:]),
-                           progress=False, timeout_s=0.5, retries=1)
-    other = env.fleet.deploy(g, name="alive", layout=chain(len(g.ops), [], env.names[:1]),
-                             progress=False)
+                           timeout_s=0.5, retries=1)
+    other = env.fleet.deploy(g, name="alive", layout=chain(len(g.ops), [], env.names[:1]))
     x = random_inputs(dep.record.model["inputs"], 2)
     want = LocalModel(_fleet.model()).run(x)
     assert not mismatches(dep.infer(x, timeout=30), want)
@@ -75,8 +74,7 @@ def test_undeploy_is_bounded_when_a_node_hangs_before_its_last_will(env):
     _add_agent(env, "frozen")
     try:
         dep = env.fleet.deploy(g, name="hung", layout=chain(len(g.ops), [30],
-                                                            [env.names[0], "frozen"]),
-                               progress=False)
+                                                            [env.names[0], "frozen"]))
         env.local.procs["frozen"].send_signal(signal.SIGSTOP)  # socket open: no Last Will
         t = time.monotonic()
         doc = env.fleet.undeploy("hung")
@@ -123,8 +121,7 @@ def test_memory_budget_refuses_loads_over_it_and_tight_switches_drop_the_old_epo
     try:
         with pytest.raises(FleetError) as e:  # ~14 MB of weights after op 30
             env.fleet.deploy(g, name="budget", layout=chain(len(g.ops), [30],
-                                                             [env.names[0], "tiny"]),
-                             progress=False)
+                                                             [env.names[0], "tiny"]))
         msg = str(e.value)
         assert "\n" not in msg and "node 'tiny'" in msg and "memory budget 1.0 MiB" in msg
         assert re.search(r"needs \d+\.\d MiB", msg), msg
@@ -137,14 +134,12 @@ def test_memory_budget_refuses_loads_over_it_and_tight_switches_drop_the_old_epo
         # a switch that changes tiny's part: the budget cannot hold both epochs there, so
         # tiny drops the old one first; requests caught in it are re-sent, none is lost
         dep = env.fleet.deploy(g, name="budget", layout=chain(len(g.ops), [10],
-                                                               ["tiny", env.names[0]]),
-                               progress=False)
+                                                               ["tiny", env.names[0]]))
         local = LocalModel(_fleet.model())
         xs = [random_inputs(dep.record.model["inputs"], seed) for seed in range(16)]
         futures = [dep.submit(x) for x in xs[:8]]
         moved = env.fleet.deploy(g, name="budget", layout=chain(len(g.ops), [12],
-                                                                 ["tiny", env.names[0]]),
-                                 progress=False)
+                                                                 ["tiny", env.names[0]]))
         futures += [dep.submit(x) for x in xs[8:]]
         assert moved.record.extra["switch"]["dropped_first"] == ["tiny"]
         got = [f.result(timeout=60) for f in futures]

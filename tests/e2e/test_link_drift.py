@@ -72,12 +72,12 @@ def test_shaped_link_mid_stream_moves_traffic_off_it():
     graph = ModelGraph(data, "mobilenet_v2_like_64")
     with lab_fleet(3) as (lab, fleet, names):
         n0, n1 = names[:2]
-        profile = fleet.profile(graph, progress=False)
+        profile = fleet.profile(graph)
         # The first deploy is pinned to a cut where 98 KB cross n0 -> n1 per frame.
         pins = (Pin(0, 6, n0), Pin(6, len(graph.ops), n1))
         dep = fleet.deploy(graph, name="linkdrift", strategy="throughput", profile=profile,
                                constraints=Constraints(pins=pins, objective="throughput"),
-                               progress=False, timeout_s=3.0, retries=5)
+                               timeout_s=3.0, retries=5)
         assert dep.record.stage_nodes() == [n0, n1]
         before = link_bytes(graph, dep.record.stages, n0, n1)
         policy = ReplanPolicy(rule=DriftRule(threshold=1.0), link_probe_s=0.5,

@@ -51,9 +51,9 @@ def test_a_faster_node_joins_and_takes_work(tmp_path):
                 r = _throttle("--pid", str(pid), "--cpu", "0.2")
                 assert r.returncode == 0, r.stderr
             cache = tmp_path / "profiles"  # the slow boards' times, measured under the quota
-            profile = env.fleet.profile(graph, progress=False, cache_dir=cache)
+            profile = env.fleet.profile(graph, cache_dir=cache)
             dep = env.fleet.deploy(graph, name="join", strategy="throughput", profile=profile,
-                                   progress=False, timeout_s=3.0, retries=5)
+                                   timeout_s=3.0, retries=5)
             before = dep.record.stage_nodes()
             policy = ReplanPolicy(rule=DriftRule(threshold=1.0), cooldown_s=600, margin=0.05,
                                   join_settle_s=0.5, profile_cache=str(cache),

@@ -40,8 +40,7 @@ def test_stream_continues_while_the_broker_is_down():
     g = ModelGraph(data, "m32")
     with _live.fleet_env(2) as env:
         dep = env.fleet.deploy(g, name="nobroker", layout=chain(len(g.ops), [30], ["demo-0",
-                                                                                   "demo-1"]),
-                               progress=False)
+                                                                                   "demo-1"]))
         xs = [random_inputs(dep.record.model["inputs"], s) for s in range(4)]
         want = [LocalModel(data).run(x) for x in xs]
         env.broker.stop()
@@ -70,7 +69,7 @@ def test_restarted_agent_keeps_its_parts_and_serves_again():
     g = ModelGraph(data, "m32")
     with _live.fleet_env(2) as env:
         layout = chain(len(g.ops), [30], ["demo-0", "demo-1"])
-        dep = env.fleet.deploy(g, name="restart", layout=layout, progress=False)
+        dep = env.fleet.deploy(g, name="restart", layout=layout)
         parts = sorted({s["part"] for s in dep.record.stages.values() if s["node"] == "demo-1"})
         old_ep = env.fleet.node("demo-1").service_endpoint
         env.local.kill("demo-1")
@@ -86,7 +85,7 @@ def test_restarted_agent_keeps_its_parts_and_serves_again():
         with ServiceClient(ep) as svc:
             assert svc.missing(parts) == []  # found in its store after the restart
         first = dep.epoch
-        again = env.fleet.deploy(g, name="restart", layout=layout, progress=False)
+        again = env.fleet.deploy(g, name="restart", layout=layout)
         assert again.epoch == first + 1
         x = random_inputs(again.record.model["inputs"], 7)
         assert _same(again.infer(x, timeout=10), LocalModel(data).run(x))
@@ -100,8 +99,7 @@ def test_watch_command_replans_when_a_node_dies(tmp_path):
     g = ModelGraph(data, "m32")
     with _live.fleet_env(3) as env:
         dep = env.fleet.deploy(g, name="cli", layout=chain(len(g.ops), [20, 45],
-                                                           ["demo-0", "demo-1", "demo-2"]),
-                               progress=False)
+                                                           ["demo-0", "demo-1", "demo-2"]))
         proc = subprocess.Popen(
             [sys.executable, "-m", "planner.cli", "watch", "cli", "--broker", env.broker.url,
              "--model", str(tmp_path / "m.tflite"), "--strategy", "throughput",
@@ -135,9 +133,9 @@ def test_a_node_back_after_its_last_will_gets_work_again(tmp_path):
     g = ModelGraph(data, "m128")
     with _live.fleet_env(2) as env:
         cache = tmp_path / "profiles"
-        profile = env.fleet.profile(g, progress=False, cache_dir=cache)
+        profile = env.fleet.profile(g, cache_dir=cache)
         dep = env.fleet.deploy(g, name="comeback", strategy="throughput", profile=profile,
-                               progress=False, timeout_s=3.0, retries=5)
+                               timeout_s=3.0, retries=5)
         first = dep.record.stage_nodes()
         assert len(first) == 2, "two agents on two cores: the throughput plan uses both"
         # 2 agents vs 1 on this 2-core host: +15-20% predicted, so a 5% margin

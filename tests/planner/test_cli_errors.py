@@ -1,14 +1,18 @@
-"""`tilefleet slice` / `verify` from a real process: exit codes, one-line errors, --json."""
+"""The CLI from a real process: exit codes, one-line errors, --json (`slice`, `verify`), and
+the contract slips: a closed pipe, auto's refusal, an over-budget deploy on a cold cache."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from planner.modelbuild import recipes
 from tests.planner.cutkit import model_bytes
 
 
@@ -124,3 +128,83 @@ def test_bad_slice_dirs(work: Path) -> None:
     assert_bad_input(tilefleet("verify", d, "--threads", "0"), "--threads")
     (work / "notes.tflite").write_text("not a model\n")
     assert_bad_input(tilefleet("verify", d, "--model", work / "notes.tflite"), "notes.tflite")
+
+
+# --- contract slips: a closed pipe, auto's refusal, an over-budget deploy on a cold cache ---
+
+def test_inspect_into_head_exits_0_without_a_traceback(work: Path) -> None:
+    model = work / "mb.tflite"
+    model.write_bytes(model_bytes("mobilenet", "float32"))
+    sh = (f"set -o pipefail; {sys.executable} -m planner.cli inspect {model} | head -3 "
+          ">/dev/null")  # pipefail: the exit status is tilefleet's own
+    proc = subprocess.run(["bash", "-c", sh], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    # deterministic: the reader is gone before the first write
+    for extra in ([], ["--json"]):
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "planner.cli", "inspect", str(model),
+                                   *extra], stdout=write, stderr=subprocess.PIPE, text=True,
+                                  timeout=120)
+        finally:
+            os.close(write)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_auto_refusal_is_one_short_line_naming_the_objective(work: Path) -> None:
+    (work / "dag.tflite").write_bytes(recipes.random_dag(3, 10, input_size=32))
+    starved = {"version": 1,
+               "devices": {"cam": {"board": "rpi3", "memory_bytes": 1000, "speed": 1e9},
+                           "pi4": {"board": "rpi4", "memory_bytes": 2000, "speed": 2e9},
+                           "client": {"compute": False, "memory_bytes": 1}},
+               "links": [], "default_link": {"bandwidth": 12.5e6, "latency": 0.001},
+               "source": "cam", "sink": "client"}
+    (work / "starved.json").write_text(json.dumps(starved))
+    for objective in ("latency", "throughput"):
+        proc = tilefleet("plan", work / "dag.tflite", "--profile", work / "starved.json",
+                         "--strategy", "auto", "--objective", objective, "-o", work / "no.json")
+        assert_bad_input(proc, f"no plan for {objective}", f"{objective} says",
+                         "does not fit memory", "other refusals")
+        assert len(proc.stderr.rstrip("\n")) < 200, proc.stderr
+        assert not (work / "no.json").exists()
+
+
+@pytest.fixture(scope="module")
+def fleet_env():
+    """A real Mosquitto and three agent processes (tests/e2e/_fleet.py)."""
+    from tests.e2e import _fleet
+
+    if not _fleet.HAVE_MOSQUITTO:
+        pytest.skip("mosquitto not installed")
+    yield from _fleet.start("mosquitto")
+
+
+@pytest.mark.e2e
+def test_over_budget_deploy_on_a_cold_profile_cache_prints_one_line(fleet_env, tmp_path) -> None:
+    from tests.e2e import _fleet
+
+    env = fleet_env
+    board = tmp_path / "tiny.toml"
+    board.write_text('[board]\nname = "tiny"\nmemory_mb = 64\n\n[agent]\n'
+                     'memory_budget_mb = 1\nhost = "127.0.0.1"\nbenchmark_s = 0.0\n')
+    env.local.spawn_agent("tiny", "--config", str(board))
+    try:
+        deadline = time.monotonic() + 60
+        while not env.fleet.control.online().get("tiny"):
+            assert time.monotonic() < deadline, "agent tiny did not come online"
+            time.sleep(0.05)
+        model = tmp_path / "m.tflite"
+        model.write_bytes(_fleet.model())
+        cold = tmp_path / "cache"  # nothing profiled yet: deploy profiles every node first
+        others = [a for n in env.names for a in ("--exclude", n)]
+        proc = subprocess.run(
+            [sys.executable, "-m", "planner.cli", "deploy", str(model), "--broker",
+             env.broker.url, "--name", "tight", "--strategy", "latency", *others],
+            capture_output=True, text=True, timeout=300,
+            env={**os.environ, "XDG_CACHE_HOME": str(cold)})
+        assert_bad_input(proc, "plan does not fit memory", "'tiny'")
+        assert list((cold / "tilefleet" / "profiles").glob("*.json"))  # it did profile
+        assert env.fleet.control.record("tight") is None
+    finally:
+        env.local.kill("tiny")

@@ -50,8 +50,20 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
         if best is None or tiles.figure(p) < tiles.figure(best):
             best = p
     if best is None:
-        why = "; ".join(f"{n}: {r['error']}" for n, r in tried.items())
-        raise PlanError(f"strategy 'auto': no strategy could plan ({why})")
+        raise PlanError(refusal(constraints.objective, {n: r["error"] for n, r in tried.items()}))
     notes = {**best.notes, "chosen": best.strategy, "candidates": tried,
              "problem": f"best {constraints.objective} over all strategies under the simulator"}
     return replace(best, strategy=NAME, notes=notes)
+
+def refusal(objective: str, errors: dict[str, str], limit: int = 170) -> str:
+    """One short line: the objective and the main reason (the objective's own strategy's,
+    else the first tried); every strategy's reason is logged (`tilefleet -v`)."""
+    name = objective if objective in errors else next(iter(errors), "")
+    others = len(errors) - 1
+    head = f"strategy 'auto' found no plan for {objective}; {name or 'auto'} says: "
+    tail = f" (+{others} other refusal{'s' if others > 1 else ''}; -v lists them)" if others else ""
+    reason = errors.get(name, "no strategy is registered")
+    room = limit - len(head) - len(tail)
+    if len(reason) > room:  # cut at a word, the shortfall's figures come first in the text
+        reason = reason[: room - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+    return head + reason + tail
