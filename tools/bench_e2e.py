@@ -42,11 +42,9 @@ from planner.model.graph import ModelGraph
 from planner.modelbuild import recipes
 from planner.planning.constraints import Constraints
 from planner.planning.costmodel import CostModel
-from planner.planning.layout import StageLayout
-from planner.planning.plan import Stage
+from planner.planning.plan import Stage, plan_from_json
 from planner.planning.planbuild import make_plan
 from planner.planning.profile import profile_from_json
-from planner.planning.strategies._tilesearch import tile_stage
 
 STRATEGIES = ["latency", "throughput", "tiles", "hybrid", "auto", "neurosurgeon", "dads",
               "even", "ftp", "memory"]
@@ -124,7 +122,7 @@ def overhead(fleet: Fleet, graph: ModelGraph, data: bytes, node: str, frames: in
     x = random_inputs([{"name": graph.tensors[i].name, "shape": graph.tensors[i].shape,
                         "dtype": graph.tensors[i].dtype} for i in graph.inputs], 0)
     dep = fleet.deploy(graph, name="bench-overhead",
-                       layout=(StageLayout(0, len(graph.ops), (node,)),))
+                       stages=(Stage(0, (0, len(graph.ops)), node),))
     rec = dep.record
     ctx = zmq.Context.instance()
     pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
@@ -182,13 +180,9 @@ def replay(graph: ModelGraph, report: dict) -> int:
     print(f"{'strategy':>12} {'pred lat':>9} {'meas lat':>9} {'err':>6} {'pred fps':>9} "
           f"{'meas fps':>9} {'err':>6} {'cpu/frame':>13} bottleneck")
     for s, r in report["strategies"].items():
-        if "layout" not in r:
+        if not r.get("plan"):
             continue
-        stages = []
-        for k, st in enumerate(StageLayout.from_json(x) for x in r["layout"]):
-            ops = (st.start, st.end)
-            stages.append(tile_stage(cm, k, ops, st.rows, st.cols, st.devices) if st.tiled
-                          else Stage(k, ops, st.devices[0]))
+        stages = list(plan_from_json(r["plan"], f"report strategy {s}").stages)
         p = make_plan(cm, stages, s, Constraints()).predicted
         m = r["measured"]
         print(f"{s:>12} {p['latency_s'] * 1e3:>7.2f}ms {m['latency_s'] * 1e3:>7.2f}ms "
@@ -210,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="bench_results/e2e.json")
     ap.add_argument("--overhead-frames", type=int, default=300,
                     help="frames per way for the one-frame overhead line")
-    ap.add_argument("--replay", help="re-predict a saved report's layouts from its profile with "
+    ap.add_argument("--replay", help="re-predict a saved report's plans from its profile with "
                                      "the current cost model (no agents), against its measurements")
     args = ap.parse_args(argv)
     data = recipes.mobilenet_v2_like(input_size=args.input_size, dtype=args.dtype, seed=0)
@@ -234,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             got = measure(dep, args.frames, args.window, data, args.repeat)
             pred = dep.record.predicted or {}
             rec = {"stages": len(dep.record.stages), "nodes": len(dep.record.nodes),
-                   "layout": dep.record.layout,
+                   "plan": dep.record.plan,
                    "predicted": {**{k: pred.get(k) for k in ("latency_s", "throughput_fps",
                                                              "throughput_bound_fps", "bottleneck")},
                                  "cpu_per_frame_s": predicted_cpu(pred)},

@@ -43,7 +43,7 @@ from planner.fleet.reference import LocalModel, random_inputs  # noqa: E402
 from planner.local.drills import Stream  # noqa: E402
 from planner.model.graph import ModelGraph  # noqa: E402
 from planner.modelbuild import recipes  # noqa: E402
-from planner.planning.layout import chain  # noqa: E402
+from planner.planning.plan import chain  # noqa: E402
 
 CUT = 6  # 98 KB of activation cross this cut per frame at 64 px
 
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         fleet.wait_for_nodes(2, 60)
         n0, n1 = env.names
         dep = fleet.deploy(graph, name="probecost", timeout_s=5.0, retries=5,
-                           layout=chain(len(graph.ops), [CUT], [n0, n1]))
+                           stages=chain(len(graph.ops), [CUT], [n0, n1]))
         local = LocalModel(data)
         xs = [random_inputs(dep.record.model["inputs"], s) for s in range(8)]
         s = Stream(dep, xs, [local.run(x) for x in xs]).start()

@@ -14,8 +14,8 @@ machine load:
   stage reuse; the deploy command's `reuse: false`);
 - `reuse`: unchanged stages keep their running interpreter (`reuse: true`, the default).
 
-Per switch it prints the time from "plan ready" (deploy_layout called with the new
-layout) to the record published (clients move to the new epoch) and to the new epoch
+Per switch it prints the time from "plan ready" (deploy_plan called with the new
+plan) to the record published (clients move to the new epoch) and to the new epoch
 active (old one dropped), the phases, the bytes shipped, how many stages loaded an
 interpreter vs reused one, and the extra memory the new epoch's nodes hold while both
 epochs are loaded (the agents' estimate: parts + arenas); after each switch one frame is
@@ -42,13 +42,13 @@ from _mosquitto import start_mosquitto  # noqa: E402  (tools/ is on sys.path whe
 
 from node.wire import messages as m  # noqa: E402
 from planner.fleet import Fleet  # noqa: E402
-from planner.fleet.deploy import deploy_layout  # noqa: E402
+from planner.fleet.deploy import deploy_plan  # noqa: E402
 from planner.fleet.reference import LocalModel, mismatches, random_inputs  # noqa: E402
 from planner.fleet.wiring import wire  # noqa: E402
 from planner.local.localfleet import LocalFleet  # noqa: E402
 from planner.model.graph import ModelGraph  # noqa: E402
 from planner.modelbuild import recipes  # noqa: E402
-from planner.planning.layout import chain  # noqa: E402
+from planner.planning.plan import chain, manual_plan  # noqa: E402
 
 MODES = ("reload", "reuse")
 
@@ -64,9 +64,9 @@ def balanced_cuts(graph: ModelGraph, stages: int) -> list[int]:
     return cuts
 
 
-def switch(fleet: Fleet, graph: ModelGraph, layout: Any, name: str, mode: str
+def switch(fleet: Fleet, graph: ModelGraph, plan: Any, name: str, mode: str
            ) -> dict[str, Any]:
-    """One timed switch of `name` to `layout`; phases from the record's `extra.switch`."""
+    """One timed switch of `name` to `plan`; phases from the record's `extra.switch`."""
     published: dict[str, float] = {}
     publish = fleet.control.publish_record
 
@@ -75,12 +75,12 @@ def switch(fleet: Fleet, graph: ModelGraph, layout: Any, name: str, mode: str
         published.setdefault("t", time.perf_counter())
 
     fleet.control.publish_record = timed_publish  # type: ignore[method-assign]
-    nodes = {st.devices[0] for st in layout}
+    nodes = set(plan.devices())
     before = sum(fleet.control.command(n, m.StatusQuery, 10)["memory"]["in_use_bytes"]
                  for n in nodes)
     t0 = time.perf_counter()
     try:
-        rec = deploy_layout(fleet.control, graph, layout, name, reuse=mode == "reuse")
+        rec = deploy_plan(fleet.control, graph, plan, name, reuse=mode == "reuse")
     finally:
         fleet.control.publish_record = publish  # type: ignore[method-assign]
     total = time.perf_counter() - t0
@@ -118,10 +118,10 @@ def main() -> int:
                 fleet.wait_for_nodes(6, 60)
                 a, b, c, dd, *spares = local.names
                 cuts = balanced_cuts(graph, 4)
-                layouts = {mode: [chain(len(graph.ops), cuts, [a, b, c, dd]),
-                                  chain(len(graph.ops), cuts, [a, b, spare, dd])]
-                           for mode, spare in zip(MODES, spares, strict=True)}
-                parts = wire(graph, layouts["reuse"][0],
+                plans = {mode: [manual_plan(graph, chain(len(graph.ops), cuts, [a, b, c, dd])),
+                                manual_plan(graph, chain(len(graph.ops), cuts, [a, b, spare, dd]))]
+                         for mode, spare in zip(MODES, spares, strict=True)}
+                parts = wire(graph, plans["reuse"][0].stages,
                                         {n: "tcp://x:1" for n in local.names}).parts
                 part_bytes = [len(p.data) for p in parts.values()]
                 x = random_inputs([{"name": t.name, "shape": list(t.shape), "dtype": t.dtype}
@@ -132,11 +132,11 @@ def main() -> int:
                       f"{', '.join(f'{s / 1e6:.2f}' for s in part_bytes)} MB")
                 for mode in MODES:
                     name = f"switch-{mode}"
-                    deploy_layout(fleet.control, graph, layouts[mode][0], name)
+                    deploy_plan(fleet.control, graph, plans[mode][0], name)
                 for r in range(args.rounds):
                     for mode in MODES if r % 2 == 0 else MODES[::-1]:
                         name = f"switch-{mode}"
-                        target = layouts[mode][(r + 1) % 2]
+                        target = plans[mode][(r + 1) % 2]
                         row = switch(fleet, graph, target, name, mode)
                         dep = fleet.deployment(name, timeout_s=30)
                         deadline = time.monotonic() + 5

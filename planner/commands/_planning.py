@@ -18,18 +18,29 @@ def _resolve(name: str, base: Path) -> Path:
     return p if p.exists() or p.is_absolute() else base / p
 
 
+def plan_model(plan: Plan, plan_path: str, model: str | None = None) -> Path:
+    """The model file of a plan: `model` if given, else the path the plan names."""
+    return Path(model) if model else _resolve(plan.model_file, Path(plan_path).parent)
+
+
 def load_context(plan_path: str, model: str | None, profile: str | None, need: bool = True):
-    """(plan, cost model or None): the model and profile come from options or the plan."""
+    """(plan, cost model or None): the model and profile come from options or the plan.
+
+    The profile is `--profile FILE` if given, else the one the plan embeds, else (older
+    plans) the file it names.
+    """
     plan = load_plan(plan_path)
     base = Path(plan_path).parent
-    model_path = Path(model) if model else _resolve(plan.model_file, base)
+    model_path = plan_model(plan, plan_path, model)
     prof_path = Path(profile) if profile else (_resolve(plan.profile_file, base) if plan.profile_file else None)
-    if not need and (not model_path.exists() or prof_path is None or not prof_path.exists()):
+    prof = None if profile else plan.profile
+    if not need and (not model_path.exists() or (prof is None and (prof_path is None or not prof_path.exists()))):
         return plan, None
-    if prof_path is None:
-        raise PlanError(f"{plan_path}: the plan names no profile file; pass --profile FILE")
+    if prof is None and prof_path is None:
+        raise PlanError(f"{plan_path}: the plan neither embeds nor names a profile; pass --profile FILE")
     graph = ModelGraph.load(model_path)
-    prof = load_profile(prof_path)
+    if prof is None:
+        prof = load_profile(prof_path)
     check_plan(plan, graph, prof.devices)
     if prof.sha256() != plan.profile_sha256:
         print(f"tilefleet: note: {prof_path} differs from the profile the plan was made with", file=sys.stderr)

@@ -11,7 +11,7 @@ from planner.commands._common import human_bytes, print_json, print_table
 from planner.errors import PlanError
 from planner.model.graph import ModelGraph
 from planner.planning.constraints import Constraints, parse_pin
-from planner.planning.plan import save_plan
+from planner.planning.plan import Plan, save_plan
 from planner.planning.profile import load_profile
 from planner.planning.strategies import NAMES, STRATEGIES, describe
 
@@ -39,24 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.strategy not in NAMES:
-        raise PlanError(f"--strategy {args.strategy!r}: choose one of {', '.join(NAMES)}")
-    fn = STRATEGIES[args.strategy]
+    strategy_fn(args.strategy)  # a bad name fails before any profiling
     graph = ModelGraph.load(args.model)
     profile = _profile_from_broker(args, graph) if args.broker else load_profile(args.profile)
-    objective = args.objective or ("throughput" if args.strategy == "throughput" else "latency")
-    constraints = Constraints(source=args.source, sink=args.sink, pins=tuple(parse_pin(x) for x in args.pin),
-                              exclude=tuple(args.exclude), max_nodes=args.max_nodes,
-                              memory=not args.no_memory_check, objective=objective)
-    if args.partial_from:  # D3 partial adjustment of a running plan (planner/planning/partial.py)
-        from planner.planning.partial import replan
-        from planner.planning.plan import load_plan
-
-        plan = replan(graph, load_plan(args.partial_from), profile, constraints, fn)
-        print(f"replan: {plan.notes['replan']['mode']} ({plan.notes['replan']['reason']})", file=sys.stderr)
-    else:
-        plan = fn(graph, profile, constraints)
-    plan = replace(plan, profile_file=str(Path(args.save_profile or args.profile or args.broker)))
+    plan = make_plan(args, graph, profile, args.save_profile or args.profile or "")
     save_plan(plan, args.output)
     if args.json:
         print_json(plan.to_json())
@@ -64,6 +50,39 @@ def run(args: argparse.Namespace) -> int:
     print_summary(plan)
     print(f"wrote {args.output}")
     return 0
+
+
+def strategy_fn(name: str):
+    """The planning function of strategy `name`; PlanError (one line) when unknown."""
+    if name not in STRATEGIES:
+        raise PlanError(f"--strategy {name!r}: choose one of {', '.join(NAMES)}")
+    return STRATEGIES[name]
+
+
+def make_plan(args: argparse.Namespace, graph: ModelGraph, profile, profile_file: str) -> Plan:
+    """The plan `tilefleet plan` writes (and `deploy MODEL` deploys) for these options.
+
+    It names the model by absolute path and sha256 and embeds `profile`; `profile_file`
+    is where that profile is also saved ("" when it only lives in the plan). Options a
+    command does not have (deploy has no --partial-from) count as not given.
+    """
+    fn = strategy_fn(args.strategy)
+    objective = args.objective or ("throughput" if args.strategy == "throughput" else "latency")
+    opt = vars(args)
+    constraints = Constraints(source=opt.get("source"), sink=opt.get("sink"),
+                              pins=tuple(parse_pin(x) for x in args.pin),
+                              exclude=tuple(args.exclude), max_nodes=args.max_nodes,
+                              memory=not opt.get("no_memory_check"), objective=objective)
+    if opt.get("partial_from"):  # D3 partial adjustment of a running plan (planner/planning/partial.py)
+        from planner.planning.partial import replan
+        from planner.planning.plan import load_plan
+
+        plan = replan(graph, load_plan(args.partial_from), profile, constraints, fn)
+        print(f"replan: {plan.notes['replan']['mode']} ({plan.notes['replan']['reason']})", file=sys.stderr)
+    else:
+        plan = fn(graph, profile, constraints)
+    model_file = graph.source if graph.source.startswith("<") else str(Path(graph.source).resolve())
+    return replace(plan, model_file=model_file, profile_file=str(profile_file))
 
 
 def _profile_from_broker(args: argparse.Namespace, graph: ModelGraph):

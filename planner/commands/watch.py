@@ -7,6 +7,8 @@ more than `--margin`), or a node comes online (new, or back after its Last Will)
 plan that uses it beats the running one by `--margin` (judged once per node per
 `--join-cooldown`). Each re-plan is printed, logged, and published on
 `tilefleet/<fleet>/deployments/D/replans`. `--json` prints one document at the end.
+Re-plans use the deployment's strategy and objective (from its record); `--strategy` and
+`--objective` override them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_broker(p)
     p.add_argument("--model", required=True, help="the deployment's .tflite file")
     p.add_argument("--strategy", help="strategy for re-plans (default: the deployment's)")
+    p.add_argument("--objective", choices=["latency", "throughput"],
+                   help="objective of re-plans (default: the deployment's)")
     p.add_argument("--profile", help="profile file (default: profile the online nodes)")
     p.add_argument("--threshold", type=float, default=0.3,
                    help="relative drift that counts (default 0.3: 1.3x slower or faster)")
@@ -58,15 +62,16 @@ def run(args: argparse.Namespace) -> int:
         raise FleetError("--margin and --join-cooldown must be >= 0, --probe-bytes in 1..64 MiB")
     graph = load_model(args.model)
     policy = ReplanPolicy(rule=DriftRule(threshold=args.threshold, intervals=args.intervals),
-                          strategy=args.strategy, partial=not args.no_partial,
+                          strategy=args.strategy, objective=args.objective,
+                          partial=not args.no_partial,
                           cooldown_s=args.cooldown, link_probe_s=args.probe_links,
                           probe_bytes=args.probe_bytes, margin=args.margin,
                           join=not args.no_join, join_cooldown_s=args.join_cooldown)
 
     def say(ev) -> None:
         if not args.json:
-            moved = ", ".join(f"[{m['ops'][0]}, {m['ops'][1]}) -> {'+'.join(m['to'])}"
-                              for m in ev.moved) or "nothing"
+            moved = ", ".join(f"[{mv.ops[0]}, {mv.ops[1]}) -> {'+'.join(mv.after)}"
+                              for mv in ev.moved) or "nothing"
             print(f"epoch {ev.previous_epoch} -> {ev.epoch} ({ev.mode}, {ev.seconds:.2f} s): "
                   f"{ev.detail}; moved {moved}", flush=True)
 

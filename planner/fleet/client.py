@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from planner.fleet.nodes import NodeInfo
 from planner.fleet.progress import OnProgress
 from planner.fleet.record import Record
 from planner.model.graph import ModelGraph, load_model
-from planner.planning.layout import StageLayout
+from planner.planning.plan import Plan, Stage
 
 log = logging.getLogger(__name__)
 
@@ -88,32 +89,33 @@ class Fleet:
         return profile_fleet(self, load_model(model), nodes, **options)
 
     def deploy(self, model: str | Path | bytes | ModelGraph, name: str = "default",
-               strategy: str = "auto", layout: tuple[StageLayout, ...] | None = None,
+               strategy: str = "auto", plan: Plan | None = None,
+               stages: Sequence[Stage] | None = None,
                constraints: Any = None, profile: Any = None,
                on_progress: OnProgress | None = None,
                ready_timeout_s: float = 60.0, **client: Any) -> Deployment:
-        """Plan (unless `layout` is given), ship and start `model`; returns its handle.
+        """Plan, ship and start `model`; returns its handle.
+
+        One path for every caller: the Plan given, else hand-written `stages` (a manual
+        plan), else a plan made with `strategy` on the online nodes (profiled unless
+        `profile` is given); then planner.fleet.deploy.deploy_plan ships exactly it.
 
         `ready_timeout_s` bounds the wait for each node's deploy reply; `client` options
         (timeout_s per attempt, retries, window) configure the returned handle.
         """
-        from planner.fleet.deploy import deploy_layout
+        from planner.fleet.deploy import deploy_plan
 
         graph = load_model(model)
-        plan_doc, predicted = None, None
-        if layout is None:
+        if plan is None and stages is not None:
+            from planner.planning.plan import manual_plan
+
+            plan = manual_plan(graph, stages)
+        elif plan is None:
             from planner.fleet.fleetplan import plan_for_fleet
 
             plan = plan_for_fleet(self, graph, strategy, constraints, profile, on_progress)
-            plan_doc, predicted = plan.to_json(), dict(plan.predicted)
-            from planner.planning.layout import from_plan
-
-            layout = from_plan(plan)
-        else:
-            strategy = strategy if strategy != "auto" else "manual"
-        rec = deploy_layout(self.control, graph, tuple(layout), name, strategy=strategy,
-                            plan=plan_doc, predicted=predicted, timeout_s=ready_timeout_s,
-                            on_progress=on_progress)
+        rec = deploy_plan(self.control, graph, plan, name, timeout_s=ready_timeout_s,
+                          on_progress=on_progress)
         d = Deployment(self, rec, **client)
         self._deployments.append(d)
         return d

@@ -1,4 +1,8 @@
-"""Layout -> parts on the nodes -> stages loaded -> epoch active -> retained record.
+"""Plan -> parts on the nodes -> stages loaded -> epoch active -> retained record.
+
+`deploy_plan` is the one deploy path: `tilefleet deploy --plan`, `deploy MODEL` (plan,
+then this), `Fleet.deploy` and every live re-plan ship a planner.planning.plan.Plan
+through it; the parts are those `tilefleet slice` cuts (planner.fleet.wiring).
 
 Order matters for live changes: the new epoch is loaded next to the old one on every
 node, then the record is published (clients send new requests to the new epoch), and
@@ -18,7 +22,7 @@ import logging
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import zmq
@@ -33,7 +37,7 @@ from planner.fleet.progress import OnProgress, StageProgress
 from planner.fleet.record import Record, tensor_json
 from planner.fleet.wiring import Wiring, wire
 from planner.model.graph import ModelGraph
-from planner.planning.layout import StageLayout
+from planner.planning.plan import MANUAL, Plan, check_model
 
 log = logging.getLogger(__name__)
 
@@ -86,19 +90,22 @@ def _all(control: Control, calls: Mapping[str, tuple[type, dict[str, Any]]], wha
     return {n: control.result(n, f, what, timeout_s) for n, f in futs.items()}
 
 
-def deploy_layout(control: Control, graph: ModelGraph, layout: tuple[StageLayout, ...],
-                  name: str, *, strategy: str = "", plan: dict[str, Any] | None = None,
-                  predicted: dict[str, Any] | None = None, timeout_s: float = 60.0,
-                  on_progress: OnProgress | None = None, reuse: bool = True) -> Record:
-    """Ship, load and activate a layout as the next epoch of deployment `name`.
+def deploy_plan(control: Control, graph: ModelGraph, plan: Plan, name: str, *,
+                timeout_s: float = 60.0, on_progress: OnProgress | None = None,
+                reuse: bool = True) -> Record:
+    """Ship, load and activate `plan` as the next epoch of deployment `name`.
 
+    The plan must be of `graph` (same sha256) and use online nodes only (PlanError).
+    The record keeps the plan (without its embedded profile), its strategy and objective;
+    a hand-written plan (strategy "manual") is recorded without a plan, as before.
     `reuse` (default) lets nodes keep the running interpreter of unchanged stages;
     False loads every stage afresh (the baseline of tools/bench_switch.py).
     """
     t0 = time.monotonic()
     online = control.online()
     endpoints = {n: r["data_endpoint"] for n, r in online.items() if r.get("data_endpoint")}
-    wiring = wire(graph, layout, endpoints)
+    check_model(plan, graph)
+    wiring = wire(graph, plan.stages, endpoints)
     old = control.record(name)
     epoch = int(old["epoch"]) + 1 if old else 1
     t_wire = time.monotonic()
@@ -130,14 +137,13 @@ def deploy_layout(control: Control, graph: ModelGraph, layout: tuple[StageLayout
         model={"sha256": graph.sha256, "file": graph.source,
                "inputs": [tensor_json(graph.tensors[i]) for i in graph.inputs],
                "outputs": [tensor_json(graph.tensors[i]) for i in graph.outputs]},
-        layout=[s.to_json() for s in layout],
         nodes={n: {"data_endpoint": online[n]["data_endpoint"],
                    "service_endpoint": online[n]["service_endpoint"],
                    "board": online[n].get("board", "")} for n in calls},
-        stages={sid: st.to_json() for sid, st in wiring.stages.items()},
-        entry=[{"tensor": r.tensor, "to": r.to, "stage": r.stage, "name": r.name,
-                "region": list(r.region) if r.region else None} for r in wiring.entry],
-        results=wiring.results, strategy=strategy, plan=plan, predicted=predicted,
+        stages=dict(wiring.stages), entry=tuple(wiring.entry), results=wiring.results,
+        strategy=plan.strategy, objective=plan.objective,
+        plan=None if plan.strategy == MANUAL else replace(plan, profile=None).to_json(),
+        predicted=dict(plan.predicted) if plan.strategy != MANUAL else None,
         created=float(old.get("created", now)) if old else now, updated=now,
         extra={"switch": switch})
     control.publish_record(name, rec.to_json())

@@ -73,7 +73,7 @@ class Deployment:
 
     def _where(self, src: str) -> str:
         return describe_src(src, lambda node: sorted(
-            sid for sid, st in self.record.stages.items() if st["node"] == node))
+            sid for sid, st in self.record.stages.items() if st.node == node))
 
     def _current(self) -> Entry:
         return self._entry

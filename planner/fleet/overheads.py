@@ -43,7 +43,7 @@ from planner.fleet.dataclient import DataClient, Entry, local_address_towards
 from planner.fleet.requests import Tracker
 from planner.fleet.wiring import wire
 from planner.model.graph import ModelGraph
-from planner.planning.layout import StageLayout
+from planner.planning.plan import Stage
 from planner.planning.profile import Device
 
 if TYPE_CHECKING:
@@ -133,8 +133,8 @@ def measure_chain(fleet: Fleet, node: NodeInfo, graph: ModelGraph, groups: list[
     stage -> client: a forward echo's half round trip plus bytes over the loopback
     bandwidth) leaves k stage overheads.
     """
-    layout = tuple(StageLayout(a, b, (node.name,)) for a, b in groups)
-    w = wire(graph, layout, {node.name: node.data_endpoint})
+    stages = tuple(Stage(k, (a, b), node.name) for k, (a, b) in enumerate(groups))
+    w = wire(graph, stages, {node.name: node.data_endpoint})
     with ServiceClient(node.service_endpoint, zmq.Context.instance(), 60) as svc:
         for p in w.parts.values():
             svc.upload(p.data, p.sha256)

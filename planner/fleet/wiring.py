@@ -1,4 +1,9 @@
-"""Layout -> parts and per-node StageSpecs with routes (pure: no sockets, no broker).
+"""Plan stages -> parts and per-node StageSpecs with routes (pure: no sockets, no broker).
+
+`wire` is the one step from the planner's stage type (planner.planning.plan.Stage) to the
+wire's (node.wire.specs.StageSpec): parts are cut and tiled by the code `tilefleet slice`
+uses (planner.model.slicer: `cut_at`'s ranges, `tile_part`'s tile records from the plan's
+own split points), so a deployed plan runs exactly the parts a slice of it writes.
 
 Every tensor a stage consumes is routed from whoever holds it: the client (model inputs)
 or the stage(s) that produce it. A holder of a region P (a tile's output_region, or the
@@ -12,36 +17,19 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from node.wire.frames import CLIENT, Region
 from node.wire.messages import InputSpec, Route, StageSpec, TileSpec
 from planner.errors import PlanError
+from planner.fleet.record import StageEntry
+from planner.model import slicer
 from planner.model.cut import Part, cut_range
 from planner.model.graph import ModelGraph
 from planner.model.manifest import TensorSpec
-from planner.model.tile import tile_layout
-from planner.planning.layout import StageLayout, check_layout
-
-
-@dataclass
-class StageInfo:
-    """Where one stage runs and what it computes (kept in the deployment record)."""
-
-    id: str
-    node: str
-    part: str
-    ops: tuple[int, int]
-    tile: TileSpec | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        t = self.tile
-        return {"node": self.node, "part": self.part, "ops": list(self.ops),
-                "tile": None if t is None else {"input_region": list(t.input_region),
-                                                "output_region": list(t.output_region),
-                                                "crop": list(t.crop)}}
+from planner.planning.plan import Stage, check_coverage
 
 
 @dataclass
@@ -50,7 +38,7 @@ class Wiring:
 
     parts: dict[str, Part] = field(default_factory=dict)
     specs: dict[str, list[StageSpec]] = field(default_factory=dict)
-    stages: dict[str, StageInfo] = field(default_factory=dict)
+    stages: dict[str, StageEntry] = field(default_factory=dict)
     entry: list[Route] = field(default_factory=list)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> shape, pieces
 
@@ -84,30 +72,33 @@ class _Consumer:
     window: Region | None
 
 
-def wire(graph: ModelGraph, layout: tuple[StageLayout, ...], endpoints: Mapping[str, str]
+def wire(graph: ModelGraph, stages: Sequence[Stage], endpoints: Mapping[str, str]
          ) -> Wiring:
-    """Cut the layout's parts and wire every stage; PlanError for unknown devices."""
-    layout = check_layout(layout, len(graph.ops))
-    for s in layout:
+    """Cut the plan stages' parts and wire every stage; PlanError for unknown devices.
+
+    Wire stage ids are `s<id>` for a plan stage, `s<id>t<k>` for tile k of a tile stage.
+    """
+    stages = check_coverage(tuple(stages), len(graph.ops))
+    for s in stages:
         for d in s.devices:
             if d not in endpoints:
-                raise PlanError(f"unknown node {d!r}: the layout uses it but it is not "
+                raise PlanError(f"unknown node {d!r}: the plan uses it but it is not "
                                 f"online (online: {', '.join(sorted(endpoints)) or 'none'})")
     w = Wiring()
     holders: dict[str, list[_Holder]] = {graph.tensors[i].name: [_Holder(CLIENT, None)]
                                          for i in graph.inputs}
     routes: dict[str, list[Route]] = {CLIENT: []}
     pending: list[tuple[str, str, Part, TileSpec | None, dict[str, int]]] = []
-    for j, st in enumerate(layout):
-        part = cut_cached(graph, st.start, st.end)
+    for st in stages:
+        part = cut_cached(graph, *st.ops)
         w.parts[part.sha256] = part
-        members = _members(graph, j, st, part)
+        members = _members(graph, st, part)
         for sid, node, tile in members:
             window = tile.input_region if tile else None
             consumer = _Consumer(sid, endpoints[node], window)
             pieces = {t.name: _feed(t, holders, routes, consumer) for t in part.inputs}
             pending.append((sid, node, part, tile, pieces))
-            w.stages[sid] = StageInfo(sid, node, part.sha256, (st.start, st.end), tile)
+            w.stages[sid] = StageEntry(node, part.sha256, st.ops, tile)
             routes.setdefault(sid, [])
         for t in part.outputs:
             holders[t.name] = [_Holder(sid, tile.output_region if tile else None)
@@ -118,12 +109,18 @@ def wire(graph: ModelGraph, layout: tuple[StageLayout, ...], endpoints: Mapping[
         n = _feed(spec, holders, routes, _Consumer(CLIENT, CLIENT, None))
         w.results[t.name] = {"shape": list(t.shape), "dtype": t.dtype, "pieces": n}
     for sid, node, part, tile, pieces in pending:
-        inputs = tuple(InputSpec(t.name, t.dtype, tuple(t.shape), pieces[t.name])
-                       for t in part.inputs)
-        w.specs.setdefault(node, []).append(
-            StageSpec(sid, part.sha256, inputs, tuple(routes[sid]), tile))
+        w.specs.setdefault(node, []).append(stage_spec(sid, part, tile, pieces, routes[sid]))
     w.entry = routes[CLIENT]
     return w
+
+
+def stage_spec(sid: str, part: Part, tile: TileSpec | None, pieces: Mapping[str, int],
+               routes: Sequence[Route]) -> StageSpec:
+    """The wire StageSpec of one member of a plan stage: its part, inputs (with the number
+    of region pieces each gathers), next-hop routes and tile."""
+    inputs = tuple(InputSpec(t.name, t.dtype, tuple(t.shape), pieces[t.name])
+                   for t in part.inputs)
+    return StageSpec(sid, part.sha256, inputs, tuple(routes), tile)
 
 
 # Re-plans cut the same ranges again and again (a switch that moves one stage re-cuts
@@ -135,7 +132,8 @@ _CUTS_PER_GRAPH = 64
 
 
 def cut_cached(graph: ModelGraph, start: int, end: int) -> Part:
-    """cut_range, remembered per graph (the graph's parts go when the graph goes)."""
+    """cut_range (what slicer's cut_at runs per range), remembered per graph (the graph's
+    parts go when the graph goes)."""
     with _CUTS_LOCK:
         part = _CUTS.setdefault(graph, {}).get((start, end))
     if part is None:
@@ -148,15 +146,19 @@ def cut_cached(graph: ModelGraph, start: int, end: int) -> Part:
     return part
 
 
-def _members(graph: ModelGraph, j: int, st: StageLayout, part: Part
+def _members(graph: ModelGraph, st: Stage, part: Part
              ) -> list[tuple[str, str, TileSpec | None]]:
-    """(stage id, node, tile) of every member of layout stage j."""
-    if not st.tiled:
-        return [(f"s{j}", st.devices[0], None)]
-    tl = tile_layout(graph, st.start, st.end, st.rows or 1, st.cols or 1)
-    return [(f"s{j}t{k}", st.devices[k % len(st.devices)],
+    """(wire stage id, node, tile) of every member of plan stage `st`."""
+    if st.tiles is None:
+        return [(f"s{st.id}", st.device, None)]
+    grid = slicer.TileSpec(tuple(st.tiles.rows), tuple(st.tiles.cols))
+    tiles = slicer.tile_part(graph, part, grid)
+    if len(tiles) != len(st.tiles.devices):
+        raise PlanError(f"stage {st.id}: {len(tiles)} tiles but "
+                        f"{len(st.tiles.devices)} devices")
+    return [(f"s{st.id}t{k}", st.tiles.devices[k],
              TileSpec(t.input_region, t.output_region, t.crop))
-            for k, t in enumerate(tl.tiles)]
+            for k, t in enumerate(tiles)]
 
 
 def _feed(t: TensorSpec, holders: dict[str, list[_Holder]], routes: dict[str, list[Route]],

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from planner.fleet.record import StageEntry
 from planner.live.drift import Drift, device_factors
 from planner.planning.plan import Plan
 from planner.planning.profile import Link, Profile
@@ -42,8 +43,9 @@ class Trigger:
 
 
 def lost_nodes(nodes: Iterable[str], status: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Nodes whose retained status says offline (unknown status is not evidence)."""
-    return [n for n in nodes if (status.get(n) or {}).get("state") == "offline"]
+    """Nodes whose retained status says offline or degraded (an agent that cannot serve:
+    node/README_WIRE.md); an unknown status is not evidence."""
+    return [n for n in nodes if (status.get(n) or {}).get("state") in ("offline", "degraded")]
 
 
 def decide(nodes: Iterable[str], status: Mapping[str, Mapping[str, Any]],
@@ -102,20 +104,39 @@ def adjust_profile(profile: Profile, model_sha256: str, trigger: Trigger) -> Pro
     return replace(profile, devices=devices, links=links)
 
 
-def stage_places(stages: Mapping[str, Mapping[str, Any]]) -> dict[tuple[int, int], set[str]]:
+@dataclass(frozen=True)
+class MovedStage:
+    """An op range of a new epoch that did not run on exactly the same nodes before."""
+
+    ops: tuple[int, int]
+    before: tuple[str, ...]  # JSON "from": the nodes that ran it ([] if no one did)
+    after: tuple[str, ...]  # JSON "to"
+
+    def to_json(self) -> dict[str, Any]:
+        """{"ops": [a, b], "from": [...], "to": [...]}, as the replans topic carries it."""
+        return {"ops": list(self.ops), "from": list(self.before), "to": list(self.after)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> MovedStage:
+        """Inverse of to_json."""
+        start, end = (int(v) for v in d["ops"])
+        return cls((start, end), tuple(d.get("from", ())), tuple(d["to"]))
+
+
+def stage_places(stages: Mapping[str, StageEntry]) -> dict[tuple[int, int], set[str]]:
     """Op range -> nodes that compute it, from a deployment record's stages."""
     out: dict[tuple[int, int], set[str]] = {}
     for st in stages.values():
-        out.setdefault(tuple(st["ops"]), set()).add(st["node"])
+        out.setdefault(tuple(st.ops), set()).add(st.node)
     return out
 
 
-def moved_stages(old: Mapping[str, Mapping[str, Any]], new: Mapping[str, Mapping[str, Any]]
-                 ) -> list[dict[str, Any]]:
+def moved_stages(old: Mapping[str, StageEntry], new: Mapping[str, StageEntry]
+                 ) -> tuple[MovedStage, ...]:
     """Op ranges of the new epoch that did not run on exactly the same nodes before."""
     before = stage_places(old)
-    return [{"ops": list(ops), "from": sorted(before.get(ops, set())), "to": sorted(nodes)}
-            for ops, nodes in sorted(stage_places(new).items()) if before.get(ops) != nodes]
+    return tuple(MovedStage(ops, tuple(sorted(before.get(ops, set()))), tuple(sorted(nodes)))
+                 for ops, nodes in sorted(stage_places(new).items()) if before.get(ops) != nodes)
 
 
 def plan_figure(graph: Any, plan: Plan, profile: Profile, objective: str | None = None

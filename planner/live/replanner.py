@@ -1,10 +1,11 @@
 """One re-plan: updated profile -> partial plan (or a full one) -> next epoch -> event.
 
-The switch itself is `planner.fleet.deploy.deploy_layout`: the new epoch's parts are uploaded
+The switch itself is `planner.fleet.deploy.deploy_plan`: the new epoch's parts are uploaded
 and its stages loaded next to the old ones, the deployment record is published (clients
 move new requests and their in-flight ones to the new epoch), then the new epoch is
 activated, which drops the old one. Every re-plan is logged and published, not
-retained, on `tilefleet/<fleet>/deployments/<name>/replans`.
+retained, on `tilefleet/<fleet>/deployments/<name>/replans` as a `Replan` document.
+Re-plans optimise the deployment's own objective (its record's; `objective_of`).
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from planner.errors import PlanError, TilefleetError
+from planner.errors import FleetError, PlanError, TilefleetError
 from planner.fleet.control import Control
 from planner.fleet.record import Record
 from planner.live.drift import device_factors, link_bandwidths
-from planner.live.policy import Trigger, adjust_profile, moved_stages
+from planner.live.policy import MovedStage, Trigger, adjust_profile, moved_stages
 from planner.model.graph import ModelGraph
 from planner.planning.constraints import Constraints
 from planner.planning.profile import Profile
@@ -28,9 +29,12 @@ log = logging.getLogger(__name__)
 FALLBACK_STRATEGY = "throughput"
 
 
+REPLAN_VERSION = 1
+
+
 @dataclass(frozen=True)
 class Replan:
-    """What one re-plan did (the JSON published on the replans topic)."""
+    """What one re-plan did (the JSON published on the replans topic, version 1)."""
 
     deployment: str
     epoch: int  # the new epoch
@@ -39,19 +43,47 @@ class Replan:
     detail: str
     mode: str  # "partial" or "full"
     strategy: str
-    moved: list[dict[str, Any]] = field(default_factory=list)
+    moved: tuple[MovedStage, ...] = ()
     seconds: float = 0.0  # trigger seen -> new epoch active
     plan_seconds: float = 0.0
-    predicted: dict[str, Any] = field(default_factory=dict)
+    predicted: dict[str, Any] = field(default_factory=dict)  # simulate's document
     time: float = 0.0  # wall clock when it completed
+    objective: str = ""  # what the new plan optimises (the deployment's objective)
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "replan", "v": 1, "deployment": self.deployment, "epoch": self.epoch,
-                "previous_epoch": self.previous_epoch, "reason": self.reason,
-                "detail": self.detail, "mode": self.mode, "strategy": self.strategy,
-                "moved": self.moved, "seconds": self.seconds,
+        """The published JSON document."""
+        return {"type": "replan", "v": REPLAN_VERSION, "deployment": self.deployment,
+                "epoch": self.epoch, "previous_epoch": self.previous_epoch,
+                "reason": self.reason, "detail": self.detail, "mode": self.mode,
+                "strategy": self.strategy, "objective": self.objective,
+                "moved": [mv.to_json() for mv in self.moved], "seconds": self.seconds,
                 "plan_seconds": self.plan_seconds, "predicted": self.predicted,
                 "time": self.time}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Replan:
+        """Parse a published re-plan document; FleetError names what is wrong."""
+        if not isinstance(d, dict) or d.get("type") != "replan":
+            raise FleetError("not a re-plan document")
+        if d.get("v") != REPLAN_VERSION:
+            raise FleetError(f"re-plan document version {d.get('v')!r} is not {REPLAN_VERSION}")
+        try:
+            return cls(str(d["deployment"]), int(d["epoch"]), int(d["previous_epoch"]),
+                       str(d["reason"]), str(d.get("detail", "")), str(d["mode"]),
+                       str(d.get("strategy", "")),
+                       tuple(MovedStage.from_json(mv) for mv in d.get("moved") or ()),
+                       float(d.get("seconds", 0.0)), float(d.get("plan_seconds", 0.0)),
+                       dict(d.get("predicted") or {}), float(d.get("time", 0.0)),
+                       str(d.get("objective", "")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FleetError(f"re-plan document of {d.get('deployment')!r}: bad or missing "
+                             f"key {exc}") from None
+
+
+def objective_of(record: Record, override: str | None, default: str) -> str:
+    """The objective a re-plan of `record` optimises: an explicit override, else the
+    deployment's own (its record's), else `default` (a hand-written deployment)."""
+    return override or record.objective or default
 
 
 def replans_topic(control: Control, name: str) -> str:
@@ -93,8 +125,7 @@ def execute(control: Control, graph: ModelGraph, record: Record, profile: Profil
     `planned` is a (Plan, mode) the caller already made for this trigger and profile
     (a join is judged by planning it).
     """
-    from planner.fleet.deploy import deploy_layout
-    from planner.planning.layout import from_plan
+    from planner.fleet.deploy import deploy_plan
 
     t0 = time.monotonic() if seen_at is None else seen_at
     new_profile = adjust_profile(profile, graph.sha256, trigger)
@@ -105,12 +136,12 @@ def execute(control: Control, graph: ModelGraph, record: Record, profile: Profil
     plan, mode = planned or plan_next(graph, new_profile, record.plan, strategy, constraints,
                                       partial, changed - set(trigger.lost))
     plan_s = time.monotonic() - tp
-    rec = deploy_layout(control, graph, from_plan(plan), record.name, strategy=strategy,
-                        plan=plan.to_json(), predicted=dict(plan.predicted),
-                        timeout_s=timeout_s)
+    if plan.strategy != strategy:  # the record names the strategy its re-plans use
+        plan = replace(plan, strategy=strategy)
+    rec = deploy_plan(control, graph, plan, record.name, timeout_s=timeout_s)
     ev = Replan(record.name, rec.epoch, record.epoch, trigger.reason, trigger.describe(), mode,
                 strategy, moved_stages(record.stages, rec.stages), time.monotonic() - t0,
-                plan_s, dict(plan.predicted), time.time())
+                plan_s, dict(plan.predicted), time.time(), plan.objective)
     log.warning("re-planned %s: epoch %d -> %d (%s, %s) in %.2f s: %s", record.name,
                 record.epoch, rec.epoch, ev.mode, ev.reason, ev.seconds, ev.detail)
     publish(control, ev)

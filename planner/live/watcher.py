@@ -36,7 +36,7 @@ from planner.live.policy import (
     settled_joiners,
     without_nodes,
 )
-from planner.live.replanner import FALLBACK_STRATEGY, Replan, execute, plan_next
+from planner.live.replanner import FALLBACK_STRATEGY, Replan, execute, objective_of, plan_next
 from planner.model.graph import ModelGraph
 from planner.planning.constraints import Constraints
 from planner.planning.plan import plan_from_json
@@ -55,6 +55,9 @@ class ReplanPolicy:
 
     rule: DriftRule = field(default_factory=DriftRule)
     strategy: str | None = None  # None: the deployment's own strategy
+    # None: the deployment's own objective (its record's); constraints.objective is used
+    # only for a deployment without one (hand-written stages).
+    objective: str | None = None
     constraints: Constraints = field(default_factory=Constraints)
     partial: bool = True  # try D3's partial adjustment before a full plan
     cooldown_s: float = 5.0  # no drift re-plan sooner than this after the last one
@@ -160,6 +163,7 @@ class Watcher:
             trig = self._material(rec, trig)
         strategy = self.policy.strategy or (rec.strategy if rec.strategy not in ("", "manual")
                                             else FALLBACK_STRATEGY)
+        constraints = self.constraints(rec)
         back = self.links.recovered(self.policy.rule)
         if back:  # into the profile at once; whether to re-plan waits for the cool-down
             self.profile = self.links.restore(self.profile, back)
@@ -168,9 +172,9 @@ class Watcher:
         if trig is None:
             if now < self._quiet_until:
                 return None
-            trig, planned = self._judge_recovered(rec, strategy)
+            trig, planned = self._judge_recovered(rec, strategy, constraints)
             if trig is None and self.policy.join:
-                trig, planned = self._judge_joiners(rec, strategy, now)
+                trig, planned = self._judge_joiners(rec, strategy, constraints, now)
             if trig is None:
                 return None
         else:
@@ -182,7 +186,7 @@ class Watcher:
         try:
             ev, new_rec, self.profile = execute(
                 self.fleet.control, self.graph, rec, self.profile, trig, strategy,
-                self.policy.constraints, partial=self.policy.partial, seen_at=now,
+                constraints, partial=self.policy.partial, seen_at=now,
                 timeout_s=self.policy.timeout_s, planned=planned)
         except Exception as exc:  # noqa: BLE001 - any failure: back off, say why, go on
             self._retry_at = now + self.policy.retry_s  # `now`: the caller's clock
@@ -200,6 +204,14 @@ class Watcher:
         if self.on_replan is not None:
             self.on_replan(ev)
         return ev
+
+    def constraints(self, rec: Record) -> Constraints:
+        """The policy's constraints with the objective every re-plan of `rec` optimises:
+        `policy.objective` if given, else the deployment's (a board that comes back is
+        judged on throughput when the deployment optimises throughput)."""
+        c = self.policy.constraints
+        objective = objective_of(rec, self.policy.objective, c.objective)
+        return c if objective == c.objective else replace(c, objective=objective)
 
     def _set_aside_offline(self, trig: Trigger) -> None:
         """Keep the profile entries of the nodes offline now, for when they come back, and
@@ -241,7 +253,8 @@ class Watcher:
         drifts = tuple(d for d in trig.drifts if d.kind != "link" or verdicts[d])
         return replace(trig, drifts=drifts) if drifts else None
 
-    def _judge_recovered(self, rec: Record, strategy: str) -> tuple[Trigger | None, Any]:
+    def _judge_recovered(self, rec: Record, strategy: str, constraints: Constraints
+                         ) -> tuple[Trigger | None, Any]:
         """A DRIFT trigger (and its plan) when links traffic was moved off are healthy
         again and a plan that may use them beats the running one by the margin."""
         back, self._recovered = self._recovered, {}
@@ -251,7 +264,7 @@ class Watcher:
         if not rec.plan:
             return None, None
         try:
-            plan, mode, g, note = self._candidate(rec, strategy,
+            plan, mode, g, note = self._candidate(rec, strategy, constraints,
                                                   {n for pair in back for n in pair})
         except TilefleetError as exc:
             self.errors.append(f"judging recovered link(s) {named}: {exc}")
@@ -264,13 +277,13 @@ class Watcher:
             return None, None
         return Trigger(DRIFT, note=note), (plan, mode)
 
-    def _candidate(self, rec: Record, strategy: str, changed: set[str]
-                   ) -> tuple[Any, str, float, str]:
+    def _candidate(self, rec: Record, strategy: str, constraints: Constraints,
+                   changed: set[str]) -> tuple[Any, str, float, str]:
         """(plan, mode, gain, figures) of re-planning around `changed` nodes under the
         current profile, against the running plan judged by the new plan's objective
-        (the running one's may differ)."""
-        plan, mode = plan_next(self.graph, self.profile, rec.plan, strategy,
-                               self.policy.constraints, self.policy.partial, changed)
+        (the deployment's, unless the policy overrides it)."""
+        plan, mode = plan_next(self.graph, self.profile, rec.plan, strategy, constraints,
+                               self.policy.partial, changed)
         before = plan_figure(self.graph, plan_from_json(rec.plan, "<deployment record>"),
                              self.profile, plan.objective)
         after = plan_figure(self.graph, plan, self.profile)
@@ -291,8 +304,8 @@ class Watcher:
                 self._online_since.pop(n, None)
         self._online = online
 
-    def _judge_joiners(self, rec: Record, strategy: str, now: float
-                       ) -> tuple[Trigger | None, Any]:
+    def _judge_joiners(self, rec: Record, strategy: str, constraints: Constraints,
+                       now: float) -> tuple[Trigger | None, Any]:
         """A JOIN trigger (and its plan) when a plan using the joiners beats the running one."""
         from planner.live.joins import with_joiners
 
@@ -318,10 +331,10 @@ class Watcher:
                 self.profile = with_joiners(self.fleet, self.graph, self.profile, fresh,
                                             self.policy.profile_cache)
             if not rec.plan:
-                log.info("%s: node(s) %s joined; a hand-made layout is not re-planned for a "
-                         "join", self.name, ", ".join(joiners))
+                log.info("%s: node(s) %s joined; a hand-written plan is not re-planned for "
+                         "a join", self.name, ", ".join(joiners))
                 return None, None
-            plan, mode, g, note = self._candidate(rec, strategy, set(joiners))
+            plan, mode, g, note = self._candidate(rec, strategy, constraints, set(joiners))
         except TilefleetError as exc:
             self.errors.append(f"judging joiner(s) {', '.join(joiners)}: {exc}")
             log.error("%s: could not judge joiner(s) %s: %s", self.name, ", ".join(joiners), exc)

@@ -20,7 +20,7 @@ from planner.fleet.bench import latency, run_bench
 from planner.fleet.progress import OnProgress, note
 from planner.local.localfleet import LocalFleet
 from planner.model.graph import ModelGraph
-from planner.planning.layout import StageLayout
+from planner.planning.plan import Stage
 
 log = logging.getLogger(__name__)
 DEFAULT_INPUT_SIZE = 128  # px: MobileNetV2-like runs in a few ms per frame on one core
@@ -105,8 +105,8 @@ def run_demo(opts: DemoOptions, on_progress: OnProgress | None = None) -> dict[s
             single = None
             if opts.single:
                 say("baseline: the whole model on one node")
-                one = fleet.deploy(graph, name="demo-single", layout=(
-                    StageLayout(0, len(graph.ops), (nodes[0].name,)),))
+                one = fleet.deploy(graph, name="demo-single", stages=(
+                    Stage(0, (0, len(graph.ops)), nodes[0].name),))
                 single = measure(one, opts, None)
                 one.undeploy()
     stream = measured.pop("stream")
@@ -117,8 +117,8 @@ def run_demo(opts: DemoOptions, on_progress: OnProgress | None = None) -> dict[s
         "strategy": opts.strategy, "nodes": opts.nodes, "frames": opts.frames,
         "identical": stream["errors"] == 0 and stream["mismatches"] == 0,
         "delivered": stream["delivered"], "errors": stream["errors"],
-        "mismatches": stream["mismatches"], "plan": rec.plan, "layout": rec.layout,
-        "stages": rec.stages, "deploy_s": deploy_s,
+        "mismatches": stream["mismatches"], "plan": rec.plan,
+        "stages": rec.to_json()["stages"], "deploy_s": deploy_s,
         "predicted": {k: (rec.predicted or {}).get(k) for k in ("latency_s", "throughput_fps")},
         "measured": {**measured, "latency_p50_stream_s": stream["latency_p50_s"]},
     }

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from planner.fleet import Deployment, Fleet
+from planner.fleet.record import StageEntry
 from planner.fleet.reference import LocalModel, random_inputs
 from planner.live import enable_replanning
 from planner.live.drift import DriftRule, History, informative
@@ -180,11 +181,11 @@ def failover_drill(broker_url: str | None, frames: int = 500, kill_at: int = 250
                 "client": stats, "wall_s": wall, "epoch": dep.epoch}
 
 
-def macs_by_node(graph: ModelGraph, stages: dict[str, dict[str, Any]]) -> dict[str, float]:
+def macs_by_node(graph: ModelGraph, stages: dict[str, StageEntry]) -> dict[str, float]:
     """MACs each node computes per frame (a tile stage's MACs split evenly over its tiles)."""
     per: dict[tuple[int, int], list[str]] = {}
     for st in stages.values():
-        per.setdefault(tuple(st["ops"]), []).append(st["node"])
+        per.setdefault(tuple(st.ops), []).append(st.node)
     out: dict[str, float] = {}
     for (a, b), members in per.items():
         macs = sum(op.macs for op in graph.ops[a:b])
@@ -292,7 +293,7 @@ def throttle_drill(broker_url: str | None, throttle: Callable[[int], None],
     from planner.live.drift import Drift
     from planner.live.policy import DRIFT, Trigger, adjust_profile
     from planner.planning.constraints import Constraints
-    from planner.planning.layout import StageLayout, from_plan
+    from planner.planning.plan import Stage
     from planner.planning.strategies import STRATEGIES
 
     policy = policy or ReplanPolicy(cooldown_s=600)
@@ -327,7 +328,7 @@ def throttle_drill(broker_url: str | None, throttle: Callable[[int], None],
             # A fresh plan for the new conditions, measured independently of the watcher.
             other = next(n for n in local.names if n != victim)
             solo = {n: fleet.deploy(graph, name=f"drill-solo-{n}",
-                                    layout=(StageLayout(0, len(graph.ops), (n,)),))
+                                    stages=(Stage(0, (0, len(graph.ops)), n),))
                     for n in (victim, other)}
             extra += solo.values()
             solo_streams = {n: Stream(d, xs, want) for n, d in solo.items()}
@@ -339,8 +340,7 @@ def throttle_drill(broker_url: str | None, throttle: Callable[[int], None],
             drift = Drift("solo", victim, "stage", 1.0, factor, 0.0)
             fresh_profile = adjust_profile(profile, graph.sha256, Trigger(DRIFT, (), (drift,)))
             plan = STRATEGIES["throughput"](graph, fresh_profile, Constraints())
-            fresh = fleet.deploy(graph, name="drill-fresh", layout=from_plan(plan),
-                                 strategy="throughput")
+            fresh = fleet.deploy(graph, name="drill-fresh", plan=plan)
             extra.append(fresh)
             fresh_stages = dict(fresh.record.stages)
             clock["fresh_deployed"] = time.monotonic()
@@ -369,7 +369,8 @@ def throttle_drill(broker_url: str | None, throttle: Callable[[int], None],
                 "victim_macs_share": {"before": share.get(victim, 0.0) / sum(share.values()),
                                       "after": _share(graph, new_stages, victim),
                                       "fresh": _share(graph, fresh_stages, victim)},
-                "stages": {"before": first, "after": new_stages, "fresh": fresh_stages},
+                "stages": {k: {sid: st.to_json() for sid, st in v.items()} for k, v in
+                           (("before", first), ("after", new_stages), ("fresh", fresh_stages))},
                 "identical": sum(x.identical for x in streams),
                 "results": sum(x.results for x in streams),
                 "delivered_once": all(x.delivered_once() for x in streams),
@@ -377,6 +378,6 @@ def throttle_drill(broker_url: str | None, throttle: Callable[[int], None],
                 "seconds": {k: round(v - clock["start"], 2) for k, v in clock.items()}}
 
 
-def _share(graph: ModelGraph, stages: dict[str, dict[str, Any]], node: str) -> float:
+def _share(graph: ModelGraph, stages: dict[str, StageEntry], node: str) -> float:
     m = macs_by_node(graph, stages)
     return m.get(node, 0.0) / max(sum(m.values()), 1e-9)

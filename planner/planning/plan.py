@@ -1,22 +1,28 @@
 """Plan file (version 1): which ops run where, which tensors travel where, and the predictions.
 
-A plan is the hand-off from planner to deployment (PROFILE_AND_PLAN.md). Stages are
-listed in op order; a stage holds ops [start, end) on one device, or a fused-tile stack
-whose tiles run on several devices. Routes say which stage sends which tensors (by
-name) to which stage or to the sink; "source" is where frames originate.
+A plan is the hand-off from planner to deployment (PROFILE_AND_PLAN.md): `tilefleet
+deploy --plan` ships exactly its stages, and `deploy MODEL` plans and then deploys the
+plan it made. Stages are listed in op order; a stage holds ops [start, end) on one
+device, or a fused-tile stack whose tiles run on several devices. Routes say which stage
+sends which tensors (by name) to which stage or to the sink; "source" is where frames
+originate. The plan names its model (file and sha256) and embeds the profile it was made
+from (`profile`, optional: older plans only name a `profile_file`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from planner.errors import PlanError
+from planner.errors import PlanError, ProfileError
 from planner.planning.jsonfile import read_json
+from planner.planning.profile import Profile, profile_from_json
 
 VERSION = 1
 SOURCE, SINK = "source", "sink"
+MANUAL = "manual"  # the strategy of a plan written by hand (stages given, nothing predicted)
 Endpoint = int | str  # a stage id, or SOURCE / SINK
 
 
@@ -71,6 +77,7 @@ class Plan:
     predicted: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)  # strategy-specific: problem solved, optimality
     profile_file: str = ""  # where the profile was read from, when it came from a file
+    profile: Profile | None = None  # the profile it was made from (sha256 = profile_sha256)
 
     def stage(self, sid: int) -> Stage:
         """Stage by id."""
@@ -98,16 +105,20 @@ class Plan:
                 rec["device"] = s.device
             return rec
 
-        return {
+        doc = {
             "version": VERSION,
             "model": {"file": self.model_file, "sha256": self.model_sha256},
-            "profile_sha256": self.profile_sha256, "profile_file": self.profile_file, "strategy": self.strategy, "objective": self.objective,
+            "profile_sha256": self.profile_sha256, "profile_file": self.profile_file,
+            "strategy": self.strategy, "objective": self.objective,
             "source": self.source, "sink": self.sink,
             "stages": [stage(s) for s in self.stages],
             "routes": [{"from": r.src, "to": r.dst, "tensors": list(r.tensors), "bytes": r.bytes}
                        for r in self.routes],
             "predicted": self.predicted, "notes": self.notes,
         }
+        if self.profile is not None:  # optional key: a plan without it reads as before
+            doc["profile"] = self.profile.to_json()
+        return doc
 
 
 # ---- reading and validation -----------------------------------------------------------------
@@ -179,6 +190,12 @@ def plan_from_json(doc: object, where: str = "<plan>") -> Plan:
             raise PlanError(f"{w}.tensors: must be a list of tensor names")
         routes.append(Route(_endpoint(r.get("from"), ids, f"{w}.from"), _endpoint(r.get("to"), ids, f"{w}.to"),
                             tuple(names), _need(r, "bytes", int, w)))
+    profile = None
+    if doc.get("profile") is not None:
+        try:
+            profile = profile_from_json(doc["profile"], f"{where}: profile")
+        except ProfileError as exc:
+            raise PlanError(str(exc)) from None
     return Plan(
         model_file=_need(model, "file", str, f"{where}: model"), model_sha256=_need(model, "sha256", str, f"{where}: model"),
         profile_sha256=_need(doc, "profile_sha256", str, where), strategy=_need(doc, "strategy", str, where),
@@ -186,7 +203,8 @@ def plan_from_json(doc: object, where: str = "<plan>") -> Plan:
         sink=_need(doc, "sink", str, where), stages=stages, routes=tuple(routes),
         predicted=doc.get("predicted", {}) if isinstance(doc.get("predicted", {}), dict) else {},
         notes=doc.get("notes", {}) if isinstance(doc.get("notes", {}), dict) else {},
-        profile_file=doc.get("profile_file", "") if isinstance(doc.get("profile_file", ""), str) else "")
+        profile_file=doc.get("profile_file", "") if isinstance(doc.get("profile_file", ""), str) else "",
+        profile=profile)
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -202,17 +220,63 @@ def save_plan(plan: Plan, path: str | Path) -> None:
 
 def check_plan(plan: Plan, graph, device_names) -> None:
     """Plan matches the model (sha, op coverage) and names only known devices."""
-    if plan.model_sha256 != graph.sha256:
-        raise PlanError(f"plan is for model {plan.model_sha256[:12]}, not {graph.sha256[:12]} ({graph.source})")
-    covered = sorted(s.ops for s in plan.stages)
-    pos = 0
-    for start, end in covered:
-        if start != pos:
-            raise PlanError(f"plan stages leave ops [{pos}, {start}) unassigned or overlap at op {start}")
-        pos = end
-    if pos != len(graph.ops):
-        raise PlanError(f"plan stages end at op {pos}, the model has {len(graph.ops)} ops")
+    check_model(plan, graph)
+    check_coverage(sorted(plan.stages, key=lambda s: s.ops), len(graph.ops))
     for s in plan.stages:
         for d in s.devices:
             if d not in device_names:
                 raise PlanError(f"stage {s.id}: unknown node {d!r}")
+
+
+def check_model(plan: Plan, graph) -> None:
+    """PlanError unless the plan was made for this model file (same sha256)."""
+    if plan.model_sha256 != graph.sha256:
+        raise PlanError(f"plan is for model {plan.model_sha256[:12]}, not {graph.sha256[:12]} ({graph.source})")
+
+
+def check_coverage(stages: Sequence[Stage], n_ops: int) -> tuple[Stage, ...]:
+    """Stages in op order covering [0, n_ops) once, with distinct ids; PlanError says where not."""
+    if not stages:
+        raise PlanError("plan has no stages")
+    if len({s.id for s in stages}) != len(stages):
+        raise PlanError("plan stages repeat a stage id")
+    pos = 0
+    for s in stages:
+        start, end = s.ops
+        if start != pos:
+            raise PlanError(f"plan stages leave ops [{pos}, {start}) unassigned or overlap at op {start}")
+        pos = end
+    if pos != n_ops:
+        raise PlanError(f"plan stages end at op {pos}, the model has {n_ops} ops")
+    return tuple(stages)
+
+
+def chain(n_ops: int, cuts: Sequence[int], devices: Sequence[str]) -> tuple[Stage, ...]:
+    """A plain pipeline: ops cut at `cuts`, stage k on devices[k]."""
+    bounds = [0, *cuts, n_ops]
+    if len(devices) != len(bounds) - 1:
+        raise PlanError(f"{len(bounds) - 1} stages but {len(devices)} devices")
+    return check_coverage([Stage(k, (a, b), d) for k, (a, b, d) in
+                           enumerate(zip(bounds, bounds[1:], devices, strict=False))], n_ops)
+
+
+def tile_stage(graph, sid: int, ops: tuple[int, int], rows, cols, devices: Sequence[str]
+               ) -> Stage:
+    """A tile Stage of ops [start, end): rows/cols are tile counts or output split points
+    (planner/model/tile.py's tile_layout), tile k on devices[k % len(devices)], with the
+    manifest tile records; TileError when the grid cannot be tiled exactly."""
+    from planner.model.tile import tile_layout  # the tiler is needed for tile stages only
+
+    spec = [r if isinstance(r, int) else list(r) for r in (rows, cols)]
+    layout = tile_layout(graph, ops[0], ops[1], *spec)
+    n = len(layout.tiles)
+    return Stage(sid, ops, None, TileSpec(tuple(layout.row_splits), tuple(layout.col_splits),
+                                          tuple(devices[k % len(devices)] for k in range(n)),
+                                          tuple(t.to_json() for t in layout.tiles)))
+
+
+def manual_plan(graph, stages: Sequence[Stage]) -> Plan:
+    """A hand-written plan of `graph`: the stages only (no routes, nothing predicted)."""
+    return Plan(model_file=graph.source, model_sha256=graph.sha256, profile_sha256="",
+                strategy=MANUAL, objective="", source="client", sink="client",
+                stages=check_coverage(tuple(stages), len(graph.ops)), routes=())

@@ -91,7 +91,8 @@ def make_plan(cm: CostModel, stages: list[Stage], strategy: str, constraints: Co
     plan = Plan(model_file=cm.graph.source, model_sha256=cm.graph.sha256, profile_sha256=p.sha256(),
                 strategy=strategy, objective=constraints.objective,
                 source=constraints.source or p.source, sink=constraints.sink or p.sink,
-                stages=tuple(stages), routes=tuple(routes), notes={"routing": routing, **(notes or {})})
+                stages=tuple(stages), routes=tuple(routes), notes={"routing": routing, **(notes or {})},
+                profile=p)  # embedded: simulate/explain need no profile file
     if constraints.memory:
         check_memory(plan, cm)
     return replace(plan, predicted=simulate(plan, cm, frames))

@@ -13,7 +13,7 @@ import pytest
 
 from node.wire import messages as m
 from planner.fleet.reference import LocalModel, random_inputs
-from planner.planning.layout import chain
+from planner.planning.plan import chain
 from tests.e2e import _fleet
 
 pytestmark = [pytest.mark.e2e,
@@ -48,7 +48,7 @@ def test_infer_bench_monitor_undeploy_from_other_processes(env, tmp_path):
     g = _fleet.graph()
     model = tmp_path / "m.tflite"
     model.write_bytes(_fleet.model())
-    dep = env.fleet.deploy(g, name="cli", layout=chain(len(g.ops), [25, 50], env.names))
+    dep = env.fleet.deploy(g, name="cli", stages=chain(len(g.ops), [25, 50], env.names))
     dep.close()
     x = random_inputs(dep.record.model["inputs"], 7)["input"]
     np.save(tmp_path / "x.npy", x)
@@ -77,7 +77,7 @@ def test_infer_bench_monitor_undeploy_from_other_processes(env, tmp_path):
 
 def test_bad_input_exits_2_with_one_line(env, tmp_path):
     g = _fleet.graph()
-    env.fleet.deploy(g, name="bad-input", layout=chain(len(g.ops), [], env.names[:1])).close()
+    env.fleet.deploy(g, name="bad-input", stages=chain(len(g.ops), [], env.names[:1])).close()
     np.save(tmp_path / "wrong.npy", np.zeros((1, 8, 8, 3), np.float32))
     url = env.broker.url
     _one_line_exit_2(tf("infer", "--broker", url, "--deployment", "bad-input", "--input",
@@ -154,3 +154,68 @@ def test_memory_budgets_hold_from_the_planner_and_on_the_node(env, tmp_path):
             "budget_bytes": 1 << 20, "in_use_bytes": 0}
     finally:
         env.local.kill("tiny")
+
+
+def test_plan_simulate_explain_then_deploy_exactly_that_plan(env, tmp_path):
+    """The documented hand-off: a plan made on the live fleet (profile embedded) simulates
+    and explains without a profile file, and `deploy --plan` runs exactly its stages."""
+    model = tmp_path / "m.tflite"
+    model.write_bytes(_fleet.model())
+    url, plan = env.broker.url, tmp_path / "p.json"
+    r = tf("plan", str(model), "--broker", url, "--strategy", "throughput", "-o", str(plan))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(plan.read_text())
+    assert doc["model"]["file"] == str(model.resolve()) and doc["profile"]["devices"]
+    r = tf("simulate", str(plan), "--json")
+    assert r.returncode == 0, r.stderr
+    sim = json.loads(r.stdout)
+    assert sim["throughput_fps"] == pytest.approx(doc["predicted"]["throughput_fps"])
+    r = tf("explain", str(plan))
+    assert r.returncode == 0 and "compute ms" in r.stdout, r.stderr
+    assert not re.search(r"^\s*\d+\s+\[.*\)\s+\S+\s+-\s*$", r.stdout, re.M)  # times known
+    r = tf("deploy", "--plan", str(plan), "--broker", url, "--name", "planned", "--json")
+    assert r.returncode == 0, r.stderr
+    dep = json.loads(r.stdout)
+    assert (dep["strategy"], dep["objective"]) == ("throughput", "throughput")
+    want = {(tuple(s["ops"]), s["device"]) for s in doc["stages"]}
+    assert {(tuple(s["ops"]), s["node"]) for s in dep["stages"].values()} == want
+    assert dep["plan"]["stages"] == doc["stages"] and dep["predicted"] == doc["predicted"]
+    r = tf("bench", "--broker", url, "--deployment", "planned", "--frames", "30",
+           "--check-against", str(model), "--json")
+    assert r.returncode == 0, r.stderr
+    b = json.loads(r.stdout)
+    assert (b["frames"], b["delivered"], b["errors"], b["mismatches"]) == (30, 30, 0, 0)
+    # the model moved: --model finds it; another model file is refused in one line
+    moved = tmp_path / "elsewhere.tflite"
+    model.rename(moved)
+    _one_line_exit_2(tf("deploy", "--plan", str(plan), "--broker", url, "--name", "x"),
+                     "m.tflite")
+    r = tf("deploy", "--plan", str(plan), "--model", str(moved), "--broker", url, "--name",
+           "planned")
+    assert r.returncode == 0 and "epoch 2" in r.stdout, r.stderr
+    other = tmp_path / "other.tflite"
+    other.write_bytes(_fleet.model("int8"))
+    _one_line_exit_2(tf("deploy", "--plan", str(plan), "--model", str(other), "--broker", url,
+                        "--name", "planned"), "plan is for model")
+    assert env.fleet.control.record("planned")["epoch"] == 2
+    r = tf("undeploy", "planned", "--broker", url)
+    assert r.returncode == 0, r.stderr
+
+
+def test_deploy_model_is_plan_then_deploy_that_plan(env, tmp_path):
+    """`deploy MODEL --profile P` deploys the plan `plan MODEL --profile P` writes."""
+    model = tmp_path / "m.tflite"
+    model.write_bytes(_fleet.model())
+    url, prof = env.broker.url, tmp_path / "profile.json"
+    r = tf("plan", str(model), "--broker", url, "--strategy", "latency", "-o",
+           str(tmp_path / "p.json"), "--save-profile", str(prof))
+    assert r.returncode == 0, r.stderr
+    planned = json.loads((tmp_path / "p.json").read_text())
+    r = tf("deploy", str(model), "--broker", url, "--name", "direct", "--profile", str(prof),
+           "--strategy", "latency", "--json")
+    assert r.returncode == 0, r.stderr
+    dep = json.loads(r.stdout)
+    assert dep["plan"]["stages"] == planned["stages"] and dep["objective"] == "latency"
+    assert dep["plan"]["model"] == planned["model"]
+    assert tf("undeploy", "direct", "--broker", url).returncode == 0
+    _one_line_exit_2(tf("deploy", "--broker", url, "--name", "x"), "MODEL")

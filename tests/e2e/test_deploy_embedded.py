@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from planner.fleet.reference import LocalModel, mismatches, random_inputs
-from planner.planning.layout import StageLayout
+from planner.planning.plan import Stage, tile_stage
 from tests.e2e import _fleet
 
 pytestmark = [pytest.mark.e2e]
@@ -25,8 +25,8 @@ def test_profile_tiles_and_chain_on_the_embedded_broker(env, tmp_path):
     assert ("client", env.names[0]) in profile.links and (env.names[0], env.names[1]) in profile.links
     assert list(tmp_path.glob("*.json"))  # cached for the next deploy
     a, b, c = env.names
-    layout = (StageLayout(0, 11, (a, b), (0, 10, 16), 1), StageLayout(11, len(g.ops), (c,)))
-    dep = env.fleet.deploy(g, name="embedded", layout=layout)
+    stages = (tile_stage(g, 0, (0, 11), (0, 10, 16), 1, (a, b)), Stage(1, (11, len(g.ops)), c))
+    dep = env.fleet.deploy(g, name="embedded", stages=stages)
     xs = [random_inputs(dep.record.model["inputs"], s) for s in range(6)]
     local = LocalModel(_fleet.model("int8"))
     assert all(not mismatches(r, local.run(x)) for r, x in zip(dep.infer_many(xs), xs,

@@ -12,7 +12,7 @@ from node.wire import messages as m
 from planner.errors import FleetError
 from planner.fleet import RequestError
 from planner.fleet.reference import LocalModel, mismatches, random_inputs
-from planner.planning.layout import chain
+from planner.planning.plan import chain
 from tests.e2e import _fleet
 
 pytestmark = [pytest.mark.e2e]
@@ -27,7 +27,7 @@ def env():
 
 def test_stage_dropped_behind_the_clients_back_gives_errors_naming_the_node(env):
     g = _fleet.graph()
-    dep = env.fleet.deploy(g, name="dropped", layout=chain(len(g.ops), [30], env.names[:2]),
+    dep = env.fleet.deploy(g, name="dropped", stages=chain(len(g.ops), [30], env.names[:2]),
                            timeout_s=10, retries=1)
     x = random_inputs(dep.record.model["inputs"], 1)
     dep.infer(x, timeout=30)
@@ -44,9 +44,9 @@ def test_stage_dropped_behind_the_clients_back_gives_errors_naming_the_node(env)
 def test_killed_agent_times_out_then_fails_and_others_keep_working(env):
     g = _fleet.graph()
     victim = env.names[2]
-    dep = env.fleet.deploy(g, name="killed", layout=chain(len(g.ops), [30], env.names[1:]),
+    dep = env.fleet.deploy(g, name="killed", stages=chain(len(g.ops), [30], env.names[1:]),
                            timeout_s=0.5, retries=1)
-    other = env.fleet.deploy(g, name="alive", layout=chain(len(g.ops), [], env.names[:1]))
+    other = env.fleet.deploy(g, name="alive", stages=chain(len(g.ops), [], env.names[:1]))
     x = random_inputs(dep.record.model["inputs"], 2)
     want = LocalModel(_fleet.model()).run(x)
     assert not mismatches(dep.infer(x, timeout=30), want)
@@ -73,7 +73,7 @@ def test_undeploy_is_bounded_when_a_node_hangs_before_its_last_will(env):
     g = _fleet.graph()
     _add_agent(env, "frozen")
     try:
-        dep = env.fleet.deploy(g, name="hung", layout=chain(len(g.ops), [30],
+        dep = env.fleet.deploy(g, name="hung", stages=chain(len(g.ops), [30],
                                                             [env.names[0], "frozen"]))
         env.local.procs["frozen"].send_signal(signal.SIGSTOP)  # socket open: no Last Will
         t = time.monotonic()
@@ -120,7 +120,7 @@ def test_memory_budget_refuses_loads_over_it_and_tight_switches_drop_the_old_epo
     assert env.fleet.node("tiny").memory_budget_bytes == 1 << 20
     try:
         with pytest.raises(FleetError) as e:  # ~14 MB of weights after op 30
-            env.fleet.deploy(g, name="budget", layout=chain(len(g.ops), [30],
+            env.fleet.deploy(g, name="budget", stages=chain(len(g.ops), [30],
                                                              [env.names[0], "tiny"]))
         msg = str(e.value)
         assert "\n" not in msg and "node 'tiny'" in msg and "memory budget 1.0 MiB" in msg
@@ -133,12 +133,12 @@ def test_memory_budget_refuses_loads_over_it_and_tight_switches_drop_the_old_epo
             "budget_bytes": 1 << 20, "in_use_bytes": 0}
         # a switch that changes tiny's part: the budget cannot hold both epochs there, so
         # tiny drops the old one first; requests caught in it are re-sent, none is lost
-        dep = env.fleet.deploy(g, name="budget", layout=chain(len(g.ops), [10],
+        dep = env.fleet.deploy(g, name="budget", stages=chain(len(g.ops), [10],
                                                                ["tiny", env.names[0]]))
         local = LocalModel(_fleet.model())
         xs = [random_inputs(dep.record.model["inputs"], seed) for seed in range(16)]
         futures = [dep.submit(x) for x in xs[:8]]
-        moved = env.fleet.deploy(g, name="budget", layout=chain(len(g.ops), [12],
+        moved = env.fleet.deploy(g, name="budget", stages=chain(len(g.ops), [12],
                                                                  ["tiny", env.names[0]]))
         futures += [dep.submit(x) for x in xs[8:]]
         assert moved.record.extra["switch"]["dropped_first"] == ["tiny"]

@@ -61,10 +61,10 @@ def lab_fleet(nodes: int) -> Iterator[tuple[object, Fleet, list[str]]]:
 
 
 def link_bytes(graph: ModelGraph, stages: dict, a: str, b: str) -> int:
-    """Bytes per frame the layout sends from node a to node b (layer-range chains)."""
-    chain = sorted(stages.values(), key=lambda s: s["ops"][0])
-    return sum(graph.cut_bytes(y["ops"][0]) for x, y in zip(chain, chain[1:], strict=False)
-               if (x["node"], y["node"]) == (a, b))
+    """Bytes per frame the deployment sends from node a to node b (layer-range chains)."""
+    chain = sorted(stages.values(), key=lambda s: s.ops[0])
+    return sum(graph.cut_bytes(y.ops[0]) for x, y in zip(chain, chain[1:], strict=False)
+               if (x.node, y.node) == (a, b))
 
 
 def test_shaped_link_mid_stream_moves_traffic_off_it():

@@ -24,7 +24,7 @@ from planner.fleet.reference import LocalModel, random_inputs
 from planner.live import DriftRule, ReplanPolicy, enable_replanning
 from planner.model.graph import ModelGraph
 from planner.planning.constraints import Constraints
-from planner.planning.layout import chain
+from planner.planning.plan import chain
 from tests.e2e import _live
 
 pytestmark = [pytest.mark.e2e,
@@ -39,7 +39,7 @@ def test_stream_continues_while_the_broker_is_down():
     data = _live.model(32)
     g = ModelGraph(data, "m32")
     with _live.fleet_env(2) as env:
-        dep = env.fleet.deploy(g, name="nobroker", layout=chain(len(g.ops), [30], ["demo-0",
+        dep = env.fleet.deploy(g, name="nobroker", stages=chain(len(g.ops), [30], ["demo-0",
                                                                                    "demo-1"]))
         xs = [random_inputs(dep.record.model["inputs"], s) for s in range(4)]
         want = [LocalModel(data).run(x) for x in xs]
@@ -68,9 +68,9 @@ def test_restarted_agent_keeps_its_parts_and_serves_again():
     data = _live.model(32)
     g = ModelGraph(data, "m32")
     with _live.fleet_env(2) as env:
-        layout = chain(len(g.ops), [30], ["demo-0", "demo-1"])
-        dep = env.fleet.deploy(g, name="restart", layout=layout)
-        parts = sorted({s["part"] for s in dep.record.stages.values() if s["node"] == "demo-1"})
+        stages = chain(len(g.ops), [30], ["demo-0", "demo-1"])
+        dep = env.fleet.deploy(g, name="restart", stages=stages)
+        parts = sorted({s.part for s in dep.record.stages.values() if s.node == "demo-1"})
         old_ep = env.fleet.node("demo-1").service_endpoint
         env.local.kill("demo-1")
         deadline = time.monotonic() + 10
@@ -85,7 +85,7 @@ def test_restarted_agent_keeps_its_parts_and_serves_again():
         with ServiceClient(ep) as svc:
             assert svc.missing(parts) == []  # found in its store after the restart
         first = dep.epoch
-        again = env.fleet.deploy(g, name="restart", layout=layout)
+        again = env.fleet.deploy(g, name="restart", stages=stages)
         assert again.epoch == first + 1
         x = random_inputs(again.record.model["inputs"], 7)
         assert _same(again.infer(x, timeout=10), LocalModel(data).run(x))
@@ -98,7 +98,7 @@ def test_watch_command_replans_when_a_node_dies(tmp_path):
     (tmp_path / "m.tflite").write_bytes(data)
     g = ModelGraph(data, "m32")
     with _live.fleet_env(3) as env:
-        dep = env.fleet.deploy(g, name="cli", layout=chain(len(g.ops), [20, 45],
+        dep = env.fleet.deploy(g, name="cli", stages=chain(len(g.ops), [20, 45],
                                                            ["demo-0", "demo-1", "demo-2"]))
         proc = subprocess.Popen(
             [sys.executable, "-m", "planner.cli", "watch", "cli", "--broker", env.broker.url,

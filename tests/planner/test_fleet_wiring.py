@@ -1,4 +1,4 @@
-"""Layouts and wiring: routes, piece counts and entry routes, without any network."""
+"""Plan stages and wiring: routes, piece counts and entry routes, without any network."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from planner.errors import PlanError
 from planner.fleet.wiring import cut_cached, intersect, wire
 from planner.model.cut import cut_range
 from planner.model.graph import ModelGraph
-from planner.planning.layout import StageLayout, chain, check_layout, from_plan, layout_devices
+from planner.planning.plan import (
+    Stage,
+    chain,
+    check_coverage,
+    manual_plan,
+    plan_from_json,
+    tile_stage,
+)
 from tests.node.models import small_cnn
 
 EP = {n: f"tcp://127.0.0.1:{5000 + i}" for i, n in enumerate("abcd")}
@@ -35,7 +42,7 @@ def test_chain_routes_follow_tensor_names(graph):
 
 
 def test_tile_stage_fed_by_client_and_gathered_by_next_stage(graph):
-    w = wire(graph, (StageLayout(0, 2, ("a", "b"), 2, 2), StageLayout(2, 6, ("c",))), EP)
+    w = wire(graph, (tile_stage(graph, 0, (0, 2), 2, 2, ("a", "b")), Stage(1, (2, 6), "c")), EP)
     tiles = [sid for sid in w.stages if sid.startswith("s0t")]
     assert len(tiles) == 4 and {w.stages[t].node for t in tiles} == {"a", "b"}
     assert len({w.stages[t].part for t in tiles}) == 1  # one part, four tiles
@@ -47,8 +54,8 @@ def test_tile_stage_fed_by_client_and_gathered_by_next_stage(graph):
 
 
 def test_consecutive_tile_stages_exchange_overlaps(graph):
-    w = wire(graph, (StageLayout(0, 2, ("a", "b"), 2, 2), StageLayout(2, 4, ("c", "d"), 2, 1),
-                     StageLayout(4, 6, ("a",))), EP)
+    w = wire(graph, (tile_stage(graph, 0, (0, 2), 2, 2, ("a", "b")),
+                     tile_stage(graph, 1, (2, 4), 2, 1, ("c", "d")), Stage(2, (4, 6), "a")), EP)
     by_id = {s.id: s for specs in w.specs.values() for s in specs}
     for sid in ("s1t0", "s1t1"):
         win = by_id[sid].tile.input_region
@@ -62,27 +69,29 @@ def test_consecutive_tile_stages_exchange_overlaps(graph):
         assert area == (win[1] - win[0]) * (win[3] - win[2])  # the pieces tile the window
 
 
-def test_unknown_node_and_bad_layouts_are_refused(graph):
+def test_unknown_node_and_bad_stage_lists_are_refused(graph):
     with pytest.raises(PlanError, match="unknown node 'zz'"):
         wire(graph, chain(len(graph.ops), [3], ["a", "zz"]), EP)
-    with pytest.raises(PlanError, match="continue the chain"):
-        check_layout([StageLayout(0, 2, ("a",)), StageLayout(3, 6, ("b",))], 6)
-    with pytest.raises(PlanError, match="ends at op"):
-        check_layout([StageLayout(0, 2, ("a",))], 6)
-    with pytest.raises(PlanError, match="untiled range"):
-        check_layout([StageLayout(0, 6, ("a", "b"))], 6)
+    with pytest.raises(PlanError, match=r"leave ops \[2, 3\) unassigned"):
+        check_coverage([Stage(0, (0, 2), "a"), Stage(1, (3, 6), "b")], 6)
+    with pytest.raises(PlanError, match="ends at op|end at op"):
+        wire(graph, [Stage(0, (0, 2), "a")], EP)
+    with pytest.raises(PlanError, match="repeat a stage id"):
+        check_coverage([Stage(0, (0, 2), "a"), Stage(0, (2, 6), "b")], 6)
 
 
-def test_layout_from_plan_json_and_back():
-    doc = {"stages": [{"id": 0, "ops": [0, 2], "tiles": {"rows": [0, 16, 32], "cols": [0, 32],
-                                                       "devices": ["a", "b"]}},
-                      {"id": 1, "ops": [2, 6], "device": "c"}]}
-    lay = from_plan(doc)
-    assert lay[0].rows == (0, 16, 32) and lay[0].devices == ("a", "b") and lay[1].devices == ("c",)
-    assert [StageLayout.from_json(s.to_json()) for s in lay] == list(lay)
-    assert layout_devices(lay) == ["a", "b", "c"]
-    with pytest.raises(PlanError):
-        from_plan({"stages": [{"id": 0}]})
+def test_stages_come_from_the_one_plan_reader(graph):
+    """A plan written and read back wires the same; other spellings are refused."""
+    stages = (tile_stage(graph, 0, (0, 2), (0, 16, 32), 1, ("a", "b")), Stage(1, (2, 6), "c"))
+    doc = manual_plan(graph, stages).to_json()
+    plan = plan_from_json(doc)
+    assert plan.stages == stages and plan.devices() == ["a", "b", "c"]
+    assert plan.stages[0].tiles.rows == (0, 16, 32) and plan.stages[0].tiles.devices == ("a", "b")
+    assert wire(graph, plan.stages, EP).specs == wire(graph, stages, EP).specs
+    for lenient in ({"id": 1, "op_range": [2, 6], "device": "c"},  # accepted by the old reader
+                    {"id": 1, "ops": [2, 6], "devices": ["c"]}):
+        with pytest.raises(PlanError, match=r"stages\[1\]: missing key"):
+            plan_from_json({**doc, "stages": [doc["stages"][0], lenient]})
 
 
 def test_a_move_rewires_neighbours_and_keeps_every_part_and_stage_spec_it_can(graph):

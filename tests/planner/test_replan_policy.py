@@ -78,10 +78,15 @@ def test_adjust_profile_drops_the_dead_and_scales_the_slow():
 
 
 def test_moved_stages():
-    old = {"s0": {"ops": [0, 10], "node": "a"}, "s1": {"ops": [10, 20], "node": "b"}}
-    new = {"s0": {"ops": [0, 10], "node": "a"}, "s1": {"ops": [10, 20], "node": "c"}}
-    assert moved_stages(old, new) == [{"ops": [10, 20], "from": ["b"], "to": ["c"]}]
-    assert moved_stages(old, old) == []
+    from planner.fleet.record import StageEntry
+    from planner.live.policy import MovedStage
+
+    old = {"s0": StageEntry("a", "", (0, 10)), "s1": StageEntry("b", "", (10, 20))}
+    new = {"s0": StageEntry("a", "", (0, 10)), "s1": StageEntry("c", "", (10, 20))}
+    assert moved_stages(old, new) == (MovedStage((10, 20), ("b",), ("c",)),)
+    assert [mv.to_json() for mv in moved_stages(old, new)] == [
+        {"ops": [10, 20], "from": ["b"], "to": ["c"]}]
+    assert moved_stages(old, old) == ()
 
 
 def test_plan_next_avoids_the_lost_and_the_slow_node():

@@ -289,3 +289,63 @@ def test_a_spare_node_that_went_offline_is_not_planned_onto(setup):
     assert ev is not None and ev.reason == "node_lost" and len(calls) == 1
     assert "c" not in watcher.profile.devices and ("a", "c") not in watcher.profile.links
     assert "c" in watcher._departed  # kept for when it comes back
+
+
+# ---- the objective belongs to the deployment ------------------------------------------------
+@pytest.fixture
+def joiner_of(setup, graph, monkeypatch):
+    """A watcher whose policy names no objective, on a record saying `objective`, with an
+    equal joiner c: it helps throughput (a third pipeline stage) but not latency."""
+    control, watcher, _, _ = setup
+    seen: list = []
+
+    def execute(ctl, g, rec, profile, trig, strategy, constraints, **kw):
+        seen.append(constraints)
+        ev = Replan("d", rec.epoch + 1, rec.epoch, trig.reason, trig.describe(), "full",
+                    strategy)
+        return ev, None, profile
+
+    monkeypatch.setattr(w, "execute", execute)
+    import planner.live.joins as joins
+
+    monkeypatch.setattr(joins, "with_joiners", lambda fleet, g, profile, joiners, cache=None:
+                        Profile({**profile.devices, "c": Device("c", speed=1e9)},
+                                profile.links, default_link=profile.default_link))
+
+    def make(objective: str, override: str | None = None):
+        watcher.graph, watcher.profile = graph, _profile("a", "b")
+        watcher.policy = w.ReplanPolicy(rule=DriftRule(settle_frames=0), cooldown_s=10,
+                                        join_settle_s=0.5, objective=override)
+        _planned(graph, control, watcher.profile)
+        control.records["d"]["objective"] = objective
+        watcher.step(0.0)
+        _online(control, "c")
+        watcher.step(1.0)
+        return watcher.step(2.0), seen
+
+    return make
+
+
+def test_a_joiner_is_judged_on_the_deployments_throughput_objective(joiner_of):
+    ev, seen = joiner_of("throughput")
+    assert ev is not None and ev.reason == "join" and "predicted throughput" in ev.detail
+    assert [c.objective for c in seen] == ["throughput"]  # the re-plan optimises it too
+
+
+def test_the_same_joiner_does_not_help_a_latency_deployment(joiner_of):
+    ev, seen = joiner_of("latency")
+    assert ev is None and not seen
+
+
+def test_watch_objective_overrides_the_deployments_only_when_given(joiner_of):
+    ev, seen = joiner_of("throughput", override="latency")
+    assert ev is None and not seen
+
+
+def test_a_record_without_an_objective_takes_its_plans():
+    from planner.fleet.record import Record
+
+    doc = _record(1)
+    doc["plan"] = {"objective": "throughput"}
+    assert Record.from_json(doc).objective == "throughput"
+    assert Record.from_json(_record(1)).objective == ""
