@@ -55,6 +55,7 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
              "problem": f"best {constraints.objective} over all strategies under the simulator"}
     return replace(best, strategy=NAME, notes=notes)
 
+
 def refusal(objective: str, errors: dict[str, str], limit: int = 170) -> str:
     """One short line: the objective and the main reason (the objective's own strategy's,
     else the first tried); every strategy's reason is logged (`tilefleet -v`)."""
