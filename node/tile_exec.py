@@ -1,6 +1,7 @@
-"""Run one part on spatial tiles: slice the input, run a resized interpreter, crop, stitch.
+"""Run one part on spatial tiles: slice each input, run a resized interpreter, crop, stitch.
 
-Regions are the manifest's [y0, y1, x0, x1] half-open windows over NHWC tensors. One
+Regions are the manifest's [y0, y1, x0, x1] half-open windows over NHWC tensors, one per
+crossing tensor (node/wire/regions.py TileSpec). One
 interpreter is re-resized per tile shape (resizing is cheap next to the pathologically
 slow case of many cached interpreters in one process, see DESIGN.md).
 """
@@ -34,46 +35,76 @@ def slice_region(x: np.ndarray, region: Region) -> np.ndarray:
 
 
 class TileRunner:
-    """One interpreter for a single-input, single-output part, resized per tile shape."""
+    """One interpreter for a part run tile by tile, resized per tile shape.
+
+    A part may have several activation inputs and outputs (a cut inside a residual block,
+    a route layer): each input gets its own window and each output its own crop, in the
+    part's input and output order (`input_names`, `output_names`).
+    """
 
     def __init__(self, model: bytes | str, settings: RuntimeSettings | None = None,
-                 tile_shape: Sequence[int] | None = None) -> None:
-        """`tile_shape`: the input shape of the tiles it will run, allocated from the start:
-        the runtime's arena never shrinks, so allocating the full shape first would keep
-        a full-size arena for a tile-size job."""
+                 tile_shape: Sequence[int] | Sequence[Sequence[int]] | None = None) -> None:
+        """`tile_shape`: the input shape (or one per input) of the tiles it will run,
+        allocated from the start: the runtime's arena never shrinks, so allocating the full
+        shape first would keep a full-size arena for a tile-size job."""
         self._interp = make_interpreter(model, settings or RuntimeSettings())
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
-        if len(ins) != 1 or len(outs) != 1:
-            raise ValueError(f"a tiled part needs one input and one output, got {len(ins)} and {len(outs)}")
+        if not ins or not outs:
+            raise ValueError(f"a tiled part needs inputs and outputs, got {len(ins)} and {len(outs)}")
         if tile_shape is not None:
-            self._interp.resize_tensor_input(ins[0]["index"], [int(d) for d in tile_shape],
-                                             strict=False)
+            shapes = [tile_shape] if isinstance(tile_shape[0], int) else list(tile_shape)
+            if len(shapes) != len(ins):
+                raise ValueError(f"{len(shapes)} tile shapes for a part of {len(ins)} inputs")
+            for d, shape in zip(ins, shapes, strict=True):
+                self._interp.resize_tensor_input(d["index"], [int(v) for v in shape], strict=False)
         self._interp.allocate_tensors()
         ins = self._interp.get_input_details()  # their shapes as allocated
-        self._in, self._out = ins[0]["index"], outs[0]["index"]
-        self.input_dtype = np.dtype(ins[0]["dtype"])
-        self.output_dtype = np.dtype(outs[0]["dtype"])
-        self._shape: tuple[int, ...] | None = tuple(int(d) for d in ins[0]["shape"])
+        self._in = [d["index"] for d in ins]
+        self._out = [d["index"] for d in outs]
+        self.input_names = tuple(d["name"] for d in ins)
+        self.output_names = tuple(d["name"] for d in outs)
+        self.input_dtypes = tuple(np.dtype(d["dtype"]) for d in ins)
+        self.output_dtypes = tuple(np.dtype(d["dtype"]) for d in outs)
+        self.input_dtype, self.output_dtype = self.input_dtypes[0], self.output_dtypes[0]
+        self._shapes: tuple[tuple[int, ...], ...] | None = tuple(
+            tuple(int(v) for v in d["shape"]) for d in ins)
 
     def run(self, inputs_region: np.ndarray, crop: Region) -> np.ndarray:
-        """Run the part on one tile's input region; return the crop of its output (a copy)."""
-        if inputs_region.dtype != self.input_dtype or inputs_region.ndim != 4:
-            raise ValueError(f"tile input must be a 4-D {self.input_dtype} array, got "
-                             f"{inputs_region.ndim}-D {inputs_region.dtype}")
-        shape = tuple(int(d) for d in inputs_region.shape)
-        if shape != self._shape:
+        """Run a one-input, one-output part on one tile's input region; return the crop of
+        its output (a copy)."""
+        if len(self._in) != 1 or len(self._out) != 1:
+            raise ValueError(f"run() is for a part of one input and one output; this one has "
+                             f"{len(self._in)} and {len(self._out)} (use run_all)")
+        return self.run_all([inputs_region], [crop])[0]
+
+    def run_all(self, regions: Sequence[np.ndarray], crops: Sequence[Region]) -> list[np.ndarray]:
+        """Run the part on one tile's input windows (one per input, part order); return each
+        output's crop (copies, part order)."""
+        if len(regions) != len(self._in) or len(crops) != len(self._out):
+            raise ValueError(f"expected {len(self._in)} input windows and {len(self._out)} crops, "
+                             f"got {len(regions)} and {len(crops)}")
+        for x, dtype in zip(regions, self.input_dtypes, strict=True):
+            if x.dtype != dtype or x.ndim != 4:
+                raise ValueError(f"tile input must be a 4-D {dtype} array, got {x.ndim}-D {x.dtype}")
+        shapes = tuple(tuple(int(d) for d in x.shape) for x in regions)
+        if shapes != self._shapes:
             # Only on a shape change: allocate_tensors re-plans memory and re-prepares ops.
             # Shape unknown until it succeeds (a too-small tile fails in prepare).
-            self._shape = None
-            self._interp.resize_tensor_input(self._in, list(shape), strict=False)
+            self._shapes = None
+            for idx, shape in zip(self._in, shapes, strict=True):
+                self._interp.resize_tensor_input(idx, list(shape), strict=False)
             self._interp.allocate_tensors()
-            self._shape = shape
-        self._interp.set_tensor(self._in, np.ascontiguousarray(inputs_region))
+            self._shapes = shapes
+        for idx, x in zip(self._in, regions, strict=True):
+            self._interp.set_tensor(idx, np.ascontiguousarray(x))
         self._interp.invoke()
+        return [self._crop(idx, crop) for idx, crop in zip(self._out, crops, strict=True)]
+
+    def _crop(self, idx: int, crop: Region) -> np.ndarray:
         # A view of the runtime's buffer (no full-size copy on the board); only the crop is
         # copied out. The view must not outlive this call (not even in a traceback): the
         # runtime refuses to invoke or resize while its buffers are referenced.
-        out = self._interp.tensor(self._out)()
+        out = self._interp.tensor(idx)()
         try:
             y0, y1, x0, x1 = _check_region(crop, out.shape[1], out.shape[2], "crop")
             return out[:, y0:y1, x0:x1, :].copy()

@@ -1,15 +1,24 @@
-"""Deployment specs carried by the `deploy` command: stages, inputs, routes, tiles."""
+"""Deployment specs carried by the `deploy` command: stages, inputs, routes, tiles.
+
+The tile-region type, TileSpec, lives in node/wire/regions.py (no socket imports, so
+the planner's pure layers share it).
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
 from node.errors import WireError
 from node.wire.codes import Code
-from node.wire.frames import CLIENT, DTYPES, Region
+from node.wire.frames import CLIENT, DTYPES
+from node.wire.regions import Region, TileSpec
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# the most elements one stage input may declare (a 2^30-element float32 tensor is 4 GiB,
+# more than any board holds): beyond it a deploy is refused before anything is allocated
+MAX_ELEMENTS = 1 << 30
 
 
 def check(cond: bool, msg: str) -> None:
@@ -21,19 +30,6 @@ def check(cond: bool, msg: str) -> None:
 def _region_ok(r: Region | None, what: str) -> None:
     if r is not None:
         check(r[0] < r[1] and r[2] < r[3] and min(r) >= 0, f"{what}: empty region {list(r)}")
-
-
-@dataclass(frozen=True)
-class TileSpec:
-    """One spatial tile of a part, as in the slice manifest (full-tensor coordinates)."""
-
-    input_region: Region
-    output_region: Region
-    crop: Region
-
-    def __post_init__(self) -> None:
-        for k in ("input_region", "output_region", "crop"):
-            _region_ok(getattr(self, k), f"tile {k}")
 
 
 @dataclass(frozen=True)
@@ -49,6 +45,9 @@ class InputSpec:
         check(self.dtype in DTYPES, f"input {self.name!r}: unsupported dtype {self.dtype!r}")
         check(self.pieces >= 1, f"input {self.name!r}: pieces must be >= 1")
         check(all(d >= 0 for d in self.shape), f"input {self.name!r}: negative dimension")
+        check(len(self.shape) <= 8 and math.prod(self.shape) <= MAX_ELEMENTS,
+              f"input {self.name!r}: shape {list(self.shape)[:9]} has more than 8 dimensions "
+              f"or {MAX_ELEMENTS} elements")
 
 
 @dataclass(frozen=True)

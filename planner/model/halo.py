@@ -8,7 +8,9 @@ axis at a time.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 from weakref import WeakKeyDictionary
 
 import numpy as np
@@ -24,6 +26,8 @@ UNARY = frozenset({
     "LEAKY_RELU", "PRELU", "ELU", "GELU", "EXP", "LOG", "ABS", "NEG", "SQRT", "RSQRT",
     "SQUARE", "SIN", "COS", "FLOOR", "CEIL", "ROUND", "SIGN", "CAST", "QUANTIZE", "DEQUANTIZE",
 })
+RESIZE = frozenset({"RESIZE_NEAREST_NEIGHBOR"})
+SPLITS = frozenset({"SPLIT", "SPLIT_V"})
 BINARY = frozenset({
     "ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE", "POW",
 })
@@ -37,7 +41,8 @@ _REFUSED_WHY = {
 
 @dataclass(frozen=True)
 class Win:
-    """One axis of a step: kernel k, dilation d, stride s, SAME padding, PAD amounts."""
+    """One axis of a step: kernel k, dilation d, stride s, SAME padding, PAD amounts, and the
+    integer scale `up` of a nearest-neighbour upsample."""
 
     k: int = 1
     d: int = 1
@@ -45,6 +50,7 @@ class Win:
     same: bool = False
     p0: int = 0
     p1: int = 0
+    up: int = 1
 
     @property
     def k_eff(self) -> int:
@@ -65,37 +71,53 @@ class Win:
 
 @dataclass(frozen=True)
 class Step:
-    """One op of a tileable range: kind 'window', 'pad' or 'point' (element-wise/join)."""
+    """One op of a tileable range: kind 'window', 'pad', 'resize' (nearest upsample by an
+    integer scale) or 'point' (element-wise, channel concat or channel split)."""
 
     op: int
     kind: str
     inputs: tuple[int, ...]
-    output: int
+    outputs: tuple[int, ...]
     y: Win
     x: Win
+
+    @property
+    def output(self) -> int:
+        return self.outputs[0]
 
 
 @dataclass(frozen=True)
 class Program:
-    """The steps of a tileable range with its single activation input and output."""
+    """The steps of a tileable range with its activation inputs and outputs (part order)."""
 
     start: int
     end: int
-    input: int
-    output: int
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
     steps: tuple[Step, ...]
+
+    @property
+    def input(self) -> int:
+        """The first activation input (the grid's reference for the single-tensor fields)."""
+        return self.inputs[0]
+
+    @property
+    def output(self) -> int:
+        """The first activation output: the tile grid's split points are its pixels."""
+        return self.outputs[0]
 
 
 @dataclass(frozen=True)
 class Halo:
-    """Final strides and halos (input pixels, multiples of the stride) of a tileable range."""
+    """Final strides and halos (input pixels, multiples of the stride) of a tileable range:
+    of its first input, for its first output (strides are Fractions after an upsample)."""
 
-    stride_y: int
-    stride_x: int
-    before_y: int
-    after_y: int
-    before_x: int
-    after_x: int
+    stride_y: int | Fraction
+    stride_x: int | Fraction
+    before_y: int | Fraction
+    after_y: int | Fraction
+    before_x: int | Fraction
+    after_x: int | Fraction
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
 
@@ -144,18 +166,48 @@ def _window(graph: ModelGraph, i: int) -> tuple[Win, Win]:
     return (Win(k=kh, d=dy, s=opts.strideH, same=same), Win(k=kw, d=dx, s=opts.strideW, same=same))
 
 
+def _const_ints(graph: ModelGraph, t: int) -> np.ndarray | None:
+    """The values of a constant int32/int64 operand, None when it is not one."""
+    info = graph.tensors[t] if t >= 0 else None
+    data = graph.buffer_bytes(int(graph.subgraph.tensors[t].buffer)) if info is not None else None
+    if info is None or data is None or info.dtype not in ("int32", "int64"):
+        return None
+    return np.frombuffer(data, dtype=info.dtype)
+
+
 def _pads(graph: ModelGraph, i: int) -> tuple[Win, Win]:
     op = graph.ops[i]
-    t = op.inputs[1] if len(op.inputs) > 1 else -1
-    info = graph.tensors[t] if t >= 0 else None
-    data = graph.buffer_bytes(int(graph.subgraph.tensors[t].buffer)) if t >= 0 else None
-    if info is None or data is None or info.dtype not in ("int32", "int64"):
+    pads = _const_ints(graph, op.inputs[1] if len(op.inputs) > 1 else -1)
+    if pads is None:
         raise TileError(f"{op_label(graph, i)} has non-constant paddings and cannot be tiled")
-    pads = np.frombuffer(data, dtype=info.dtype).reshape(-1, 2)
+    pads = pads.reshape(-1, 2)
     if pads.shape[0] != 4 or (pads < 0).any():
         raise TileError(f"{op_label(graph, i)} has paddings {pads.tolist()}; tiles need NHWC pads >= 0")
     (t0, t1), (l0, l1) = pads[1], pads[2]
     return Win(p0=int(t0), p1=int(t1)), Win(p0=int(l0), p1=int(l1))
+
+
+def _resize(graph: ModelGraph, i: int) -> tuple[Win, Win]:
+    """Integer scales of a RESIZE_NEAREST_NEIGHBOR (docs/tiling.md: exact only there)."""
+    op, opts = graph.ops[i], graph.options(i)
+    if opts is not None and opts.alignCorners:
+        raise TileError(f"{op_label(graph, i)} cannot be tiled: align_corners maps pixels by "
+                        "the image size, which a tile does not have")
+    (_, h, w, _), (_, oh, ow, _) = graph.tensors[op.inputs[0]].shape, graph.tensors[op.outputs[0]].shape
+    if oh % h or ow % w or oh < h or ow < w:
+        raise TileError(f"{op_label(graph, i)} cannot be tiled: it scales {h}x{w} to {oh}x{ow}, "
+                        "not by integers; a tile boundary would not land on an input pixel")
+    if oh // h != ow // w:
+        raise TileError(f"{op_label(graph, i)} cannot be tiled: its scales differ "
+                        f"({oh // h} rows, {ow // w} columns); tiles need one integer scale")
+    return Win(up=oh // h), Win(up=ow // w)
+
+
+def _split_axis(graph: ModelGraph, i: int) -> int | None:
+    op = graph.ops[i]
+    where = 0 if op.type == "SPLIT" else 2
+    axis = _const_ints(graph, op.inputs[where]) if len(op.inputs) > where else None
+    return None if axis is None or axis.size != 1 else int(axis[0]) % 4
 
 
 _STEPS: WeakKeyDictionary[ModelGraph, dict[int, Step | None | TileError]] = WeakKeyDictionary()
@@ -181,37 +233,48 @@ def _make_step(graph: ModelGraph, i: int) -> Step | None:
         return None  # fp16 weight DEQUANTIZE etc.: the cutter copies it, not spatial
     if op.type in _REFUSED_WHY:
         raise TileError(f"{op_label(graph, i)} cannot be tiled: {_REFUSED_WHY[op.type]}")
-    if op.type not in WINDOWED | PADS | UNARY | BINARY | {"CONCATENATION"}:
+    if op.type not in WINDOWED | PADS | UNARY | BINARY | RESIZE | SPLITS | {"CONCATENATION"}:
         raise TileError(f"{op_label(graph, i)} cannot be tiled")
     if any(t >= 0 and graph.tensors[t].is_variable for t in op.inputs):
         raise TileError(f"{op_label(graph, i)} cannot be tiled: it reads a variable tensor")
     acts = tuple(t for t in op.inputs if t >= 0 and not graph.is_static(t))
     consts = [t for t in op.inputs if t >= 0 and graph.is_static(t)]
-    if len(op.outputs) != 1 or not acts:
+    outs = tuple(op.outputs)
+    if not outs or not acts or (len(outs) != 1 and op.type not in SPLITS):
         raise TileError(f"{op_label(graph, i)} cannot be tiled: expected one output and an activation input")
-    for t in acts + op.outputs:
+    for t in acts + outs:
         if len(graph.tensors[t].shape) != 4:
             raise TileError(f"{op_label(graph, i)} cannot be tiled: tensor {graph.tensors[t].name!r} "
                             f"has shape {list(graph.tensors[t].shape)}, tiles need NHWC")
-    if op.type in WINDOWED:
+    if op.type in WINDOWED | PADS | RESIZE:
         if acts != (op.inputs[0],):
             raise TileError(f"{op_label(graph, i)} cannot be tiled: its only activation must be input 0")
-        return Step(i, "window", acts, op.outputs[0], *_window(graph, i))
-    if op.type in PADS:
-        if acts != (op.inputs[0],):
-            raise TileError(f"{op_label(graph, i)} cannot be tiled: its only activation must be input 0")
-        return Step(i, "pad", acts, op.outputs[0], *_pads(graph, i))
+        kind, make = {"PAD": ("pad", _pads), "PADV2": ("pad", _pads),
+                      "RESIZE_NEAREST_NEIGHBOR": ("resize", _resize)}.get(op.type, ("window", _window))
+        if kind == "resize" and not graph.is_static(op.inputs[1]):
+            raise TileError(f"{op_label(graph, i)} cannot be tiled: its size is not a constant")
+        return Step(i, kind, acts, outs, *make(graph, i))
     if op.type == "CONCATENATION" and (graph.options(i) is None or graph.options(i).axis % 4 != 3):
         raise TileError(f"{op_label(graph, i)} cannot be tiled: it concatenates along a non-channel axis")
+    if op.type in SPLITS:
+        if len(acts) != 1 or _split_axis(graph, i) != 3:
+            raise TileError(f"{op_label(graph, i)} cannot be tiled: it splits along a non-channel "
+                            "(or non-constant) axis")
+        consts = []  # the axis and the split sizes are not broadcast operands
     for t in consts:
         if _spatial_const(graph, t):
             raise TileError(f"{op_label(graph, i)} cannot be tiled: constant {graph.tensors[t].name!r} "
                             f"has spatial extent {list(graph.tensors[t].shape)}")
     if op.type in UNARY and len(acts) != 1:
         raise TileError(f"{op_label(graph, i)} cannot be tiled: it has {len(acts)} activation inputs")
-    if len({graph.tensors[t].shape[1:3] for t in acts + op.outputs}) != 1:
+    if len({graph.tensors[t].shape[1:3] for t in acts + outs}) != 1:
         raise TileError(f"{op_label(graph, i)} cannot be tiled: its activations differ in H, W (broadcast)")
-    return Step(i, "point", acts, op.outputs[0], Win(), Win())
+    return Step(i, "point", acts, outs, Win(), Win())
+
+
+def _part_order(graph: ModelGraph, ts: list[int], model: tuple[int, ...]) -> tuple[int, ...]:
+    """The cutter's boundary order: the model's own inputs/outputs first, in model order."""
+    return tuple(sorted(ts, key=lambda t: (0, model.index(t)) if t in model else (1, ts.index(t))))
 
 
 def program(graph: ModelGraph, start: int, end: int) -> Program:
@@ -221,11 +284,10 @@ def program(graph: ModelGraph, start: int, end: int) -> Program:
     steps = tuple(s for s in (_step(graph, i) for i in range(start, end)) if s is not None)
     inputs, outputs = part_io(graph, start, end)
     for what, ts in (("inputs", inputs), ("outputs", outputs)):
-        if len(ts) != 1:
-            names = ", ".join(graph.tensors[t].name for t in ts) or "none"
-            raise TileError(f"ops [{start}, {end}) have {len(ts)} activation {what} ({names}); "
-                            f"a tiled part needs exactly one")
-    return Program(start, end, inputs[0], outputs[0], steps)
+        if not ts:
+            raise TileError(f"ops [{start}, {end}) have no activation {what}; nothing to tile")
+    return Program(start, end, _part_order(graph, inputs, graph.inputs),
+                   _part_order(graph, outputs, graph.outputs), steps)
 
 
 def check_tileable(graph: ModelGraph, start: int, end: int) -> None:
@@ -235,60 +297,80 @@ def check_tileable(graph: ModelGraph, start: int, end: int) -> None:
 
 
 def tileable_prefix(graph: ModelGraph, start: int) -> int:
-    """Largest end such that [start, end) is tileable; start itself when none is."""
-    # One incremental sweep (the planner calls this for every start): part inputs and
-    # unequal strides only accumulate, so either one ends the search; open outputs
-    # (residual branches) may close again, so those only skip an end.
-    best, inputs, produced, open_ = start, set(), set(), set()
-    stride: dict[int, tuple[int, int]] = {}
-    for i in range(start, len(graph.ops)):
+    """Largest end such that [start, end) is tileable (any number of crossing tensors);
+    start itself when none is."""
+    end = start
+    while end < len(graph.ops):
         try:
-            st = _step(graph, i)
+            _step(graph, end)
         except TileError:
             break
-        if st is not None:
-            inputs.update(t for t in st.inputs if t not in produced)
-            js = {stride.get(t, (1, 1)) for t in st.inputs}
-            if len(inputs) > 1 or len(js) > 1:
-                break
-            (jy, jx), = js
-            stride[st.output] = (jy * st.y.s, jx * st.x.s)
-            produced.add(st.output)
-            open_.add(st.output)
-        open_ = {t for t in open_ if t in graph.outputs or _last_use(graph, t) > i}
-        if len(inputs) == 1 and len(open_) == 1:
-            best = i + 1
-    return best
+        end += 1
+    for e in range(end, start, -1):  # the longest first: usually the only call
+        try:
+            check_tileable(graph, start, e)
+            return e
+        except TileError:
+            continue
+    return start
 
 
-def _last_use(graph: ModelGraph, t: int) -> int:
-    return max(graph.consumers.get(t, [-1]))
+Reach = tuple[Fraction, Fraction, Fraction]  # (J, L, R) of a tensor pixel in input pixels
+
+
+def reach(graph: ModelGraph, prog: Program, axis: int) -> dict[int, dict[int, Reach]]:
+    """For each input t, every tensor computed from it: pixel q reads t's pixels
+    [q*J - L, q*J + R] (docs/tiling.md's J/L/R formulas, per input, exact fractions)."""
+    result: dict[int, dict[int, Reach]] = {}
+    for src in prog.inputs:
+        state: dict[int, Reach] = {src: (Fraction(1), Fraction(0), Fraction(0))}
+        for st in prog.steps:
+            known = [t for t in st.inputs if t in state]
+            if not known:
+                continue
+            w = st.y if axis == 1 else st.x
+            js = {state[t][0] for t in known}
+            if len(js) != 1:
+                raise TileError(f"{op_label(graph, st.op)} joins tensors of unequal strides "
+                                f"{sorted(str(j) for j in js)}")
+            j = js.pop()
+            lo = max(state[t][1] for t in known)
+            hi = max(state[t][2] for t in known)
+            if st.kind == "window":
+                pb = w.pad_before(graph.tensors[st.inputs[0]].shape[axis])
+                new = (j * w.s, lo + pb * j, hi + (w.k_eff - 1 - pb) * j)
+            elif st.kind == "pad":
+                new = (j, lo + w.p0 * j, hi - w.p0 * j)
+            elif st.kind == "resize":  # pixel q reads floor(q / up): up - 1 pixels earlier at most
+                new = (j / w.up, lo + (w.up - 1) * j / w.up, hi)
+            else:
+                new = (j, lo, hi)
+            for t in st.outputs:
+                state[t] = new
+        result[src] = state
+    return result
+
+
+def _whole(v: Fraction) -> int | Fraction:
+    return int(v) if v.denominator == 1 else v
 
 
 def halo(graph: ModelGraph, start: int, end: int) -> Halo:
-    """Strides and halos of ops [start, end) by DESIGN.md's J/L/R formulas (full image)."""
+    """Strides and halos of ops [start, end) by the J/L/R formulas (full image): of the first
+    input that the first output is computed from, for that output."""
     prog = program(graph, start, end)
     before, after, strides = [], [], []
+    src = prog.input
     for axis in (1, 2):
-        state = {prog.input: (1, 0, 0)}  # tensor -> (J, L, R)
-        for st in prog.steps:
-            w = st.y if axis == 1 else st.x
-            js = {state[t][0] for t in st.inputs}
-            if len(js) != 1:
-                raise TileError(f"{op_label(graph, st.op)} joins tensors of unequal strides {sorted(js)}")
-            j = js.pop()
-            lo = max(state[t][1] for t in st.inputs)
-            hi = max(state[t][2] for t in st.inputs)
-            if st.kind == "window":
-                pb = w.pad_before(graph.tensors[st.inputs[0]].shape[axis])
-                state[st.output] = (j * w.s, lo + pb * j, hi + (w.k_eff - 1 - pb) * j)
-            elif st.kind == "pad":
-                state[st.output] = (j, lo + w.p0 * j, hi - w.p0 * j)
-            else:
-                state[st.output] = (j, lo, hi)
-        s, lo, hi = state[prog.output]
-        strides.append(s)
-        before.append(-(-lo // s) * s)
-        after.append(max(-(-(hi - s + 1) // s), 0) * s)
+        r = reach(graph, prog, axis)
+        src = next((t for t in prog.inputs if prog.output in r[t]), prog.input)
+        s, lo, hi = r[src][prog.output]
+        strides.append(_whole(s))
+        if s.denominator == 1:  # whole input pixels per output pixel: multiples of the stride
+            before.append(math.ceil(lo / s) * int(s))
+            after.append(max(math.ceil((hi - s + 1) / s), 0) * int(s))
+        else:  # an upsample: input pixels (fractions of one output pixel's share)
+            before.append(_whole(lo))
+            after.append(_whole(max(hi - s + 1, Fraction(0))))
     return Halo(strides[0], strides[1], before[0], after[0], before[1], after[1],
-                graph.tensors[prog.input].shape, graph.tensors[prog.output].shape)
+                graph.tensors[src].shape, graph.tensors[prog.output].shape)

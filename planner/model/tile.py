@@ -1,75 +1,68 @@
-"""Fused spatial tiles: per-tile input region, output region and crop for an op range.
+"""Fused spatial tiles: per-tile input regions, output regions and crops for an op range.
 
-Regions follow DESIGN.md: for output rows [o0, o1) a tile reads input rows
-[o0*S - hb, o1*S + ha) clipped to the image (hb, ha from `halo`). Every tile is then
-replayed exactly (`trace`) to find its crop and to prove the crop equals the
-untiled result; a tile that would not be exact is refused, never approximated.
+Regions follow the J/L/R scheme of planner/model/halo.py: for output rows [o0, o1) a tile
+reads rows [o0*J - hb, o1*J + ha) of an input (hb, ha its halo before and after, whole
+strides), clipped to the image. A range may have several activation inputs and outputs
+(a cut inside a residual block, a route layer): the grid's split points are pixels of
+the first output; every other output gets the same grid scaled by its stride ratio, and
+every input its own window, the union of what each output needs of it, aligned to its
+own stride. Where branches join inside a tile (ADD, CONCATENATION) their tile extents
+must agree, so a branch that would compute less is given more input until they do.
+Every tile is then replayed exactly (`trace`) to find its crops and to prove each crop
+equals the untiled result; a tile that would not be exact is refused, never approximated.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
+from fractions import Fraction
+from itertools import pairwise, product
 
 import numpy as np
 
+from node.wire.regions import Region, TileSpec
 from planner.errors import TileError
 from planner.model.graph import ModelGraph
 from planner.model.halo import (
     Halo,
     Program,
+    Step,
     check_tileable,
     halo,
     op_label,
     program,
+    reach,
     tileable_prefix,
 )
 
 __all__ = [
-    "Halo", "Tile", "TileLayout", "check_tileable", "tileable_prefix", "halo", "tile_layout",
-    "split_by_weights", "tile_macs", "tile_io_bytes", "trace",
+    "Halo", "Tile", "TileLayout", "TileSpec", "check_tileable", "tileable_prefix", "halo",
+    "tile_layout", "tile_from_json", "split_by_weights", "tile_macs", "tile_io_bytes", "trace",
 ]
 
-Region = tuple[int, int, int, int]
+Tile = TileSpec  # the toolkit's name for the one tile-region type (node/wire/regions.py)
+Interval = tuple[int, int]
 
 
-@dataclass(frozen=True)
-class Tile:
-    """One tile: [y0, y1, x0, x1] half-open regions, as in the manifest's `tiles` records."""
-
-    input_region: Region
-    output_region: Region
-    crop: Region
-
-    def to_json(self) -> dict:
-        """The manifest record: input_region, output_region, crop as lists."""
-        return {"input_region": list(self.input_region), "output_region": list(self.output_region),
-                "crop": list(self.crop)}
-
-    @classmethod
-    def from_json(cls, record: dict) -> Tile:
-        """Inverse of to_json; TileError names the missing or malformed key."""
-        regions = []
-        for key in ("input_region", "output_region", "crop"):
-            value = record.get(key) if isinstance(record, dict) else None
-            if not isinstance(value, list) or len(value) != 4 or not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in value
-            ):
-                raise TileError(f"tile record: {key!r} must be a list of 4 ints, got {value!r}")
-            regions.append(tuple(value))
-        return cls(*regions)
+def tile_from_json(record: object) -> TileSpec:
+    """A manifest / plan tile record as a TileSpec; TileError names the malformed key."""
+    try:
+        return TileSpec.from_json(record)
+    except ValueError as exc:
+        raise TileError(str(exc)) from None
 
 
 @dataclass(frozen=True)
 class TileLayout:
-    """Output split points per axis, the range's halo and the tiles in row-major order."""
+    """Output split points per axis (of the first output), the range's halo, the tiles in
+    row-major order."""
 
     row_splits: tuple[int, ...]
     col_splits: tuple[int, ...]
     halo: Halo
-    tiles: tuple[Tile, ...]
+    tiles: tuple[TileSpec, ...]
 
 
 @dataclass(frozen=True)
@@ -81,14 +74,25 @@ class Span:
     valid: np.ndarray
 
 
-def trace(graph: ModelGraph, prog: Program, axis: int, a: int, b: int) -> dict[int, Span]:
-    """Replay what the runtime computes for tile input rows [a, b) along axis 1 (H) or 2 (W).
+class _Mismatch(TileError):
+    """Branches meet at a join with different tile extents (the runtime would refuse)."""
+
+    def __init__(self, message: str, step: Step, spans: list[Span]) -> None:
+        super().__init__(message)
+        self.step, self.spans = step, spans
+
+
+def trace(graph: ModelGraph, prog: Program, axis: int, a: int | Mapping[int, Interval],
+          b: int | None = None) -> dict[int, Span]:
+    """Replay what the runtime computes for one tile along axis 1 (H) or 2 (W): input rows
+    [a, b) of a one-input range, or {input tensor: (a, b)} for every input.
 
     Exact, not a bound: SAME padding is recomputed from the tile's own sizes (as the
     runtime does after a resize), a tap outside the tile reads zero (or is skipped by a
     pool), which is right only where the full image also reads padding there.
     """
-    spans = {prog.input: Span(a, b - a, np.ones(b - a, dtype=bool))}
+    windows = {prog.input: (a, b)} if isinstance(a, int) else dict(a)
+    spans = {t: Span(lo, hi - lo, np.ones(hi - lo, dtype=bool)) for t, (lo, hi) in windows.items()}
     for st in prog.steps:
         w = st.y if axis == 1 else st.x
         src = spans[st.inputs[0]]
@@ -96,7 +100,7 @@ def trace(graph: ModelGraph, prog: Program, axis: int, a: int, b: int) -> dict[i
         if st.kind == "window":
             n = w.out_size(src.n)
             if n < 1:
-                raise TileError(f"tile [{a}, {b}) on axis {axis} is too small for {op_label(graph, st.op)}")
+                raise TileError(f"tile {windows} on axis {axis} is too small for {op_label(graph, st.op)}")
             offset = src.p - w.pad_before(src.n) + w.pad_before(full_in)
             p = offset // w.s
             taps = np.arange(n)[:, None] * w.s - w.pad_before(src.n) + np.arange(w.k)[None, :] * w.d
@@ -110,15 +114,18 @@ def trace(graph: ModelGraph, prog: Program, axis: int, a: int, b: int) -> dict[i
             inside = (rows >= 0) & (rows < src.n)
             full_is_pad = (p + np.arange(n) < w.p0) | (p + np.arange(n) >= w.p0 + full_in)
             valid = np.where(inside, src.valid[np.clip(rows, 0, src.n - 1)], full_is_pad)
+        elif st.kind == "resize":  # nearest, integer scale: row q is row q // up, exactly
+            n, p, valid = src.n * w.up, src.p * w.up, np.repeat(src.valid, w.up)
         else:
             ins = [spans[t] for t in st.inputs]
-            if len({s.n for s in ins}) != 1:
-                raise TileError(f"tile [{a}, {b}) on axis {axis}: inputs of {op_label(graph, st.op)} "
-                                f"differ in size {[s.n for s in ins]}")
+            if len({(s.p, s.n) for s in ins}) != 1:
+                raise _Mismatch(f"tile {windows} on axis {axis}: inputs of {op_label(graph, st.op)} "
+                                f"differ in extent {[(s.p, s.n) for s in ins]}", st, ins)
             n, p = src.n, src.p
-            valid = np.logical_and.reduce([s.valid for s in ins]) & (len({s.p for s in ins}) == 1)
+            valid = np.logical_and.reduce([s.valid for s in ins])
         q = p + np.arange(n)
-        spans[st.output] = Span(p, n, valid & (q >= 0) & (q < full_out))
+        for t in st.outputs:
+            spans[t] = Span(p, n, valid & (q >= 0) & (q < full_out))
     return spans
 
 
@@ -150,11 +157,12 @@ def split_by_weights(total: int, weights: Sequence[float], multiple: int = 1) ->
     return points
 
 
-def _splits(spec: int | Sequence[int], size: int, what: str) -> tuple[int, ...]:
+def _splits(spec: int | Sequence[int], size: int, what: str, multiple: int = 1) -> tuple[int, ...]:
     if isinstance(spec, int) and not isinstance(spec, bool):
-        if not 1 <= spec <= size:
-            raise TileError(f"{what}: cannot split {size} output pixels into {spec} tiles")
-        return tuple(split_by_weights(size, [1.0] * spec))
+        if not 1 <= spec <= max(size // multiple, 1):
+            raise TileError(f"{what}: cannot split {size} output pixels into {spec} tiles"
+                            + (f" of whole multiples of {multiple}" if multiple > 1 else ""))
+        return tuple(split_by_weights(size, [1.0] * spec, multiple))
     points = list(spec) if isinstance(spec, (list, tuple)) else None
     if not points or not all(isinstance(v, int) and not isinstance(v, bool) for v in points):
         raise TileError(f"{what}: expected a tile count or a list of split points, got {spec!r}")
@@ -165,56 +173,190 @@ def _splits(spec: int | Sequence[int], size: int, what: str) -> tuple[int, ...]:
     return tuple(points)
 
 
-def _fit(graph: ModelGraph, prog: Program, axis: int, out: tuple[int, int], region: tuple[int, int],
-         stride: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(input interval, crop) for output interval `out`, starting from `region` and, only if
-    that tile cannot run (e.g. its outputs are pure PAD rows past the image), growing it by
-    whole strides (which keeps the alignment) until the trace proves the crop exact."""
-    (o0, o1), (a, b), size = out, region, graph.tensors[prog.input].shape[axis]
-    a = min(a, (size - 1) // stride * stride)  # outputs past the image (PAD): keep one stride
-    for grow in range(0, size // stride + 2):
-        lo, hi = max(a - grow * stride, 0), min(b + grow * stride, size)
-        for a2, b2 in dict.fromkeys([(lo, b), (a, hi), (lo, hi)] if grow else [(max(a, 0), b)]):
-            if a2 >= b2:
+@dataclass(frozen=True)
+class _Axis:
+    """What one axis of a range needs for tiling: J/L/R per (input, tensor), each input's
+    alignment modulus and size, and each output's pixels per pixel of the first output."""
+
+    reach: dict[int, dict[int, tuple[Fraction, Fraction, Fraction]]]
+    mods: dict[int, int]
+    sizes: dict[int, int]
+    ratio: dict[int, Fraction]
+
+
+def _axis_info(graph: ModelGraph, prog: Program, axis: int) -> _Axis:
+    r = reach(graph, prog, axis)
+    mods, sizes = {}, {}
+    for t in prog.inputs:
+        m = 1
+        for st in prog.steps:  # a strided window reads its input in whole strides
+            w = st.y if axis == 1 else st.x
+            if st.kind == "window" and w.s > 1 and st.inputs[0] in r[t]:
+                m = math.lcm(m, (w.s * r[t][st.inputs[0]][0]).numerator)
+        for u in prog.outputs:
+            if u in r[t]:
+                m = math.lcm(m, r[t][u][0].numerator)
+        mods[t], sizes[t] = m, graph.tensors[t].shape[axis]
+    ref, ratio = prog.output, {}
+    for u in prog.outputs:
+        qs = {r[t][ref][0] / r[t][u][0] for t in prog.inputs if ref in r[t] and u in r[t]}
+        same = graph.tensors[u].shape[axis] == graph.tensors[ref].shape[axis]
+        if len(qs) > 1 or (not qs and not same):
+            raise TileError(f"ops [{prog.start}, {prog.end}): outputs {graph.tensors[ref].name!r} and "
+                            f"{graph.tensors[u].name!r} are not on one grid (no common input fixes "
+                            "their stride ratio)")
+        ratio[u] = qs.pop() if qs else Fraction(1)
+    return _Axis(r, mods, sizes, ratio)
+
+
+def _output_splits(graph: ModelGraph, prog: Program, ax: _Axis, axis: int, splits: tuple[int, ...]
+                   ) -> dict[int, list[Interval]]:
+    """Each output's intervals for the grid's split points (pixels of the first output)."""
+    what = "rows" if axis == 1 else "columns"
+    out: dict[int, list[Interval]] = {}
+    for u in prog.outputs:
+        size, q = graph.tensors[u].shape[axis], ax.ratio[u]
+        points = [*(p * q for p in splits[:-1]), Fraction(size)]
+        bad = [int(p) for p, v in zip(splits, points, strict=False) if v.denominator != 1]
+        if bad or any(b <= a for a, b in pairwise(points)) or points[-2] >= size:
+            raise TileError(f"{what} split points {list(splits)} do not map to whole, non-empty "
+                            f"{what} of output {graph.tensors[u].name!r} (it has {q} of its pixels "
+                            f"per grid pixel){f': {bad} fall inside one' if bad else ''}")
+        out[u] = [(int(a), int(b)) for a, b in pairwise(points)]
+    return out
+
+
+def _align(iv: Interval, m: int, size: int) -> Interval:
+    """Start on a multiple of m; length congruent to the image's modulo m (so every SAME
+    layer pads the tile as it pads the image: its padding depends on length mod stride)."""
+    a, b = iv
+    a = min(max(a // m * m, 0), (size - 1) // m * m)
+    extra = size % m
+    return a, min(b + (extra - b) % m, size)
+
+
+def _initial(ax: _Axis, t: int, outs: Mapping[int, Interval]) -> Interval:
+    """Input t's window for the outputs' intervals by the halo formulas (unclipped ends)."""
+    m, size, lo, hi = ax.mods[t], ax.sizes[t], None, None
+    for u, (o0, o1) in outs.items():
+        if u not in ax.reach[t]:
+            continue
+        j, left, right = ax.reach[t][u]
+        a = math.floor(o0 * j - left) // m * m
+        nominal = math.ceil(o1 * j)
+        grow = max(math.ceil((o1 - 1) * j + right + 1) - nominal, 0)
+        b = nominal + math.ceil(grow / m) * m + size % m
+        lo, hi = (a, b) if lo is None else (min(lo, a), max(hi, b))
+    assert lo is not None and hi is not None  # every input reaches some output
+    return min(max(lo, 0), (size - 1) // m * m), min(hi, size)
+
+
+def _backward(graph: ModelGraph, prog: Program, axis: int, seeds: Mapping[int, Interval]
+              ) -> dict[int, Interval]:
+    """The input windows the given tensor intervals need (one reverse sweep, full image)."""
+    need = {t: (max(a, 0), min(b, graph.tensors[t].shape[axis])) for t, (a, b) in seeds.items()}
+    for st in reversed(prog.steps):
+        ivs = [need[o] for o in st.outputs if o in need]
+        if not ivs:
+            continue
+        w = st.y if axis == 1 else st.x
+        a, b = min(i[0] for i in ivs), max(i[1] for i in ivs)
+        n_in = graph.tensors[st.inputs[0]].shape[axis]
+        if st.kind == "window":
+            pb = w.pad_before(n_in)
+            a, b = a * w.s - pb, (b - 1) * w.s - pb + w.k_eff
+        elif st.kind == "pad":
+            a, b = a - w.p0, b - w.p0
+        elif st.kind == "resize":
+            a, b = a // w.up, -(-b // w.up)
+        a, b = max(a, 0), min(b, n_in)
+        if a >= b:
+            continue  # only padding rows: nothing of the input
+        for t in st.inputs:
+            have = need.get(t)
+            need[t] = (a, b) if have is None else (min(have[0], a), max(have[1], b))
+    return {t: need[t] for t in prog.inputs if t in need}
+
+
+def _settle(graph: ModelGraph, prog: Program, ax: _Axis, axis: int, ivs: dict[int, Interval]
+            ) -> tuple[dict[int, Interval], dict[int, Span]] | None:
+    """Grow the inputs until every join's branches agree in extent; None when impossible."""
+    for _ in range(4 * len(prog.steps) + 8):
+        try:
+            return ivs, trace(graph, prog, axis, ivs)
+        except _Mismatch as exc:
+            target = (min(s.p for s in exc.spans), max(s.p + s.n for s in exc.spans))
+            need = _backward(graph, prog, axis, dict.fromkeys(exc.step.inputs, target))
+            grown = {}
+            for t, (a, b) in ivs.items():
+                na, nb = _align(need[t], ax.mods[t], ax.sizes[t]) if t in need else (a, b)
+                grown[t] = (min(a, na), max(b, nb))
+            if grown == ivs:
+                return None
+            ivs = grown
+        except TileError:
+            return None  # too small for a VALID window
+    return None
+
+
+def _fit(graph: ModelGraph, prog: Program, ax: _Axis, axis: int, outs: Mapping[int, Interval]
+         ) -> tuple[dict[int, Interval], dict[int, Interval]]:
+    """(input windows, crops) for the outputs' intervals `outs`, starting from the halo
+    formulas and, only if that tile cannot run (e.g. its outputs are pure PAD rows past the
+    image), growing every input by whole strides (which keeps the alignment) until the
+    trace proves every crop exact."""
+    base = {t: _initial(ax, t, outs) for t in prog.inputs}
+    for grow in range(0, max(ax.sizes[t] // ax.mods[t] for t in prog.inputs) + 2):
+        for sides in [(0, 0)] if grow == 0 else [(1, 0), (0, 1), (1, 1)]:
+            ivs = {t: (max(a - sides[0] * grow * ax.mods[t], 0), min(b + sides[1] * grow * ax.mods[t],
+                                                                   ax.sizes[t]))
+                   for t, (a, b) in base.items()}
+            settled = _settle(graph, prog, ax, axis, ivs)
+            if settled is None:
                 continue
-            try:
-                span = trace(graph, prog, axis, a2, b2)[prog.output]
-            except TileError:
-                continue  # too small for a VALID window: grow
-            c0, c1 = o0 - span.p, o1 - span.p
-            if 0 <= c0 and c1 <= span.n and span.valid[c0:c1].all():
-                return (a2, b2), (c0, c1)
-    raise TileError(f"ops [{prog.start}, {prog.end}): output {'rows' if axis == 1 else 'columns'} "
-                    f"[{o0}, {o1}) cannot be computed exactly from any input window")
-
-
-def _axis(graph: ModelGraph, prog: Program, axis: int, splits: tuple[int, ...], stride: int,
-          before: int, after: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-    """(input interval, crop interval) of each output interval along one axis."""
-    size = graph.tensors[prog.input].shape[axis]
-    # Tile lengths congruent to the image's modulo S keep every SAME layer's padding
-    # equal to the full image's (it depends on length mod stride); a no-op when S | size.
-    extra = size % stride
-    return [
-        _fit(graph, prog, axis, (o0, o1), (o0 * stride - before, min(o1 * stride + after + extra, size)), stride)
-        for o0, o1 in pairwise(splits)
-    ]
+            ivs, spans = settled
+            crops = {}
+            for u, (o0, o1) in outs.items():
+                span = spans[u]
+                c0, c1 = o0 - span.p, o1 - span.p
+                if not (0 <= c0 and c1 <= span.n and span.valid[c0:c1].all()):
+                    break
+                crops[u] = (c0, c1)
+            else:
+                return ivs, crops
+    what = "rows" if axis == 1 else "columns"
+    raise TileError(f"ops [{prog.start}, {prog.end}): output {what} "
+                    f"{ {graph.tensors[u].name: list(iv) for u, iv in outs.items()} } cannot be "
+                    "computed exactly from any input window")
 
 
 def tile_layout(graph: ModelGraph, start: int, end: int, rows: int | Sequence[int],
                 cols: int | Sequence[int]) -> TileLayout:
-    """Tiles of ops [start, end) for a rows x cols grid (counts or output split points)."""
+    """Tiles of ops [start, end) for a rows x cols grid (counts or split points of the first
+    output's rows and columns)."""
     prog, h = program(graph, start, end), halo(graph, start, end)
-    rs = _splits(rows, h.out_shape[1], "rows")
-    cs = _splits(cols, h.out_shape[2], "cols")
-    ys = _axis(graph, prog, 1, rs, h.stride_y, h.before_y, h.after_y)
-    xs = _axis(graph, prog, 2, cs, h.stride_x, h.before_x, h.after_x)
-    tiles = tuple(
-        Tile((*yin, *xin), (oy0, oy1, ox0, ox1), (*ycrop, *xcrop))
-        for (oy0, oy1), (yin, ycrop) in zip(pairwise(rs), ys, strict=True)
-        for (ox0, ox1), (xin, xcrop) in zip(pairwise(cs), xs, strict=True)
-    )
-    return TileLayout(rs, cs, h, tiles)
+    per_axis = []
+    for axis, spec, what in ((1, rows, "rows"), (2, cols, "cols")):
+        ax = _axis_info(graph, prog, axis)
+        multiple = math.lcm(*(q.denominator for q in ax.ratio.values()))
+        splits = _splits(spec, graph.tensors[prog.output].shape[axis], what, multiple)
+        outs = _output_splits(graph, prog, ax, axis, splits)
+        fits = [_fit(graph, prog, ax, axis, {u: outs[u][k] for u in prog.outputs})
+                for k in range(len(splits) - 1)]
+        per_axis.append((splits, outs, fits))
+    (rs, youts, yfits), (cs, xouts, xfits) = per_axis
+    tiles = []
+    for (i, (yin, ycrop)), (k, (xin, xcrop)) in product(enumerate(yfits), enumerate(xfits)):
+        ins = tuple((*yin[t], *xin[t]) for t in prog.inputs)
+        regions = tuple((*youts[u][i], *xouts[u][k]) for u in prog.outputs)
+        crops = tuple((*ycrop[u], *xcrop[u]) for u in prog.outputs)
+        tiles.append(TileSpec(ins[0], regions[0], crops[0], ins, regions, crops))
+    return TileLayout(rs, cs, h, tuple(tiles))
+
+
+def _windows(prog: Program, tile: TileSpec, axis: int) -> dict[int, Interval]:
+    k = 0 if axis == 1 else 2
+    return {t: (r[k], r[k + 1]) for t, r in zip(prog.inputs, tile.input_regions, strict=True)}
 
 
 def tile_macs(graph: ModelGraph, start: int, end: int, layout: TileLayout) -> list[int]:
@@ -222,8 +364,7 @@ def tile_macs(graph: ModelGraph, start: int, end: int, layout: TileLayout) -> li
     prog = program(graph, start, end)
     result = []
     for tile in layout.tiles:
-        y0, y1, x0, x1 = tile.input_region
-        ys, xs = trace(graph, prog, 1, y0, y1), trace(graph, prog, 2, x0, x1)
+        ys, xs = trace(graph, prog, 1, _windows(prog, tile, 1)), trace(graph, prog, 2, _windows(prog, tile, 2))
         total = 0
         for st in prog.steps:
             shape = graph.tensors[st.output].shape
@@ -233,15 +374,18 @@ def tile_macs(graph: ModelGraph, start: int, end: int, layout: TileLayout) -> li
     return result
 
 
+def _area(r: Region) -> int:
+    return (r[1] - r[0]) * (r[3] - r[2])
+
+
 def tile_io_bytes(graph: ModelGraph, start: int, end: int, layout: TileLayout) -> list[tuple[int, int]]:
-    """(input bytes sent, cropped output bytes returned) per tile."""
+    """(input bytes sent, cropped output bytes returned) per tile, every crossing tensor."""
     prog = program(graph, start, end)
-    tin, tout = graph.tensors[prog.input], graph.tensors[prog.output]
-    in_px = tin.nbytes // (tin.shape[1] * tin.shape[2])
-    out_px = tout.nbytes // (tout.shape[1] * tout.shape[2])
-    result = []
-    for t in layout.tiles:
-        iy0, iy1, ix0, ix1 = t.input_region
-        cy0, cy1, cx0, cx1 = t.crop
-        result.append(((iy1 - iy0) * (ix1 - ix0) * in_px, (cy1 - cy0) * (cx1 - cx0) * out_px))
-    return result
+
+    def px(t: int) -> int:
+        info = graph.tensors[t]
+        return info.nbytes // (info.shape[1] * info.shape[2])
+
+    return [(sum(_area(r) * px(t) for t, r in zip(prog.inputs, tile.input_regions, strict=True)),
+             sum(_area(r) * px(u) for u, r in zip(prog.outputs, tile.crops, strict=True)))
+            for tile in layout.tiles]

@@ -100,5 +100,23 @@ def test_runner_rejects_bad_input() -> None:
     with pytest.raises(RuntimeError):
         valid.run(x[:, :3], (0, 1, 0, 1))  # too small for a VALID 5x5: prepare fails
     assert valid.run(np.zeros((1, 12, 10, 3), np.float32), (0, 8, 0, 6)).shape == (1, 8, 6, 4)
+    multi = TileRunner(_model(outputs=2))
     with pytest.raises(ValueError, match="one input and one output"):
-        TileRunner(_model(outputs=2))
+        multi.run(x, (0, 6, 0, 10))  # two outputs: run_all, with a crop for each
+    with pytest.raises(ValueError, match="1 input windows and 2 crops"):
+        multi.run_all([x], [(0, 6, 0, 10)])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_runner_crops_every_output(dtype: str) -> None:
+    # Outputs x = conv(in) and y = dw(x): rows [0, 8) of the input give x rows [0, 7) and
+    # y rows [0, 6) exactly (one SAME 3x3 each); every output is cropped on its own.
+    data = _model(dtype, outputs=2)
+    rng = np.random.default_rng(2)
+    x = (rng.integers(-128, 128, (1, 12, 10, 3)).astype(np.int8) if dtype == "int8"
+         else rng.standard_normal((1, 12, 10, 3)).astype(np.float32))
+    full_x, full_y = run_whole(data, [x])
+    runner = TileRunner(data, tile_shape=[(1, 8, 10, 3)])
+    assert len(runner.output_names) == 2
+    px, py = runner.run_all([slice_region(x, (0, 8, 0, 10))], [(0, 7, 0, 10), (0, 6, 0, 10)])
+    assert np.array_equal(px, full_x[:, :7]) and np.array_equal(py, full_y[:, :6])

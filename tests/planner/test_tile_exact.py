@@ -9,12 +9,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from node.runtime import RuntimeSettings
+from node.runtime import RuntimeSettings, run_whole
 from planner.model.cut import cut_range
 from planner.model.graph import ModelGraph
 from planner.model.halo import program
-from planner.model.tile import check_tileable, tile_layout
-from tests.planner.tile_models import build_stack, random_input, run_tiled, run_untiled
+from planner.model.tile import TileLayout, check_tileable, tile_layout
+from tests.planner.tile_models import build_stack, random_input, run_tiled_all
 
 STACKS = {
     "same_s1": [("conv", 3, 1, "SAME", 1, "RELU")] * 3,
@@ -46,18 +46,24 @@ def _uneven(n: int) -> list[int]:
 
 
 def assert_tiles_exact(data: bytes, start: int, end: int, rows, cols,
-                       rt: RuntimeSettings | None = None) -> None:
-    """Tiles of ops [start, end) stitched == the untiled part (cut unless the whole model)."""
+                       rt: RuntimeSettings | None = None) -> TileLayout:
+    """Tiles of ops [start, end) stitched == the untiled part (cut unless the whole model),
+    every crossing tensor (a part may have several inputs and outputs)."""
     graph = ModelGraph(data)
     part = data if (start, end) == (0, len(graph.ops)) else cut_range(graph, start, end).data
     layout = tile_layout(graph, start, end, rows, cols)
-    dtype = graph.tensors[program(graph, start, end).input].dtype
-    x = random_input(layout.halo.in_shape, dtype, seed=start + end)
-    ref = run_untiled(part, x, rt)
-    got = run_tiled(part, layout, x, rt)
-    assert got.dtype == ref.dtype and got.shape == ref.shape
-    bad = np.argwhere(got != ref)
-    assert bad.size == 0, f"{len(bad)} wrong values, first at {bad[0].tolist()}; layout {layout}"
+    prog = program(graph, start, end)
+    xs = [random_input(graph.tensors[t].shape, graph.tensors[t].dtype, seed=start + end + k)
+          for k, t in enumerate(prog.inputs)]
+    refs = run_whole(part, xs, rt or RuntimeSettings())
+    gots = run_tiled_all(part, layout, xs, [graph.tensors[u].shape for u in prog.outputs], rt)
+    assert len(refs) == len(gots) == len(prog.outputs)
+    for u, ref, got in zip(prog.outputs, refs, gots, strict=True):
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        bad = np.argwhere(got != ref)
+        assert bad.size == 0, (f"output {graph.tensors[u].name!r}: {len(bad)} wrong values, first at "
+                               f"{bad[0].tolist()}; layout {layout}")
+    return layout
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int8"])

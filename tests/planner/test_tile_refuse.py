@@ -21,8 +21,10 @@ def _classifier(tail: str) -> ModelGraph:
         x = g.softmax(g.fully_connected(g.mean(x), 10))  # ops 2, 3, 4
     elif tail == "reshape":
         x = g.fully_connected(g.reshape(x, [1, -1]), 10)
-    elif tail == "resize":
-        x = g.conv2d(g.resize_nearest_neighbor(x, 2), 4, 3)
+    elif tail == "resize":  # 8x8 -> 12x12: a tile boundary would fall inside an input pixel
+        x = g.conv2d(g.resize_nearest_neighbor(x, size=(12, 12)), 4, 3)
+    elif tail == "resize_xy":
+        x = g.conv2d(g.resize_nearest_neighbor(x, size=(16, 24)), 4, 3)
     elif tail == "concat_h":
         x = g.concatenation([x, g.conv2d(x, 8, 1)], axis=1)  # ops 2 (conv), 3 (concat)
     g.output(x)
@@ -32,7 +34,9 @@ def _classifier(tail: str) -> ModelGraph:
 @pytest.mark.parametrize(("tail", "message"), [
     ("mean", r"op 2 \(MEAN\) cannot be tiled"),
     ("reshape", r"op 2 \(RESHAPE\) cannot be tiled"),
-    ("resize", r"op 2 \(RESIZE_NEAREST_NEIGHBOR\) cannot be tiled"),
+    ("resize", r"op 2 \(RESIZE_NEAREST_NEIGHBOR\) cannot be tiled: it scales 8x8 to 12x12, "
+               "not by integers"),
+    ("resize_xy", r"op 2 \(RESIZE_NEAREST_NEIGHBOR\) cannot be tiled: its scales differ"),
     ("concat_h", r"op 3 \(CONCATENATION\) cannot be tiled: it concatenates along a non-channel axis"),
 ])
 def test_untileable_ops_are_named(tail: str, message: str) -> None:
@@ -78,15 +82,17 @@ def test_transpose_conv_is_refused_with_the_reason() -> None:
     assert tileable_prefix(g, 0) == 2
 
 
-def test_parts_need_one_activation_input_and_output() -> None:
+def test_parts_with_several_activation_inputs_and_outputs_tile() -> None:
     g = ModelGraph(stack("residual", 32, "float32"))
-    # Ops: stem, conv, add(stem, conv), conv/2, conv, add, relu6.
-    with pytest.raises(TileError, match=r"ops \[2, 7\) have 2 activation inputs \(stem, conv2d_0\)"):
-        check_tileable(g, 2, 7)
-    with pytest.raises(TileError, match=r"ops \[0, 2\) have 2 activation outputs \(stem, conv2d_0\)"):
-        check_tileable(g, 0, 2)
+    # Ops: stem, conv, add(stem, conv), conv/2, conv, add, relu6. A cut inside the first
+    # residual block: [2, 7) reads stem and conv2d_0, [0, 2) writes both.
+    check_tileable(g, 2, 7)
+    check_tileable(g, 0, 2)
+    ins = tile_layout(g, 2, 7, 2, 2).tiles[0].input_regions
+    outs = tile_layout(g, 0, 2, 2, 2).tiles[0].output_regions
+    assert len(ins) == 2 and len(outs) == 2
     assert tileable_prefix(g, 0) == len(g.ops)
-    assert tileable_prefix(g, 2) == 2
+    assert tileable_prefix(g, 2) == len(g.ops)  # two inputs: tileable now
     assert tileable_prefix(g, 3) == len(g.ops)
 
 

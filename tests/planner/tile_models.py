@@ -13,6 +13,7 @@ import numpy as np
 from node.runtime import RuntimeSettings, run_whole
 from node.tile_exec import TileRunner, slice_region, stitch
 from planner.model.tile import TileLayout
+from planner.model.tilepart import for_tiles
 from planner.modelbuild import GraphBuilder
 
 
@@ -64,9 +65,25 @@ def random_input(shape: tuple[int, ...], dtype: str, seed: int = 0) -> np.ndarra
 def run_tiled(part: bytes, layout: TileLayout, x: np.ndarray,
               settings: RuntimeSettings | None = None) -> np.ndarray:
     """Run a part tile by tile with one re-resized interpreter and stitch the crops."""
-    runner = TileRunner(part, settings)
+    runner = TileRunner(for_tiles(part), settings)
     pieces = [(t.output_region, runner.run(slice_region(x, t.input_region), t.crop)) for t in layout.tiles]
     return stitch(layout.halo.out_shape, runner.output_dtype, pieces)
+
+
+def run_tiled_all(part: bytes, layout: TileLayout, xs: list[np.ndarray],
+                  out_shapes: list[tuple[int, ...]], settings: RuntimeSettings | None = None
+                  ) -> list[np.ndarray]:
+    """A part of several inputs and outputs tile by tile: each input sliced to its own
+    window, each output cropped and stitched on its own (part order)."""
+    runner = TileRunner(for_tiles(part), settings)
+    pieces: list[list] = [[] for _ in out_shapes]
+    for t in layout.tiles:
+        outs = runner.run_all([slice_region(x, r) for x, r in zip(xs, t.input_regions, strict=True)],
+                              t.crops)
+        for k, (region, out) in enumerate(zip(t.output_regions, outs, strict=True)):
+            pieces[k].append((region, out))
+    return [stitch(shape, dtype, ps)
+            for shape, dtype, ps in zip(out_shapes, runner.output_dtypes, pieces, strict=True)]
 
 
 def run_untiled(part: bytes, x: np.ndarray, settings: RuntimeSettings | None = None) -> np.ndarray:
