@@ -12,9 +12,9 @@ from planner.errors import TileError
 from planner.model.graph import ModelGraph
 from planner.model.halo import Halo, program
 from planner.model.tile import (
-    tile_from_json,
     halo,
     split_by_weights,
+    tile_from_json,
     tile_io_bytes,
     tile_layout,
     tile_macs,
