@@ -23,14 +23,21 @@ from planner.fleet.progress import OnProgress, ProgressEvent
 
 
 class BarRenderer:
-    """Rich bars on a terminal: one task per stage, notes printed above the bars."""
+    """Rich bars on a terminal: one bar per running stage, notes printed as lines.
+
+    The bars are on screen only while a stage runs: when the last running stage finishes
+    they are cleared, so what the command prints on stdout afterwards (its table, its
+    error) is not drawn over. stdout is never redirected (it may be a pipe).
+    """
 
     def __init__(self, console: Console) -> None:
         self.t0 = time.monotonic()
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                  TextColumn("{task.fields[amount]}"), TimeElapsedColumn(),
-                                 console=console, transient=True)
+                                 console=console, transient=True, redirect_stdout=False,
+                                 redirect_stderr=False)
         self.tasks: dict[str, TaskID] = {}
+        self.shown = False
         self._lock = threading.Lock()
 
     def __call__(self, ev: ProgressEvent) -> None:
@@ -39,13 +46,26 @@ class BarRenderer:
                 self.progress.console.print(f"[{time.monotonic() - self.t0:5.1f} s] "
                                             f"{ev.message}", highlight=False)
                 return
+            if not self.shown:
+                self.progress.start()
+                self.shown = True
             label = f"{ev.stage} ({ev.message})" if ev.message else ev.stage
             task = self.tasks.get(ev.stage)
-            if task is None or self.progress.tasks[task].finished:
+            if task is None:
                 task = self.tasks[ev.stage] = self.progress.add_task(label, total=ev.total,
                                                                      amount="")
             self.progress.update(task, completed=ev.done, total=ev.total, description=label,
                                  amount=amount(ev))
+            if ev.finished:
+                self.progress.remove_task(self.tasks.pop(ev.stage))
+                if not self.tasks:
+                    self.close()
+
+    def close(self) -> None:
+        """Clear the bars (a no-op when none are shown)."""
+        if self.shown:
+            self.progress.stop()
+            self.shown = False
 
 
 def amount(ev: ProgressEvent) -> str:
@@ -94,6 +114,9 @@ def rendered(asked: bool | None, stream: TextIO | None = None) -> Iterator[OnPro
         yield LineRenderer(stream)
         return
     bars = BarRenderer(Console(file=stream))
-    with bars.progress:
+    try:
         yield bars
+    finally:
+        with bars._lock:  # a worker may still report while the command unwinds
+            bars.close()
 
