@@ -14,13 +14,12 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from node.errors import DeployError, StoreError
 from node.executor import SendFn, Stage
-from node.memory import mib, stage_bytes
+from node.memory import forward_bytes, mib, stage_bytes
 from node.metrics import Counters
 from node.runner import PartRunner
 from node.runtime import RuntimeSettings
@@ -29,6 +28,13 @@ from node.store import Store
 from node.wire.codes import Code
 from node.wire.frames import Header
 from node.wire.messages import Deploy, StageSpec
+from node.wire.results import (
+    ActivateResult,
+    DeployResult,
+    MemoryUse,
+    RetireResult,
+    StageMetrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +62,7 @@ class Deployments:
         self._load_lock = threading.Lock()
         self._deps: dict[str, dict[int, dict[str, Stage]]] = {}
 
-    def deploy(self, cmd: Deploy) -> dict[str, Any]:
+    def deploy(self, cmd: Deploy) -> DeployResult:
         """Load every stage of cmd (all or nothing), then swap them in.
 
         With `cmd.reuse` a stage whose interpreter key matches one already loaded for
@@ -87,8 +93,8 @@ class Deployments:
         log.info("deployed %s epoch %d: stages %s (%d loaded, %d reused); %s of %s in use",
                  cmd.deployment, cmd.epoch, sorted(stages), len(loaded), len(reused),
                  mib(self.in_use_bytes()), mib(self.settings.memory_budget_bytes))
-        return {"deployment": cmd.deployment, "epoch": cmd.epoch, "stages": sorted(stages),
-                "loaded": loaded, "reused": sorted(reused), "memory": self.memory()}
+        return DeployResult(cmd.deployment, cmd.epoch, tuple(sorted(stages)), tuple(loaded),
+                            tuple(sorted(reused)), self.memory())
 
     def _runners(self, cmd: Deploy) -> tuple[dict[str, SharedRunner], set[str]]:
         """Stage id -> interpreter for cmd's stages (shared or new); the shared ids."""
@@ -177,10 +183,18 @@ class Deployments:
                        if isinstance(st.runner, SharedRunner)}
         return sum(r.need_bytes for r in runners.values())
 
-    def memory(self) -> dict[str, int]:
+    def _forward_bytes(self, deployment: str | None = None, epoch: int | None = None) -> int:
+        """Estimated bytes of the forward stages loaded (of one deployment or epoch)."""
+        with self._lock:
+            specs = [st.spec for d, eps in self._deps.items()
+                     if deployment is None or d == deployment
+                     for e, ss in eps.items() if epoch is None or e == epoch
+                     for st in ss.values() if st.runner is None]
+        return sum(forward_bytes(s) for s in specs)
+
+    def memory(self) -> MemoryUse:
         """The budget (0: none) and the estimated bytes in use."""
-        return {"budget_bytes": self.settings.memory_budget_bytes,
-                "in_use_bytes": self.in_use_bytes()}
+        return MemoryUse(self.settings.memory_budget_bytes, self.in_use_bytes())
 
     def _drop(self, deployment: str, epochs: list[int]) -> list[int]:
         with self._lock:
@@ -196,12 +210,12 @@ class Deployments:
             st.stop()
         return dropped
 
-    def undeploy(self, deployment: str) -> dict[str, Any]:
+    def undeploy(self, deployment: str) -> RetireResult:
         with self._lock:
             epochs = list(self._deps.get(deployment, {}))
-        return {"deployment": deployment, "retired": self._drop(deployment, epochs)}
+        return RetireResult(deployment, tuple(self._drop(deployment, epochs)))
 
-    def activate(self, deployment: str, epoch: int) -> dict[str, Any]:
+    def activate(self, deployment: str, epoch: int) -> ActivateResult:
         """Keep `epoch` (which must be loaded) and drop every older one."""
         with self._lock:
             eps = self._deps.get(deployment, {})
@@ -209,11 +223,10 @@ class Deployments:
                 raise DeployError(f"deployment {deployment!r} has no epoch {epoch} "
                                   f"(loaded: {sorted(eps)})", code=Code.UNKNOWN_EPOCH)
             older = [e for e in eps if e < epoch]
-        return {"deployment": deployment, "epoch": epoch,
-                "retired": self._drop(deployment, older)}
+        return ActivateResult(deployment, epoch, tuple(self._drop(deployment, older)))
 
-    def retire(self, deployment: str, epochs: tuple[int, ...]) -> dict[str, Any]:
-        return {"deployment": deployment, "retired": self._drop(deployment, list(epochs))}
+    def retire(self, deployment: str, epochs: tuple[int, ...]) -> RetireResult:
+        return RetireResult(deployment, tuple(self._drop(deployment, list(epochs))))
 
     def dispatch(self, header: Header, arrays: list[np.ndarray], inline: SendFn | None = None
                  ) -> bool:
@@ -239,7 +252,7 @@ class Deployments:
         with self._lock:
             return {d: {e: sorted(s) for e, s in eps.items()} for d, eps in self._deps.items()}
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, StageMetrics]:
         """Per-stage metrics keyed "deployment/epoch/stage"."""
         with self._lock:
             items = [(f"{d}/{e}/{sid}", st) for d, eps in self._deps.items()

@@ -35,6 +35,7 @@ from node.wire.frames import (
     payload,
 )
 from node.wire.messages import StageSpec
+from node.wire.results import StageMetrics
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -305,6 +306,6 @@ class Stage:
                        f"{self.gather_timeout_s:.0f} s")
 
     def snapshot(self) -> dict[str, Any]:
-        return {**self.stats.snapshot(), "queue": self.queue.qsize(),
-                "pending": self.gather.pending, "part": self.spec.part,
-                "tile": self.spec.tile is not None}
+        return StageMetrics(**self.stats.snapshot(), queue=self.queue.qsize(),
+                            pending=self.gather.pending, part=self.spec.part,
+                            tile=self.spec.tile is not None)

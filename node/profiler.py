@@ -13,7 +13,6 @@ import logging
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
@@ -22,6 +21,7 @@ from node.errors import StoreError
 from node.runtime import RuntimeSettings, make_interpreter
 from node.store import Store
 from node.wire.codes import Code
+from node.wire.results import ProfileResult
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,8 @@ def _timed(invoke: Callable[[], None], n: int) -> float:
 
 
 def profile(store: Store, parts: tuple[str, ...], settings: RuntimeSettings,
-            repetitions: int = 5, warmup: int = 1) -> dict[str, Any]:
-    """{"median_s": {sha: s}, "times_s": {sha: [..]}, "missing": [...], "settings": label}."""
+            repetitions: int = 5, warmup: int = 1) -> ProfileResult:
+    """Median and every timed run of each part (StoreError `missing_parts` with `missing`)."""
     missing = [p for p in parts if not store.has(p)]
     if missing:
         raise StoreError(f"profile: {len(missing)} part(s) not in the store: "
@@ -85,4 +85,4 @@ def profile(store: Store, parts: tuple[str, ...], settings: RuntimeSettings,
         times = time_part(store.read_verified(sha), settings, repetitions, warmup)
         medians[sha] = statistics.median(times)
         all_times[sha] = times
-    return {"median_s": medians, "times_s": all_times, "settings": settings.label()}
+    return ProfileResult(medians, {s: tuple(t) for s, t in all_times.items()}, settings.label())

@@ -76,7 +76,7 @@ def switch(fleet: Fleet, graph: ModelGraph, plan: Any, name: str, mode: str
 
     fleet.control.publish_record = timed_publish  # type: ignore[method-assign]
     nodes = set(plan.devices())
-    before = sum(fleet.control.command(n, m.StatusQuery, 10)["memory"]["in_use_bytes"]
+    before = sum(fleet.control.command(n, m.StatusQuery, 10).memory.in_use_bytes
                  for n in nodes)
     t0 = time.perf_counter()
     try:

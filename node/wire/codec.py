@@ -64,7 +64,10 @@ def _convert(tp: Any, v: Any, where: str) -> Any:
         return tuple(_convert(a, x, f"{where}[{i}]") for i, (a, x) in enumerate(zip(args, v, strict=True)))
     if origin is dict:
         _check(isinstance(v, dict), f"{where}: expected an object")
-        return dict(v)
+        args = typing.get_args(tp)
+        if not args or args[1] is Any:
+            return dict(v)
+        return {k: _convert(args[1], x, f"{where}[{k!r}]") for k, x in v.items()}
     if tp is float:
         _check(type(v) in (int, float), f"{where}: expected a number")
         return float(v)

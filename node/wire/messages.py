@@ -13,6 +13,7 @@ from typing import Any
 from node.errors import WireError
 from node.wire.codec import MSG_VERSION, build, encode, load, to_dict
 from node.wire.codes import Code
+from node.wire.results import CommandResult, StageMetrics
 from node.wire.specs import SHA256_RE, InputSpec, Route, StageSpec, TileSpec, check
 
 __all__ = ["MSG_VERSION", "encode", "to_dict", "InputSpec", "Route", "StageSpec", "TileSpec",
@@ -135,7 +136,9 @@ class Reply:
     node: str = ""
     error: str | None = None
     code: str | None = None
-    result: dict[str, Any] = field(default_factory=dict)
+    # the command's result type (node.wire.results; the receiver decodes it with
+    # decode_result, knowing what it asked); an error reply's details as a plain dict
+    result: dict[str, Any] | CommandResult = field(default_factory=dict)
     TYPE = "reply"
 
 
@@ -181,7 +184,7 @@ class Metrics:
     time: float
     uptime_s: float
     rss_bytes: int
-    stages: dict[str, Any]  # "deployment/epoch/stage" -> {frames, latency_*_s, queue, ...}
+    stages: dict[str, StageMetrics]  # "deployment/epoch/stage" -> its figures
     errors: dict[str, int]  # error code -> count since start
     frames_in: int = 0
     bytes_in: int = 0

@@ -22,6 +22,7 @@ import zmq
 
 from node.errors import WireError
 from node.wire.codes import Code
+from node.wire.results import ProbeResult
 
 SERVICE_VERSION = 1
 CHUNK_BYTES = 1 << 20
@@ -140,7 +141,7 @@ class ServiceClient:
             if end >= size:
                 return sha
 
-    def probe(self, nbytes: int = 1_000_000, repetitions: int = 3) -> dict[str, float]:
+    def probe(self, nbytes: int = 1_000_000, repetitions: int = 3) -> ProbeResult:
         """Median round-trip of an empty ping and of an nbytes upload; bandwidth in bit/s."""
         payload = bytes(nbytes)
         rtts, times = [], []
@@ -151,5 +152,4 @@ class ServiceClient:
             times.append(time.perf_counter() - t)
         rtt = sorted(rtts)[len(rtts) // 2]
         t = sorted(times)[len(times) // 2]
-        return {"rtt_s": rtt, "transfer_s": t, "nbytes": nbytes,
-                "bandwidth_bps": 8 * nbytes / max(t - rtt, 1e-9)}
+        return ProbeResult(rtt, t, nbytes, 8 * nbytes / max(t - rtt, 1e-9), self.endpoint)

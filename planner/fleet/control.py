@@ -20,9 +20,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from node.control import no_delay, parse_broker_url
-from node.errors import ConfigError
+from node.errors import ConfigError, WireError
 from node.wire import messages as m
 from node.wire.codes import Code
+from node.wire.results import CommandResult, decode_result
 from node.wire.topics import Topics
 from planner.errors import FleetError
 
@@ -178,6 +179,7 @@ class Control:
             self._waiting[cmd.id] = (node, fut)
         self.client.publish(self.topics.cmd(node), m.encode(cmd), qos=1)
         fut.cmd_id = cmd.id  # type: ignore[attr-defined]
+        fut.cmd_type = cmd.TYPE  # type: ignore[attr-defined]  # what its result decodes to
         return fut
 
     def forget(self, fut: Future[dict[str, Any]]) -> None:
@@ -186,8 +188,9 @@ class Control:
             self._waiting.pop(getattr(fut, "cmd_id", ""), None)
 
     def result(self, node: str, fut: Future[dict[str, Any]], what: str, timeout_s: float
-               ) -> dict[str, Any]:
-        """Wait for a reply; CommandError naming the node on error or time-out."""
+               ) -> CommandResult:
+        """Wait for a reply and decode its result (node.wire.results, by the command sent);
+        CommandError naming the node on error, time-out or a malformed result."""
         try:
             rep = fut.result(timeout=timeout_s)
         except TimeoutError:
@@ -200,10 +203,14 @@ class Control:
             error = error.removeprefix(f"node {node!r}: ")  # named once is enough
             raise CommandError(f"node {node!r}: {what} failed: {error}", node,
                                rep.get("code") or Code.ERROR, rep.get("result") or {})
-        return rep.get("result") or {}
+        try:
+            return decode_result(getattr(fut, "cmd_type", what), rep.get("result") or {})
+        except WireError as exc:
+            raise CommandError(f"node {node!r}: {what}: malformed result: {exc}", node,
+                               exc.code) from None
 
     def command(self, node: str, cmd_cls: type, timeout_s: float = 30.0, **fields: Any
-                ) -> dict[str, Any]:
+                ) -> CommandResult:
         """Send one command and wait for its result."""
         return self.result(node, self.send(node, cmd_cls, **fields), cmd_cls.TYPE, timeout_s)
 

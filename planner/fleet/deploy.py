@@ -30,6 +30,7 @@ import zmq
 from node.errors import WireError
 from node.wire import messages as m
 from node.wire.codes import Code
+from node.wire.results import CommandResult, DeployResult
 from node.wire.service import ServiceClient
 from planner.errors import FleetError
 from planner.fleet.control import CommandError, Control
@@ -84,7 +85,7 @@ def upload_parts(online: Mapping[str, dict[str, Any]], wiring: Wiring,
 
 
 def _all(control: Control, calls: Mapping[str, tuple[type, dict[str, Any]]], what: str,
-         timeout_s: float) -> dict[str, dict[str, Any]]:
+         timeout_s: float) -> dict[str, CommandResult]:
     """Send one command per node in parallel; CommandError for the first that fails."""
     futs = {n: control.send(n, cls, **kw) for n, (cls, kw) in calls.items()}
     return {n: control.result(n, f, what, timeout_s) for n, f in futs.items()}
@@ -120,13 +121,13 @@ def deploy_plan(control: Control, graph: ModelGraph, plan: Plan, name: str, *,
         _quietly(control, {n: (m.Retire, {"deployment": name, "epochs": (epoch,)})
                            for n in calls}, "retire")
         raise
-    loaded = sum(len(r.get("loaded", ())) for r in ready.values())
-    reused = sum(len(r.get("reused", ())) for r in ready.values())
+    loaded = sum(len(r.loaded) for r in ready.values())
+    reused = sum(len(r.reused) for r in ready.values())
     log.info("deployment %s epoch %d: %d stage(s) ready on %d node(s) in %.2f s "
              "(%d interpreter(s) loaded, %d reused; %d bytes shipped)", name, epoch,
              len(wiring.stages), len(calls), time.monotonic() - t, loaded, reused, shipped)
     now = time.time()
-    held = sum(int((r.get("memory") or {}).get("in_use_bytes", 0)) for r in ready.values())
+    held = sum(r.memory.in_use_bytes for r in ready.values())
     switch = {"bytes_shipped": shipped, "loaded": loaded, "reused": reused,
               "held_bytes": held,  # estimated, on the new epoch's nodes, both epochs loaded
               "dropped_first": dropped_first,  # nodes that could not hold both epochs
@@ -159,7 +160,7 @@ def deploy_plan(control: Control, graph: ModelGraph, plan: Plan, name: str, *,
 
 def _deploy_all(control: Control, calls: Mapping[str, tuple[type, dict[str, Any]]],
                 name: str, epoch: int, timeout_s: float
-                ) -> tuple[dict[str, dict[str, Any]], list[str]]:
+                ) -> tuple[dict[str, DeployResult], list[str]]:
     """Load the new epoch everywhere; (replies by node, nodes that dropped older epochs).
 
     Loading next to the running epoch (make before break) needs memory for the stages
@@ -170,7 +171,7 @@ def _deploy_all(control: Control, calls: Mapping[str, tuple[type, dict[str, Any]
     """
     what = f"deploy of {name!r} epoch {epoch}"
     futs = {n: control.send(n, cls, **kw) for n, (cls, kw) in calls.items()}
-    ready: dict[str, dict[str, Any]] = {}
+    ready: dict[str, DeployResult] = {}
     full: list[str] = []
     error: CommandError | None = None
     for n, f in futs.items():
@@ -217,7 +218,7 @@ def _quietly(control: Control, calls: Mapping[str, tuple[type, dict[str, Any]]],
 class Outcome:
     """What the nodes said to a best-effort command."""
 
-    done: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> result
+    done: dict[str, CommandResult | None] = field(default_factory=dict)  # None: nothing to do
     errors: dict[str, str] = field(default_factory=dict)  # node -> one-line error
     unconfirmed: list[str] = field(default_factory=list)  # neither reply nor ping reply
 
@@ -254,7 +255,7 @@ def confirm(control: Control, calls: Mapping[str, tuple[type, dict[str, Any]]], 
             out.done[n] = control.result(n, f, what, timeout_s)
         except CommandError as exc:
             if exc.code in (Code.UNKNOWN_DEPLOYMENT, Code.UNKNOWN_EPOCH):
-                out.done[n] = {}
+                out.done[n] = None
             elif exc.code in (Code.TIMEOUT, Code.OFFLINE):  # offline: its Last Will came first
                 out.unconfirmed.append(n)
             else:

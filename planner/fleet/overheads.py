@@ -166,7 +166,8 @@ def measure_node(fleet: Fleet, node: NodeInfo, graph: ModelGraph | None = None,
     sha = hashlib.sha256(part).hexdigest()
     with ServiceClient(node.service_endpoint, zmq.Context.instance(), 60) as svc:
         svc.upload(part, sha)
-    invoke = float(fleet.control.command(node.name, m.Profile, 60, parts=(sha,), repetitions=20)["median_s"][sha])
+    invoke = fleet.control.command(node.name, m.Profile, 60, parts=(sha,),
+                                   repetitions=20).median_s[sha]
 
     def spec(sid: str, shape, pieces: int = 1, part_sha: str | None = None, out: str = "x") -> m.StageSpec:
         return m.StageSpec(sid, part_sha, (m.InputSpec("x", "float32", shape, pieces),), (m.Route(out, CLIENT),))

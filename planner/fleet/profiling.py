@@ -27,6 +27,7 @@ from node.config import config_dir
 from node.errors import WireError
 from node.wire import messages as m
 from node.wire.frames import CLIENT, Header, encode, meta_for
+from node.wire.results import ProbeResult
 from node.wire.service import ServiceClient
 from planner.errors import CutError, FleetError
 from planner.fleet.dataclient import local_address_towards
@@ -124,7 +125,7 @@ def measure(fleet: Fleet, node: NodeInfo, parts: list[Part], repetitions: int = 
             raise FleetError(f"node {node.name!r}: upload for profiling failed: {exc}") from None
     res = fleet.control.command(node.name, m.Profile, timeout_s,
                                 parts=tuple(p.sha256 for p in parts), repetitions=repetitions)
-    return [float(res["median_s"][p.sha256]) for p in parts]
+    return [res.median_s[p.sha256] for p in parts]
 
 
 def profile_fleet(fleet: Fleet, graph: ModelGraph, nodes: list[str] | None = None, *,
@@ -277,5 +278,5 @@ def hop_latencies(fleet: Fleet, nodes: list[NodeInfo], rounds: int = 50
             fleet.control.command(a.name, m.Undeploy, 10, deployment=dep)
 
 
-def _link(r: dict[str, Any], latency: float) -> Link:
-    return Link(bandwidth=max(float(r["bandwidth_bps"]) / 8, 1.0), latency=max(latency, 0.0))
+def _link(r: ProbeResult, latency: float) -> Link:
+    return Link(bandwidth=max(r.bandwidth_bps / 8, 1.0), latency=max(latency, 0.0))

@@ -54,7 +54,7 @@ def with_joiners(fleet: Fleet, graph: ModelGraph, profile: Profile, joiners: Seq
                     continue
                 latency = pair.get((a, b), (profile.link("client", old).latency
                                             + measured.link("client", new).latency) / 2)
-                links[(a, b)] = Link(max(float(r["bandwidth_bps"]) / 8, 1.0), latency)
+                links[(a, b)] = Link(max(r.bandwidth_bps / 8, 1.0), latency)
     return replace(profile, devices=devices, links=links)
 
 

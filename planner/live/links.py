@@ -55,8 +55,8 @@ class LinkProber:
         except FleetError as exc:
             log.info("link probe %s -> %s failed: %s", a, b, exc)
             return None
-        secs = float(r.get("transfer_s") or 0.0)
-        bw = self.nbytes / secs if secs > 0 else float(r.get("bandwidth_bps", 0.0)) / 8
+        secs = r.transfer_s
+        bw = self.nbytes / secs if secs > 0 else r.bandwidth_bps / 8
         return max(bw, 1.0)
 
     def round(self, rec: Record, hist: History, now: float) -> None:

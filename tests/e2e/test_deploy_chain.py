@@ -44,7 +44,7 @@ def test_three_stage_chain_is_bit_identical(env, dtype):
     assert env.fleet.control.record(f"chain-{dtype}") is None
     for node in env.names:  # every node freed the stages
         st = env.fleet.control.command(node, m.StatusQuery, 10)
-        assert f"chain-{dtype}" not in st["deployments"]
+        assert f"chain-{dtype}" not in st.deployments
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
@@ -86,7 +86,7 @@ def test_switch_moving_one_stage_ships_one_part_and_reuses_the_other_stages(env)
     local = LocalModel(_fleet.model())
     xs = [random_inputs(dep.record.model["inputs"], seed) for seed in range(24)]
     want = [local.run(x) for x in xs]
-    mem = {node: env.fleet.control.command(node, m.StatusQuery, 10)["memory"]["in_use_bytes"]
+    mem = {node: env.fleet.control.command(node, m.StatusQuery, 10).memory.in_use_bytes
            for node in (a, b, c)}
     futures = [dep.submit(x) for x in xs[:12]]  # in flight while the epoch switches
     moved = env.fleet.deploy(g, name="move", stages=chain(n, cuts, [a, a, c]))
@@ -99,9 +99,9 @@ def test_switch_moving_one_stage_ships_one_part_and_reuses_the_other_stages(env)
     assert [mismatches(g_, w) for g_, w in zip(got, want, strict=True)] == [[]] * len(xs)
     assert dep.stats()["failed"] == 0 and dep.stats()["delivered"] == len(xs)
     status = {node: env.fleet.control.command(node, m.StatusQuery, 10) for node in (a, b, c)}
-    assert "move" not in status[b]["deployments"]  # b left the deployment and freed it
-    assert status[c]["memory"]["in_use_bytes"] == mem[c]  # c kept its one interpreter
-    assert status[a]["memory"]["in_use_bytes"] > mem[a]  # a holds s0 and s1 now
+    assert "move" not in status[b].deployments  # b left the deployment and freed it
+    assert status[c].memory.in_use_bytes == mem[c]  # c kept its one interpreter
+    assert status[a].memory.in_use_bytes > mem[a]  # a holds s0 and s1 now
     again = env.fleet.deploy(g, name="move", stages=chain(n, cuts, [a, b, c]))
     assert again.record.extra["switch"]["bytes_shipped"] == 0  # b still stores s1's part
     assert not mismatches(again.infer(xs[0], timeout=30), want[0])

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from node.wire import messages as m
+from node.wire.results import MemoryUse
 from planner.fleet.reference import LocalModel, random_inputs
 from planner.planning.plan import chain
 from tests.e2e import _fleet
@@ -150,8 +151,8 @@ def test_memory_budgets_hold_from_the_planner_and_on_the_node(env, tmp_path):
         assert "node 'tiny'" in error and "memory budget 1.0 MiB exceeded" in error, error
         assert re.search(r"needs \d+\.\d MiB \(parts", error), error  # the node's own check
         assert env.fleet.control.record("tight") is None
-        assert env.fleet.control.command("tiny", m.StatusQuery, 10)["memory"] == {
-            "budget_bytes": 1 << 20, "in_use_bytes": 0}
+        assert env.fleet.control.command("tiny", m.StatusQuery, 10).memory == MemoryUse(
+            budget_bytes=1 << 20, in_use_bytes=0)
     finally:
         env.local.kill("tiny")
 

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from node.wire import messages as m
+from node.wire.results import MemoryUse
 from planner.errors import FleetError
 from planner.fleet import RequestError
 from planner.fleet.reference import LocalModel, mismatches, random_inputs
@@ -84,7 +85,7 @@ def test_undeploy_is_bounded_when_a_node_hangs_before_its_last_will(env):
         assert env.fleet.control.record("hung") is None
         assert "frozen" in env.fleet.control.online()  # still: the Last Will is ~15 s away
         st = env.fleet.control.command(env.names[0], m.StatusQuery, 10)
-        assert "hung" not in st["deployments"]
+        assert "hung" not in st.deployments
         dep.close()
     finally:
         env.local.kill("frozen")  # SIGKILL ends a stopped process too
@@ -128,9 +129,9 @@ def test_memory_budget_refuses_loads_over_it_and_tight_switches_drop_the_old_epo
         assert env.fleet.control.record("budget") is None
         for node in (env.names[0], "tiny"):  # nothing is left loaded, nobody went down
             st = env.fleet.control.command(node, m.StatusQuery, 10)
-            assert "budget" not in st["deployments"]
-        assert env.fleet.control.command("tiny", m.StatusQuery, 10)["memory"] == {
-            "budget_bytes": 1 << 20, "in_use_bytes": 0}
+            assert "budget" not in st.deployments
+        assert env.fleet.control.command("tiny", m.StatusQuery, 10).memory == MemoryUse(
+            budget_bytes=1 << 20, in_use_bytes=0)
         # a switch that changes tiny's part: the budget cannot hold both epochs there, so
         # tiny drops the old one first; requests caught in it are re-sent, none is lost
         dep = env.fleet.deploy(g, name="budget", stages=chain(len(g.ops), [10],

@@ -19,6 +19,7 @@ from node.runtime import RuntimeSettings, run_whole
 from node.store import sha256_of
 from node.wire import messages as M
 from node.wire.frames import CLIENT
+from node.wire.results import MemoryUse
 from node.wire.service import ServiceClient
 from tests.node.harness import Client
 from tests.node.models import three_parts, tiled_head
@@ -67,7 +68,7 @@ def test_chain_matches_whole_model(agent: Agent, client: Client, dtype: str) -> 
         assert h.tensors[0].name == chain.parts[-1].output_names[0]
         np.testing.assert_array_equal(arrs[0], want)
     stats = agent.metrics().stages
-    assert stats["chain/0/s1"]["frames"] == 3
+    assert stats["chain/0/s1"].frames == 3
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
@@ -98,7 +99,7 @@ def test_tiles_2x2_match_whole_model(agent: Agent, client: Client, dtype: str) -
         np.testing.assert_array_equal(arrs[0], run_whole(chain.model, [x])[0])
     # the next epoch shares each tile's (resized) interpreter: still exact
     again = agent.handle(M.Deploy("c3", "", "tiles", 1, tuple(stages)))
-    assert again["loaded"] == [] and again["reused"] == ["t0", "t1", "t2", "t3", "tail"]
+    assert again.loaded == () and again.reused == ("t0", "t1", "t2", "t3", "tail")
     client.send(ep, "tiles", "split", {"input": x}, "e1", epoch=1)
     h, arrs = client.recv()
     assert h.kind == "result" and h.epoch == 1, h.error
@@ -215,7 +216,7 @@ def test_epochs_side_by_side_then_activate(agent: Agent, client: Client) -> None
         client.send(ep, "e", "s0", {"input": x}, f"r{epoch}", epoch=epoch)
         h, _ = client.recv()
         assert h.kind == "result" and h.epoch == epoch
-    assert agent.handle(M.Activate("a", "", "e", 2))["retired"] == [1]
+    assert agent.handle(M.Activate("a", "", "e", 2)).retired == (1,)
     client.send(ep, "e", "s0", {"input": x}, "old", epoch=1)
     assert client.recv()[0].error["code"] == "unknown_epoch"
     agent.handle(M.Undeploy("u", "", "e"))
@@ -285,14 +286,14 @@ def deploy_result(agent: Agent, chain, name: str, epoch: int, reuse: bool = True
 def test_new_epoch_shares_unchanged_interpreters_and_frees_old_ones(
         agent: Agent, client: Client) -> None:
     chain = three_parts()
-    ep, ids = agent.dataplane.data_endpoint, ["s0", "s1", "s2"]
+    ep, ids = agent.dataplane.data_endpoint, ("s0", "s1", "s2")
     first = deploy_result(agent, chain, "r", 1)
-    assert first["loaded"] == ids and first["reused"] == []
-    one_copy = agent.deployments.memory()["in_use_bytes"]
+    assert first.loaded == ids and first.reused == ()
+    one_copy = agent.deployments.memory().in_use_bytes
     assert one_copy > sum(len(p.data) for p in chain.parts)  # parts + arenas
     second = deploy_result(agent, chain, "r", 2)
-    assert second["loaded"] == [] and second["reused"] == ids
-    assert agent.deployments.memory()["in_use_bytes"] == one_copy  # no second interpreter
+    assert second.loaded == () and second.reused == ids
+    assert agent.deployments.memory().in_use_bytes == one_copy  # no second interpreter
     rng = np.random.default_rng(5)
     xs = [sample("float32", rng) for _ in range(12)]
     for i, x in enumerate(xs):  # both epochs at once on the shared interpreters
@@ -305,14 +306,14 @@ def test_new_epoch_shares_unchanged_interpreters_and_frees_old_ones(
     for i, x in enumerate(xs):
         assert got[f"q{i}"][0] == 1 + i % 2
         np.testing.assert_array_equal(got[f"q{i}"][1], run_whole(chain.model, [x])[0])
-    assert agent.handle(M.Activate("a", "", "r", 2))["retired"] == [1]
-    assert agent.deployments.memory()["in_use_bytes"] == one_copy
+    assert agent.handle(M.Activate("a", "", "r", 2)).retired == (1,)
+    assert agent.deployments.memory().in_use_bytes == one_copy
     third = deploy_result(agent, chain, "r", 3, reuse=False)  # the old behaviour
-    assert third["loaded"] == ids and third["reused"] == []
-    assert agent.deployments.memory()["in_use_bytes"] == 2 * one_copy
+    assert third.loaded == ids and third.reused == ()
+    assert agent.deployments.memory().in_use_bytes == 2 * one_copy
     old = weakref.ref(agent.deployments._deps["r"][2]["s1"].runner)
     agent.handle(M.Activate("a", "", "r", 3))
-    assert agent.deployments.memory()["in_use_bytes"] == one_copy
+    assert agent.deployments.memory().in_use_bytes == one_copy
     deadline = time.monotonic() + 5
     while old() is not None and time.monotonic() < deadline:  # workers exit, then freed
         gc.collect()
@@ -322,7 +323,7 @@ def test_new_epoch_shares_unchanged_interpreters_and_frees_old_ones(
     h, arrs = client.recv()
     np.testing.assert_array_equal(arrs[0], run_whole(chain.model, [xs[0]])[0])
     agent.handle(M.Undeploy("u", "", "r"))
-    assert agent.deployments.memory()["in_use_bytes"] == 0
+    assert agent.deployments.memory().in_use_bytes == 0
 
 
 def test_memory_budget_refuses_a_load_and_the_agent_keeps_running(
@@ -345,10 +346,10 @@ def test_memory_budget_refuses_a_load_and_the_agent_keeps_running(
         need = e.value.details["need_bytes"]
         assert e.value.details["fits_without_older_epochs"] is False  # too big on its own
         assert need > len(part.data) and f"needs {need / (1 << 20):.1f} MiB" in msg
-        assert a.deployments.summary() == {} and a.deployments.memory()["in_use_bytes"] == 0
+        assert a.deployments.summary() == {} and a.deployments.memory().in_use_bytes == 0
         with pytest.raises(DeployError):  # the planner's profiling probes are held to it too
             a.handle(M.Deploy("p", "", "_chain-x", 0, (spec,)))
-        assert a.deployments.memory()["in_use_bytes"] == 0
+        assert a.deployments.memory().in_use_bytes == 0
         # the agent keeps running: a chain that fits loads and answers exactly
         chain = three_parts()
         deploy_result(a, chain, "small", 1)
@@ -358,16 +359,16 @@ def test_memory_budget_refuses_a_load_and_the_agent_keeps_running(
         assert h.kind == "result"
         np.testing.assert_array_equal(arrs[0], run_whole(chain.model, [x])[0])
         # shared interpreters count once: a second epoch fits only when it reuses them
-        one_copy = a.deployments.memory()["in_use_bytes"]
+        one_copy = a.deployments.memory().in_use_bytes
         a.deployments.settings = replace(a.deployments.settings,
                                          memory_budget_bytes=one_copy * 3 // 2)
-        assert deploy_result(a, chain, "small", 2)["reused"] == ["s0", "s1", "s2"]
+        assert deploy_result(a, chain, "small", 2).reused == ("s0", "s1", "s2")
         with pytest.raises(DeployError, match="memory budget") as e:
             deploy_result(a, chain, "small", 3, reuse=False)
         assert e.value.details["fits_without_older_epochs"] is True  # alone it would fit
         assert sorted(a.deployments.summary()["small"]) == [1, 2]
-        assert a.handle(M.StatusQuery("q", ""))["memory"] == {
-            "budget_bytes": one_copy * 3 // 2, "in_use_bytes": one_copy}
+        assert a.handle(M.StatusQuery("q", "")).memory == MemoryUse(
+            budget_bytes=one_copy * 3 // 2, in_use_bytes=one_copy)
     finally:
         a.stop()
 
@@ -382,4 +383,4 @@ def test_a_part_the_runtime_cannot_read_is_refused_and_nothing_is_loaded(agent: 
         agent.handle(M.Deploy("j", "", "junk", 1, (spec,)))
     assert e.value.code == "bad_part" and "stage 's0'" in str(e.value)
     assert "\n" not in str(e.value)
-    assert agent.deployments.summary() == {} and agent.deployments.memory()["in_use_bytes"] == 0
+    assert agent.deployments.summary() == {} and agent.deployments.memory().in_use_bytes == 0

@@ -55,7 +55,7 @@ def test_hand_off_between_stages_of_one_agent_skips_the_socket(agent, client):
     # 3 frames in from the client + 2 hand-offs each, all counted as received
     assert agent.dataplane.counters.snapshot()["frames_in"] - polled["frames_in"] == 9
     stats = agent.metrics().stages
-    assert all(stats[f"chain/0/s{k}"]["frames"] == 3 for k in range(3))
+    assert all(stats[f"chain/0/s{k}"].frames == 3 for k in range(3))
 
 
 def test_an_unknown_stage_fails_in_the_sender_with_the_data_planes_code(agent, client):

@@ -36,7 +36,7 @@ def test_metrics_message_carries_run_total_on_the_wire():
     s.record(0.25, 0.5, 100)
     msg = M.Metrics("n", 1.0, 2.0, 3, {"d/0/s0": s.snapshot()}, {})
     back = M.decode(codec.encode(msg))
-    assert back.stages["d/0/s0"]["run_total_s"] == 0.25
+    assert back.stages["d/0/s0"].run_total_s == 0.25
     assert json.loads(codec.encode(msg))["stages"]["d/0/s0"]["frames"] == 1
 
 

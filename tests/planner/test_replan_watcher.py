@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from node.wire.results import ProbeResult
 from planner.errors import FleetError
 from planner.live import watcher as w
 from planner.live.drift import DriftRule
@@ -205,7 +206,8 @@ class Prober:
 
     def command(self, node, cmd_cls, timeout_s, endpoint, nbytes, repetitions):
         self.asked.append((node, endpoint))
-        return {"transfer_s": self.secs, "rtt_s": self.secs, "bandwidth_bps": 8e15}
+        return ProbeResult(rtt_s=self.secs, transfer_s=self.secs, nbytes=nbytes,
+                           bandwidth_bps=8e15)
 
 
 def test_link_probes_replan_on_a_slow_link_and_ignore_a_harmless_swing(live):
