@@ -20,9 +20,10 @@ import numpy as np
 
 from planner.errors import PlanError, TileError
 from planner.model.halo import _step  # per-op tileability: one call per op instead of per range
-from planner.model.tile import halo, split_by_weights, tile_layout
+from planner.model.tile import halo, split_by_weights
 from planner.planning.costmodel import CostModel
-from planner.planning.plan import Stage, TileSpec
+from planner.planning.plan import Stage
+from planner.planning.plan import tile_stage as plan_tile_stage
 from planner.planning.strategies._suffix import Suffix
 
 VERIFY = 6  # candidates simulated exactly after the closed-form ranking
@@ -102,7 +103,7 @@ def grid(speeds: np.ndarray, r: int, c: int, out_h: int, out_w: int) -> tuple[li
 
 
 def _fractions(splits: list[int], stride: int, before: int, after: int, size: int) -> np.ndarray:
-    """Each tile's input window along one axis as a share of the image (DESIGN.md halo rule)."""
+    """Each tile's input window along one axis as a share of the image (the halo rule of docs/tiling.md)."""
     extra = size % stride
     return np.array([(min(b * stride + after + extra, size) - max(a * stride - before, 0)) / size
                      for a, b in zip(splits, splits[1:], strict=False)])
@@ -210,11 +211,7 @@ class Search:
 
 def tile_stage(cm: CostModel, sid: int, ops: tuple[int, int], rows, cols, devices) -> Stage:
     """A tile Stage with the manifest tile records (TileError when the layout is not exact)."""
-    spec = [r if isinstance(r, int) else list(r) for r in (rows, cols)]
-    layout = tile_layout(cm.graph, ops[0], ops[1], *spec)
-    regions = tuple(t.to_json() for t in layout.tiles)
-    return Stage(sid, ops, None, TileSpec(tuple(layout.row_splits), tuple(layout.col_splits),
-                                          tuple(devices), regions))
+    return plan_tile_stage(cm.graph, sid, ops, rows, cols, devices)
 
 
 def untileable_error(graph, start: int, strategy: str) -> TileError:
