@@ -41,30 +41,35 @@ def note(on_progress: OnProgress | None, stage: str, message: str) -> None:
 
 
 class StageProgress:
-    """Counts one stage and reports every change (start, each `add`, `finish`) in order."""
+    """Counts one stage and reports every change (start, each `add`, `finish`) in order;
+    the stage's last event is its only finished one (later calls report nothing)."""
 
     def __init__(self, on_progress: OnProgress | None, stage: str, total: float,
                  unit: str = "", message: str = "") -> None:
         self.on_progress, self.stage, self.unit = on_progress, stage, unit
         self.total, self.message = max(float(total), 1e-9), message
         self.done = 0.0
+        self.ended = False
         self._lock = threading.Lock()  # workers add concurrently; events stay in order
         self._emit()
 
     def _emit(self) -> None:
+        ev = ProgressEvent(self.stage, self.done, self.total, self.message, self.unit)
+        self.ended = ev.finished
         if self.on_progress is not None:
-            self.on_progress(ProgressEvent(self.stage, self.done, self.total, self.message,
-                                           self.unit))
+            self.on_progress(ev)
 
     def add(self, amount: float) -> None:
         """Move by `amount` units (negative when a transfer starts over)."""
         with self._lock:
-            self.done = min(self.total, max(0.0, self.done + amount))
-            self._emit()
+            if not self.ended:
+                self.done = min(self.total, max(0.0, self.done + amount))
+                self._emit()
 
     def finish(self, message: str = "") -> None:
-        """The stage is complete: a last event with done == total."""
+        """The stage is complete: a last event with done == total (unless one was sent)."""
         with self._lock:
-            self.done = self.total
-            self.message = message or self.message
-            self._emit()
+            if not self.ended:
+                self.done = self.total
+                self.message = message or self.message
+                self._emit()
