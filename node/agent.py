@@ -26,8 +26,8 @@ from node.service import ServiceHandler
 from node.store import Store
 from node.wire import messages as m
 from node.wire.codes import Code
-from node.wire.service import ServiceClient
 from node.wire.results import CommandResult, PingResult, StatusResult
+from node.wire.service import ServiceClient
 from node.wire.topics import Topics
 
 log = logging.getLogger(__name__)
