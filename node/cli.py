@@ -17,7 +17,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (INTERFACES.md)
+    def error(self, message: str) -> None:  # one line, exit 2 (docs/cli.md)
         sys.stderr.write(f"tilefleet-node: {message}\n")
         raise SystemExit(2)
 

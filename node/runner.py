@@ -3,7 +3,7 @@
 A tile stage of a one-input, one-output part runs through `node.tile_exec.TileRunner`
 (resize to the tile's input window, invoke, crop the halo); a tile stage with several
 inputs resizes them all once at load time. Tile stages get one interpreter thread
-unless the stage asks otherwise (several multi-threaded interpreters thrash, DESIGN.md).
+unless the stage asks otherwise (several multi-threaded interpreters thrash: docs/runtimes.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Regions are the manifest's [y0, y1, x0, x1] half-open windows over NHWC tensors, one per
 crossing tensor (node/wire/regions.py TileSpec). One
 interpreter is re-resized per tile shape (resizing is cheap next to the pathologically
-slow case of many cached interpreters in one process, see DESIGN.md).
+slow case of many cached interpreters in one process, see docs/runtimes.md).
 """
 
 from __future__ import annotations

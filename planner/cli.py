@@ -1,6 +1,6 @@
 """`tilefleet` command line: parse, set up logging, dispatch to one module per command.
 
-Exit codes (INTERFACES.md): 0 success, 2 bad input or usage with one line on stderr,
+Exit codes (docs/cli.md): 0 success, 2 bad input or usage with one line on stderr,
 1 internal error. Each command lives in `planner/commands/<name>.py` and provides
 `register(subparsers)` (which sets `func` on its parser) — no logic here. Commands are
 imported by name, so a module that fails to import fails every invocation loudly instead

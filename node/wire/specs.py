@@ -86,7 +86,7 @@ class StageSpec:
     inputs: tuple[InputSpec, ...]
     routes: tuple[Route, ...] = ()
     tile: TileSpec | None = None
-    threads: int = 0  # 0: the node's default (tile stages default to 1, see DESIGN.md)
+    threads: int = 0  # 0: the node's default (tile stages default to 1, see docs/runtimes.md)
 
     def __post_init__(self) -> None:
         check(bool(self.id), "stage id must not be empty")

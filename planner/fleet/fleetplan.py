@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def strategies() -> list[str]:
-    """Names of the registered strategies, in INTERFACES.md order."""
+    """Names of the registered strategies, in the order of docs/cli.md."""
     from planner.planning.strategies import NAMES
 
     return list(NAMES)

@@ -13,7 +13,7 @@ class LocalModel:
     """One allocated interpreter of a whole model; `run` maps input names to outputs.
 
     Same runtime configuration as the nodes' stages (XNNPACK, 1 thread by default), so
-    a correct distributed run is bit-identical to it (DESIGN.md).
+    a correct distributed run is bit-identical to it (docs/runtimes.md).
     """
 
     def __init__(self, model: bytes, settings: RuntimeSettings | None = None) -> None:

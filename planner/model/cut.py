@@ -47,7 +47,7 @@ class Part:
 
 # ---- public API ----------------------------------------------------------------------
 def cut_range(graph: ModelGraph, start: int, end: int) -> Part:
-    """Cut the ops [start, end) into a standalone part (DESIGN.md boundary rules)."""
+    """Cut the ops [start, end) into a standalone part (boundary rules: docs/cutting.md)."""
     _refuse_unsupported(graph)
     n = len(graph.ops)
     if not (0 <= start < end <= n):

@@ -57,7 +57,7 @@ class TensorInfo:
     is_variable: bool
 
     def describe(self) -> dict:
-        """The `T` record of INTERFACES.md: name, shape, dtype."""
+        """The `T` record of `inspect --json` (docs/cli.md): name, shape, dtype."""
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
     def quant(self) -> tuple[float | None, int | None]:
@@ -324,7 +324,7 @@ class ModelGraph:
         return self.tensors[idx]
 
     def describe(self) -> dict:
-        """The `inspect --json` document of INTERFACES.md."""
+        """The `inspect --json` document (docs/cli.md)."""
         def tl(ids):
             return [self.tensors[t].describe() for t in ids if t >= 0]
 

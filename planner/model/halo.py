@@ -1,9 +1,9 @@
 """Receptive-field (halo) analysis of an op range for fused spatial tiles.
 
 A tileable range is turned into a per-axis "program" of steps (windowed op, PAD,
-pointwise/join). Rows and columns are independent, so `halo` (DESIGN.md's J/L/R
-formulas on the full image) and `tile.trace` (an exact replay of one tile) run one
-axis at a time.
+pointwise/join). Rows and columns are independent, so `halo` (the J/L/R
+formulas of docs/tiling.md, on the full image) and `tile.trace` (an exact replay of
+one tile) run one axis at a time.
 """
 
 from __future__ import annotations

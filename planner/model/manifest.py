@@ -1,4 +1,4 @@
-"""manifest.json of a sliced model (INTERFACES.md, version 1): typed records, write, load.
+"""manifest.json of a sliced model (docs/cli.md, version 1): typed records, write, load.
 
 The manifest is the hand-off between `tilefleet slice` and whoever runs the parts
 (verify, deploy, the node store). Loading validates every key and names the file and

@@ -2,11 +2,11 @@
 
 Tensors and operators are shallow copies (shape, quantization and options are shared
 with the source, never mutated); buffers are views of the source's bytes, written
-16-byte aligned straight into a pre-sized flatbuffers Builder. Handles DESIGN.md's
-pitfalls: buffer 0 stays empty, only buffers with data are copied (each once), only
-used operator codes are kept, the SignatureDef is rewritten to the part's boundary,
-metadata buffers are remapped, data stored after the flatbuffer is inlined, and
-optional (-1) inputs are kept.
+16-byte aligned straight into a pre-sized flatbuffers Builder. Handles the pitfalls of
+docs/cutting.md: buffer 0 stays empty, only buffers with data are copied (each once),
+only used operator codes are kept, the SignatureDef is rewritten to the part's
+boundary, metadata buffers are remapped, data stored after the flatbuffer is inlined,
+and optional (-1) inputs are kept.
 """
 
 from __future__ import annotations

@@ -197,7 +197,7 @@ def run_frames(plan: Plan, cm: CostModel, frames: int, gap: float = 0.0) -> tupl
 
 
 def simulate(plan: Plan, cm: CostModel, frames: int = 32) -> dict:
-    """The `simulate --json` document of INTERFACES.md, plus links and the bottleneck."""
+    """The `simulate --json` document (docs/cli.md), plus links and the bottleneck."""
     (latency,), one = run_frames(plan, cm, 1)
     busy: dict[str, float] = {}
     links: dict[str, dict] = {}

@@ -1,4 +1,4 @@
-"""Structure of cut parts: every DESIGN.md pitfall, boundary order, and one-line errors."""
+"""Structure of cut parts: every pitfall of docs/cutting.md, boundary order, and one-line errors."""
 
 from __future__ import annotations
 

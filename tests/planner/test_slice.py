@@ -1,4 +1,4 @@
-"""slice_model: part files + manifest.json (INTERFACES.md), tiles, and manifest loading."""
+"""slice_model: part files + manifest.json (docs/cli.md), tiles, and manifest loading."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Partition strategies: the one registry of their names, modules and one-line descriptions.
 
 Each strategy is a module with `NAME` and a pure `plan(graph, profile, constraints) -> Plan`.
-`REGISTRY` lists every one in INTERFACES.md order; the CLI's choices and help text,
+`REGISTRY` lists every one in the order of docs/cli.md; the CLI's choices and help text,
 `fleetplan.strategies()` and the re-planner read it. Every module is imported by name
 here, so a broken one fails the import loudly instead of dropping its strategy.
 `auto` imports the strategies it compares itself and never this package (no circle).

@@ -103,7 +103,7 @@ def grid(speeds: np.ndarray, r: int, c: int, out_h: int, out_w: int) -> tuple[li
 
 
 def _fractions(splits: list[int], stride: int, before: int, after: int, size: int) -> np.ndarray:
-    """Each tile's input window along one axis as a share of the image (the halo rule of docs/tiling.md)."""
+    """Each tile's input window along one axis as a share of the image (docs/tiling.md halo)."""
     extra = size % stride
     return np.array([(min(b * stride + after + extra, size) - max(a * stride - before, 0)) / size
                      for a, b in zip(splits, splits[1:], strict=False)])
