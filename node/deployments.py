@@ -19,7 +19,7 @@ import numpy as np
 
 from node.errors import DeployError, StoreError
 from node.executor import SendFn, Stage
-from node.memory import forward_bytes, mib, stage_bytes
+from node.memory import mib, stage_bytes
 from node.metrics import Counters
 from node.runner import PartRunner
 from node.runtime import RuntimeSettings
@@ -182,15 +182,6 @@ class Deployments:
                        for ss in eps.values() for st in ss.values()
                        if isinstance(st.runner, SharedRunner)}
         return sum(r.need_bytes for r in runners.values())
-
-    def _forward_bytes(self, deployment: str | None = None, epoch: int | None = None) -> int:
-        """Estimated bytes of the forward stages loaded (of one deployment or epoch)."""
-        with self._lock:
-            specs = [st.spec for d, eps in self._deps.items()
-                     if deployment is None or d == deployment
-                     for e, ss in eps.items() if epoch is None or e == epoch
-                     for st in ss.values() if st.runner is None]
-        return sum(forward_bytes(s) for s in specs)
 
     def memory(self) -> MemoryUse:
         """The budget (0: none) and the estimated bytes in use."""
