@@ -286,7 +286,9 @@ def _settle(graph: ModelGraph, prog: Program, ax: _Axis, axis: int, ivs: dict[in
             return ivs, trace(graph, prog, axis, ivs)
         except _Mismatch as exc:
             target = (min(s.p for s in exc.spans), max(s.p + s.n for s in exc.spans))
-            need = _backward(graph, prog, axis, dict.fromkeys(exc.step.inputs, target))
+            lagging = [t for t, s in zip(exc.step.inputs, exc.spans, strict=True)
+                       if (s.p, s.p + s.n) != target]  # only these need more input
+            need = _backward(graph, prog, axis, dict.fromkeys(lagging, target))
             grown = {}
             for t, (a, b) in ivs.items():
                 na, nb = _align(need[t], ax.mods[t], ax.sizes[t]) if t in need else (a, b)
