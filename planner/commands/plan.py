@@ -10,7 +10,7 @@ from pathlib import Path
 from planner.commands._common import human_bytes, print_json, print_table
 from planner.errors import PlanError
 from planner.model.graph import ModelGraph
-from planner.planning.constraints import Constraints, parse_pin
+from planner.planning.constraints import Constraints, default_objective, parse_pin
 from planner.planning.plan import Plan, save_plan
 from planner.planning.profile import load_profile
 from planner.planning.strategies import NAMES, STRATEGIES, describe
@@ -67,7 +67,7 @@ def make_plan(args: argparse.Namespace, graph: ModelGraph, profile, profile_file
     command does not have (deploy has no --partial-from) count as not given.
     """
     fn = strategy_fn(args.strategy)
-    objective = args.objective or ("throughput" if args.strategy == "throughput" else "latency")
+    objective = args.objective or default_objective(args.strategy)
     opt = vars(args)
     constraints = Constraints(source=opt.get("source"), sink=opt.get("sink"),
                               pins=tuple(parse_pin(x) for x in args.pin),

@@ -25,8 +25,12 @@ def strategies() -> list[str]:
 
 def plan_for_fleet(fleet: Fleet, graph: ModelGraph, strategy: str, constraints: Any = None,
                    profile: Any = None, on_progress: OnProgress | None = None) -> Any:
-    """A Plan for `graph` on the online nodes (profiled unless `profile` is given)."""
-    from planner.planning.constraints import Constraints
+    """A Plan for `graph` on the online nodes (profiled unless `profile` is given).
+
+    Without `constraints` the objective is the strategy's own (default_objective), as
+    `tilefleet plan` chooses it; the deployment keeps that objective for its re-plans.
+    """
+    from planner.planning.constraints import Constraints, default_objective
     from planner.planning.strategies import STRATEGIES
 
     fn = STRATEGIES.get(strategy)
@@ -38,7 +42,7 @@ def plan_for_fleet(fleet: Fleet, graph: ModelGraph, strategy: str, constraints: 
 
         profile = profile_fleet(fleet, graph, on_progress=on_progress)
     t = time.perf_counter()
-    plan = fn(graph, profile, constraints or Constraints())
+    plan = fn(graph, profile, constraints or Constraints(objective=default_objective(strategy)))
     log.info("strategy %s planned %d stage(s) in %.3f s", strategy, len(plan.stages),
              time.perf_counter() - t)
     return plan

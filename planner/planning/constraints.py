@@ -32,6 +32,12 @@ class Constraints:
     objective: str = "latency"
 
 
+def default_objective(strategy: str) -> str:
+    """The objective when none is asked for: throughput for the throughput strategy (what
+    it optimises), else latency (`tilefleet plan`, `deploy` and `Fleet.deploy` alike)."""
+    return "throughput" if strategy == "throughput" else "latency"
+
+
 _PIN = re.compile(r"^(\d+)(?::(\d+))?@(.+)$")
 
 
