@@ -24,6 +24,7 @@ from node.resources import describe, micro_benchmark
 from node.runtime import RuntimeSettings
 from node.service import ServiceHandler
 from node.store import Store
+from node.supervisor import Supervised, Supervisor
 from node.wire import messages as m
 from node.wire.codes import Code
 from node.wire.results import CommandResult, PingResult, StatusResult
@@ -31,6 +32,10 @@ from node.wire.service import ServiceClient
 from node.wire.topics import Topics
 
 log = logging.getLogger(__name__)
+
+
+def _no_status(state: str, reason: str) -> None:
+    """No control plane (an in-process agent): the supervisor's state has no topic."""
 
 
 class Agent:
@@ -62,6 +67,9 @@ class Agent:
             control.attach(self.handle, self.resources, self.metrics)
         self.speed_gflops = 0.0
         self._done = threading.Event()
+        parts: list[Supervised] = [dataplane] if control is None else [dataplane, control]
+        self.supervisor = Supervisor(parts, control.set_state if control else _no_status,
+                                     self.counters)
 
     def _sender(self) -> tuple[SendFn, Any]:
         s = Sender(self.ctx, self.counters, self.cfg.agent.hwm)
@@ -76,11 +84,13 @@ class Agent:
         self.speed_gflops = micro_benchmark(self.cfg.agent.benchmark_s)
         if self.control is not None:
             self.control.start()
+        self.supervisor.start()
 
     def wait(self) -> None:
         self._done.wait()
 
     def stop(self) -> None:
+        self.supervisor.stop()
         if self.control is not None:
             self.control.stop()
         self.deployments.stop()
@@ -142,4 +152,5 @@ def build_agent(name: str, cfg: NodeConfig, state_dir: str | Path,
     if broker_url is not None:
         control = Control(name, broker_url, Topics(fleet), counters, a.metrics_interval_s,
                           __version__)
-    return Agent(name, cfg, Store(state_dir), dataplane, control)
+    store = Store(state_dir, a.max_part_mb << 20, a.store_limit_mb << 20)
+    return Agent(name, cfg, store, dataplane, control)

@@ -53,6 +53,8 @@ class AgentSettings:
     queue_size: int = 8
     hwm: int = 16
     max_message_mb: int = 256
+    max_part_mb: int = 512  # the largest part an upload may declare (node/store.py)
+    store_limit_mb: int = 4096  # all stored parts and uploads in progress together
     metrics_interval_s: float = 2.0
     benchmark_s: float = 0.2
     emulate_speed: float = 1.0  # < 1: pad every interpreter run to 1/F its time (node/pacing.py)
@@ -117,6 +119,8 @@ def _validate_agent(a: AgentSettings, where: str) -> None:
     checks = [("threads", a.threads >= 1), ("tile_threads", a.tile_threads >= 1),
               ("memory_budget_mb", a.memory_budget_mb > 0), ("queue_size", a.queue_size >= 1),
               ("hwm", a.hwm >= 1), ("max_message_mb", a.max_message_mb >= 1),
+              ("max_part_mb", a.max_part_mb >= 1),
+              ("store_limit_mb", a.store_limit_mb >= a.max_part_mb),
               ("data_port", 0 <= a.data_port <= 65534),
               ("metrics_interval_s", a.metrics_interval_s > 0),
               ("benchmark_s", a.benchmark_s >= 0),

@@ -30,6 +30,7 @@ from node.errors import NodeError, WireError
 from node.metrics import Counters
 from node.wire.codes import Code
 from node.wire.frames import Header, decode, encode, error_header
+from node.wire.service import reply_frames
 
 log = logging.getLogger(__name__)
 _MORE = int(zmq.SNDMORE)  # a plain int: `zmq.SNDMORE | 0` is an enum operation per frame
@@ -51,13 +52,21 @@ def local_delivery(endpoint: str
 
 
 class Sender:
-    """PUSH sockets cached per endpoint (LRU); use from one thread only."""
+    """PUSH sockets cached per endpoint (LRU); use from one thread only.
+
+    A send waits up to `timeout_ms` for room (the receiver's high-water mark pushes
+    back), except to an endpoint whose last send timed out: that one is tried without
+    waiting until a send gets through again, so a dead receiver (a client gone, a bogus
+    reply endpoint) costs one time-out, not one per message.
+    """
 
     def __init__(self, ctx: zmq.Context, counters: Counters, hwm: int = 16,
-                 timeout_ms: int = 10_000, max_sockets: int = 64) -> None:
+                 timeout_ms: int = 10_000, max_sockets: int = 64, linger_ms: int = 1000
+                 ) -> None:
         self.ctx, self.counters, self.hwm, self.timeout_ms = ctx, counters, hwm, timeout_ms
-        self.max_sockets = max_sockets
+        self.max_sockets, self.linger_ms = max_sockets, linger_ms
         self._socks: OrderedDict[str, zmq.Socket] = OrderedDict()
+        self._stalled: set[str] = set()  # endpoints whose last send timed out
 
     def _sock(self, endpoint: str) -> zmq.Socket:
         s = self._socks.get(endpoint)
@@ -65,30 +74,44 @@ class Sender:
             self._socks.move_to_end(endpoint)
             return s
         if len(self._socks) >= self.max_sockets:
-            _, old = self._socks.popitem(last=False)
-            old.close(linger=1000)
+            gone, old = self._socks.popitem(last=False)
+            self._stalled.discard(gone)
+            old.close(linger=self.linger_ms)
         s = self.ctx.socket(zmq.PUSH)
         s.sndhwm = self.hwm
         s.sndtimeo = self.timeout_ms
-        s.linger = 2000
-        s.connect(endpoint)
+        s.linger = self.linger_ms
+        try:
+            s.connect(endpoint)
+        except (zmq.ZMQError, UnicodeError, TypeError) as exc:  # "tcp://garbage" and such
+            s.close(linger=0)
+            raise WireError(f"cannot connect to {ascii(endpoint)[:80]}: {exc}",
+                            code=Code.SEND_FAILED) from None
         self._socks[endpoint] = s
         return s
 
     def send(self, endpoint: str, frames: list[Any]) -> int:
         """Send one multipart message; returns its size; WireError if it cannot leave."""
         sock, last = self._sock(endpoint), len(frames) - 1
+        stalled = endpoint in self._stalled
         try:
             # send_multipart's per-frame type check and enum flags cost more than the send;
-            # our frames are bytes, zmq.Frames and numeric arrays, all buffers
-            for i, f in enumerate(frames):
-                sock.send(f, _MORE if i < last else 0, copy=False)
+            # our frames are bytes, zmq.Frames and numeric arrays, all buffers; only the
+            # first frame can find the queue full (a multipart message is atomic)
+            sock.send(frames[0], (_MORE if last else 0) | (_NOBLOCK if stalled else 0),
+                      copy=False)
+            for i in range(1, last + 1):
+                sock.send(frames[i], _MORE if i < last else 0, copy=False)
         except zmq.Again:
             self.counters.error(Code.SEND_TIMEOUT)
-            raise WireError(f"send to {endpoint} timed out after {self.timeout_ms} ms "
+            self._stalled.add(endpoint)
+            raise WireError(f"send to {endpoint} timed out after "
+                            f"{0 if stalled else self.timeout_ms} ms "
                             "(receiver gone or saturated)", code=Code.SEND_TIMEOUT) from None
         except zmq.ZMQError as exc:
             raise WireError(f"send to {endpoint} failed: {exc}", code=Code.SEND_FAILED) from None
+        if stalled:
+            self._stalled.discard(endpoint)
         n = 0
         for f in frames:  # len() of an ndarray is its first dimension, not its size
             n += f.nbytes if type(f) is np.ndarray else len(f)
@@ -97,7 +120,7 @@ class Sender:
 
     def close(self) -> None:
         for s in self._socks.values():
-            s.close(linger=1000)
+            s.close(linger=self.linger_ms)
         self._socks.clear()
 
 
@@ -201,9 +224,18 @@ class DataPlane:
         if self.pull is None:
             self.bind()
         log.debug("allocator tuned for the data plane: %s", tune_allocator())
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="dataplane")
-        self._thread.start()
+        self.restart("dataplane")
         _LOCAL[self.data_endpoint] = self.deliver
+
+    def dead(self) -> list[str]:
+        """["dataplane"] if the I/O thread died (for the supervisor), else []."""
+        t = self._thread
+        return [] if self._stop.is_set() or t is None or t.is_alive() else ["dataplane"]
+
+    def restart(self, name: str = "dataplane") -> None:
+        """Start the I/O thread (again, after it died) on the bound sockets."""
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=name)
+        self._thread.start()
 
     def stop(self) -> None:
         if _LOCAL.get(self.data_endpoint) == self.deliver:
@@ -214,28 +246,46 @@ class DataPlane:
 
     def _loop(self) -> None:
         assert self.pull is not None and self.router is not None
-        self.sender = Sender(self.ctx, self.counters, self.hwm, timeout_ms=1000)  # errors
+        for old in (self.sender, self.forwarder):  # restarted after the thread died
+            if old is not None:
+                old.close()
+        # error replies never wait and never linger: a dead or bogus reply endpoint costs
+        # a dropped message (counted send_timeout), and at most 32 sockets are kept
+        self.sender = Sender(self.ctx, self.counters, self.hwm, timeout_ms=0,
+                             max_sockets=32, linger_ms=0)
         self.forwarder = Sender(self.ctx, self.counters, self.hwm)  # inline forward stages
         poller = zmq.Poller()
         poller.register(self.pull, zmq.POLLIN)
         poller.register(self.router, zmq.POLLIN)
         held: tuple[Header, list[np.ndarray]] | None = None
         while not self._stop.is_set():
-            if held is not None:  # a stage queue was full: retry before reading more
-                if self._dispatch(*held):
-                    held = None
-                    poller.register(self.pull, zmq.POLLIN)
-            events = dict(poller.poll(2 if held else 100))
-            if self.router in events:
-                self._serve()
-            if held is None and self.pull in events:
-                held = self._drain()
-                if held is not None:
-                    poller.unregister(self.pull)
+            try:
+                held = self._step(poller, held)
+            except Exception:  # a bug must not end the thread that reads both ports
+                log.exception("data-plane I/O step failed")
+                self.counters.error(Code.INTERNAL)
+                held = None
+                poller.register(self.pull, zmq.POLLIN)  # (re-registering only updates)
         self.sender.close()
         self.forwarder.close()
         self.pull.close(linger=0)
         self.router.close(linger=0)
+
+    def _step(self, poller: zmq.Poller, held: tuple[Header, list[np.ndarray]] | None
+              ) -> tuple[Header, list[np.ndarray]] | None:
+        """One poll: serve a service request, drain data messages; the message held back."""
+        if held is not None:  # a stage queue was full: retry before reading more
+            if self._dispatch(*held):
+                held = None
+                poller.register(self.pull, zmq.POLLIN)
+        events = dict(poller.poll(2 if held else 100))
+        if self.router in events:
+            self._serve()
+        if held is None and self.pull in events:
+            held = self._drain()
+            if held is not None:
+                poller.unregister(self.pull)
+        return held
 
     def _drain(self, batch: int = 16) -> tuple[Header, list[np.ndarray]] | None:
         """Receive what is queued (up to `batch`): one poll per burst, not per message."""
@@ -266,10 +316,15 @@ class DataPlane:
 
     def _dispatch(self, header: Header, arrays: list[np.ndarray]) -> bool:
         try:
-            return self.dispatch(header, arrays, self.forwarder.send)
+            return self.dispatch(header, arrays, self.forwarder.send)  # type: ignore[misc]
         except NodeError as exc:
             self._error(exc.code, str(exc), header.reply, header.request, header.deployment,
                         header.epoch, header.t0)
+            return True
+        except Exception as exc:  # a message a stage choked on: answered, thread lives on
+            log.exception("dispatch of request %r failed", header.request[:40])
+            self._error(Code.INTERNAL, f"internal error: {exc}", header.reply, header.request,
+                        header.deployment, header.epoch, header.t0)
             return True
 
     def deliver(self, header: Header, arrays: list[np.ndarray],
@@ -307,8 +362,9 @@ class DataPlane:
                          request=request or "", reply=reply, src=self.node, t0=t0)
         try:
             self.sender.send(reply, encode(h, []))
-        except WireError:
-            pass  # already counted as send_timeout / send_failed
+        except WireError as exc:  # the sender counted send_timeout itself
+            if exc.code != Code.SEND_TIMEOUT:
+                self.counters.error(exc.code)
 
     def _serve(self) -> None:
         frames = self.router.recv_multipart(copy=False)  # type: ignore[union-attr]
@@ -316,6 +372,12 @@ class DataPlane:
             self.counters.error(Code.BAD_FRAME)
             return
         t = time.perf_counter()
-        reply = self.service(frames[1:])
+        try:
+            reply = self.service(frames[1:])  # type: ignore[misc]
+        except Exception:  # the handler answers what it knows; anything else ends here
+            log.exception("service request failed")
+            self.counters.error(Code.INTERNAL)
+            reply = reply_frames(None, False, error="internal error", code=Code.INTERNAL)
+        # a ROUTER drops a reply to a peer that is gone or full: this never blocks
         self.router.send_multipart([frames[0], *reply], copy=False)  # type: ignore[union-attr]
         log.debug("service request took %.3f ms", (time.perf_counter() - t) * 1e3)

@@ -19,7 +19,7 @@ import numpy as np
 
 from node.errors import DeployError, StoreError
 from node.executor import SendFn, Stage
-from node.memory import mib, stage_bytes
+from node.memory import forward_bytes, mib, stage_bytes
 from node.metrics import Counters
 from node.runner import PartRunner
 from node.runtime import RuntimeSettings
@@ -117,9 +117,11 @@ class Deployments:
                 todo.setdefault(key, specs[sid])
         models = {key: self._read(spec) for key, spec in todo.items()}
         need = {key: self._estimate(models[key], spec) for key, spec in todo.items()}
-        new_bytes = sum(need.values())
+        forwards = sum(forward_bytes(s) for s in cmd.stages if s.part is None)
+        new_bytes = sum(need.values()) + forwards
         shared = sum(r.need_bytes for key, r in running.items() if key in keys.values())
-        self._check_budget(cmd, new_bytes, alone=new_bytes + shared
+        replaced = self._forward_bytes(cmd.deployment, cmd.epoch)  # a redeployed epoch's
+        self._check_budget(cmd, new_bytes - replaced, alone=new_bytes + shared
                            - self.in_use_bytes(cmd.deployment))
         fresh = {key: SharedRunner(self._load(models[key], spec, key), key, need[key])
                  for key, spec in todo.items()}
@@ -174,14 +176,23 @@ class Deployments:
                          "fits_without_older_epochs": used + alone <= budget})
 
     def in_use_bytes(self, deployment: str | None = None) -> int:
-        """Estimated bytes of every interpreter loaded (shared ones counted once), or
-        of those of one deployment."""
+        """Estimated bytes of every interpreter loaded (shared ones counted once) and
+        forward stage, or of those of one deployment."""
         with self._lock:
             runners = {id(st.runner): st.runner for d, eps in self._deps.items()
                        if deployment is None or d == deployment
                        for ss in eps.values() for st in ss.values()
                        if isinstance(st.runner, SharedRunner)}
-        return sum(r.need_bytes for r in runners.values())
+        return sum(r.need_bytes for r in runners.values()) + self._forward_bytes(deployment)
+
+    def _forward_bytes(self, deployment: str | None = None, epoch: int | None = None) -> int:
+        """Estimated bytes of the forward stages loaded (of one deployment or epoch)."""
+        with self._lock:
+            specs = [st.spec for d, eps in self._deps.items()
+                     if deployment is None or d == deployment
+                     for e, ss in eps.items() if epoch is None or e == epoch
+                     for st in ss.values() if st.runner is None]
+        return sum(forward_bytes(s) for s in specs)
 
     def memory(self) -> MemoryUse:
         """The budget (0: none) and the estimated bytes in use."""

@@ -11,6 +11,7 @@ for it is built without delegates and never allocated: cheap, and nothing is tou
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,17 @@ def stage_bytes(model: bytes, spec: StageSpec) -> int:
     """Estimated resident bytes of one loaded stage: part bytes + its (tile's) arena."""
     interp = make_interpreter(model, RuntimeSettings(threads=1, xnnpack=False))
     return len(model) + int(arena_bytes(interp) * window_share(spec))
+
+
+STAGE_BYTES = 1 << 20  # a stage's own cost: its worker thread, queue and sockets
+
+
+def forward_bytes(spec: StageSpec) -> int:
+    """Estimated bytes of a forward stage (no part): its inputs held for gathering or in
+    its queue, once, plus the stage itself. Counted against the budget like a part, so
+    forward stages cannot pile up outside it."""
+    return STAGE_BYTES + sum(math.prod(i.shape) * np.dtype(i.dtype).itemsize
+                             for i in spec.inputs)
 
 
 def mib(n: int) -> str:

@@ -96,8 +96,10 @@ def load(payload: bytes) -> dict[str, Any]:
                         code=Code.OVERSIZED)
     try:
         d = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WireError(f"payload is not JSON: {exc}", code=Code.BAD_COMMAND) from None
+    except (ValueError, UnicodeDecodeError, RecursionError, TypeError) as exc:
+        # RecursionError: 100,000 "[" nest deeper than the parser's stack allows
+        raise WireError(f"payload is not JSON: {str(exc)[:200]}", code=Code.BAD_COMMAND
+                        ) from None
     if not isinstance(d, dict):
         raise WireError("payload is not a JSON object", code=Code.BAD_COMMAND)
     return d

@@ -84,11 +84,19 @@ class Code(StrEnum):
     NO_REPLY = ("no_reply", True,
                 "a result for the client, but the request names no reply endpoint")
     BUSY = "busy", True, "the node's command queue is full"
+    COMMAND_TIMEOUT = ("command_timeout", False,
+                       "a probe or profile that did not finish within its time limit on the "
+                       "node (60 s, 300 s)")
     # ---- the node itself ----------------------------------------------------------
     INTERNAL = "internal", False, "an unexpected failure inside the agent (it keeps running)"
     ERROR = "error", False, "an error without a more specific code"
     NO_RUNTIME = "no_runtime", False, "no TFLite runtime could be imported"
     STORE = "store", False, "the part store failed (other than a missing or bad part)"
+    THREAD_RESTART = ("thread_restart", False,
+                      "a thread of the agent died and was started again (counted in "
+                      "metrics, never sent)")
+    STORE_FULL = ("store_full", False,
+                  "an upload that would take the part store over `store_limit_mb`")
     CONFIG = "config", False, "a board file or command-line setting that is invalid"
     DEPLOY = "deploy", False, "a deployment that cannot be loaded (other causes)"
     BIND = "bind", False, "the agent could not bind its data or service port"

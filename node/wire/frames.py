@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ import zmq
 
 from node.errors import WireError
 from node.wire.codes import Code
+from node.wire.regions import Region
 
 WIRE_VERSION = 1
 KINDS = ("data", "result", "error")
@@ -28,11 +30,13 @@ DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "
 _dump = json.JSONEncoder(separators=(",", ":")).encode
 _esc = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]  # json's own C escaper
 _DECODER = json.JSONDecoder()
+# a reply endpoint peers may connect to: printable ASCII (a lone surrogate or a space
+# would raise in zmq's connect, in the thread answering, not here)
+_ENDPOINT = re.compile(r"(?:tcp|ipc|inproc)://[!-~]{1,255}")
 
 # parsed once: np.dtype("float32") costs more than the rest of a small tensor's checks
 _NP_DTYPES = {d: np.dtype(d) for d in DTYPES}
 
-Region = tuple[int, int, int, int]  # [y0, y1, x0, x1), rows and cols of NHWC dims 1, 2
 
 
 @dataclass(frozen=True)
@@ -143,11 +147,18 @@ def encode(header: Header, arrays: list[np.ndarray]) -> list[Any]:
     return [head, *payload(arrays)]
 
 
+def is_endpoint(v: Any) -> bool:
+    """Whether `v` is a ZeroMQ endpoint string a reply may be sent to."""
+    return type(v) is str and _ENDPOINT.fullmatch(v) is not None
+
+
 def _fail(msg: str, code: str, ctx: dict[str, Any]) -> WireError:
     """A WireError carrying the reply context; `ctx` is the raw header (or {})."""
-    reply, request, dep = (v if isinstance(v := ctx.get(k), str) else None
-                           for k in ("reply", "request", "deployment"))
-    return WireError(msg, code=code, reply=reply, request=request, deployment=dep)
+    request, dep = (v if isinstance(v := ctx.get(k), str) else None
+                    for k in ("request", "deployment"))
+    reply = ctx.get("reply")
+    return WireError(msg, code=code, reply=reply if is_endpoint(reply) else None,
+                     request=request, deployment=dep)
 
 
 def _int(v: Any, what: str, ctx: dict[str, Any], lo: int = 0) -> int:
@@ -194,7 +205,7 @@ def _tensor(t: Any, i: int, ctx: dict[str, Any]) -> TensorMeta:
         raise _fail(f"tensor {i}: not an object", Code.BAD_HEADER, ctx)
     name = _str(t, "name", ctx)
     dtype = t.get("dtype")
-    if dtype not in _NP_DTYPES:
+    if type(dtype) is not str or dtype not in _NP_DTYPES:  # a list is not even hashable
         raise _fail(f"tensor {name!r}: unsupported dtype {dtype!r}", Code.BAD_DTYPE, ctx)
     dims = t.get("shape")
     full = t.get("full_shape", dims)
@@ -221,8 +232,8 @@ def decode_header(raw: bytes | memoryview) -> Header:
         raise _fail(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}", Code.OVERSIZED, ctx)
     try:
         h = _parse(bytes(raw))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _fail(f"header is not JSON: {exc}", Code.BAD_HEADER, ctx) from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # 60,000 "[": recursion
+        raise _fail(f"header is not JSON: {str(exc)[:200]}", Code.BAD_HEADER, ctx) from None
     if not isinstance(h, dict):
         raise _fail("header is not a JSON object", Code.BAD_HEADER, ctx)
     ctx = h  # errors from here on can be answered: _fail reads reply etc. from it
@@ -240,20 +251,39 @@ def decode_header(raw: bytes | memoryview) -> Header:
             isinstance(v, str) for v in err.values())):
         raise _fail("header field 'error' must map strings to strings", Code.BAD_HEADER, ctx)
     t0 = h.get("t0", 0.0)
-    if not isinstance(t0, (int, float)):
+    if type(t0) not in (int, float) or not -1e300 < t0 < 1e300:  # float(10**400) raises
         raise _fail("header field 't0' must be a number", Code.BAD_HEADER, ctx)
+    reply = _str(h, "reply", ctx, "")
+    if reply and not is_endpoint(reply):
+        raise _fail(f"header field 'reply' is not an endpoint: {ascii(reply)[:80]}",
+                    Code.BAD_HEADER, ctx)
     extra = h.get("extra", {})
     return Header(kind=kind, deployment=_str(h, "deployment", ctx, ""),
                   epoch=_int(h.get("epoch", 0), "epoch", ctx),
                   request=_str(h, "request", ctx, ""), stage=_str(h, "stage", ctx, ""),
-                  reply=_str(h, "reply", ctx, ""), src=_str(h, "src", ctx, ""),
+                  reply=reply, src=_str(h, "src", ctx, ""),
                   tensors=tuple([_tensor(t, i, ctx) for i, t in enumerate(tensors)]),
                   error=err, t0=float(t0), extra=extra if isinstance(extra, dict) else {})
 
 
 def decode(frames: list[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
            ) -> tuple[Header, list[np.ndarray]]:
-    """Frames (zmq.Frame or bytes) -> header and read-only arrays viewing the frames."""
+    """Frames (zmq.Frame or bytes) -> header and read-only arrays viewing the frames.
+
+    Any malformed input raises WireError only: this runs in the data plane's I/O thread,
+    which must survive whatever arrives on the port.
+    """
+    try:
+        return _decode(frames, max_bytes)
+    except WireError:
+        raise
+    except (ValueError, TypeError, OverflowError, RecursionError, UnicodeError,
+            MemoryError) as exc:  # a check missed above: still one clear error, no crash
+        raise WireError(f"malformed message: {type(exc).__name__}: {str(exc)[:200]}",
+                        code=Code.BAD_HEADER) from None
+
+
+def _decode(frames: list[Any], max_bytes: int) -> tuple[Header, list[np.ndarray]]:
     if not frames:
         raise WireError("empty message", code=Code.BAD_FRAME)
     bufs = [f.buffer if type(f) is zmq.Frame else memoryview(f) for f in frames]

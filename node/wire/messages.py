@@ -147,9 +147,10 @@ class Reply:
 @dataclass(frozen=True)
 class Status:
     node: str
-    state: str  # "online" | "offline"
+    state: str  # "online" | "offline" | "degraded" (running but cannot serve: `reason`)
     time: float = 0.0
     agent_version: str = ""
+    reason: str = ""
     TYPE = "status"
 
 
@@ -195,12 +196,25 @@ class Metrics:
 MESSAGES: dict[str, type] = {m.TYPE: m for m in (Reply, Status, Resources, Metrics)}
 
 
+def is_publish_topic(v: Any) -> bool:
+    """Whether `v` is a topic a reply may be published on (paho raises on the others)."""
+    if type(v) is not str or not v or "+" in v or "#" in v or "\0" in v:
+        return False
+    try:
+        return len(v.encode()) <= 65535
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+
+
 def decode_command(payload: bytes) -> Command:
     """Validate a command payload; WireError.reply holds reply_to when it was readable."""
     d = load(payload)
-    reply = d.get("reply_to") if isinstance(d.get("reply_to"), str) else None
+    reply = d.get("reply_to") if is_publish_topic(d.get("reply_to")) else None
     request = d.get("id") if isinstance(d.get("id"), str) else None
     try:
+        if d.get("reply_to") not in (None, "") and reply is None:
+            raise WireError(f"reply_to {ascii(d.get('reply_to'))[:80]} is not a topic to "
+                            "publish on", code=Code.BAD_COMMAND)
         if d.get("v") != MSG_VERSION:
             raise WireError(f"unknown message version {d.get('v')!r}", code=Code.BAD_VERSION)
         cls = COMMANDS.get(d.get("type"))  # type: ignore[arg-type]

@@ -38,7 +38,7 @@ def parse_request(frames: list[Any]) -> tuple[dict[str, Any], list[Any]]:
         raise WireError("service header too large", code=Code.OVERSIZED)
     try:
         h = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
         raise WireError("service header is not JSON", code=Code.BAD_HEADER) from None
     if not isinstance(h, dict):
         raise WireError("service header is not an object", code=Code.BAD_HEADER)
@@ -52,6 +52,8 @@ def parse_request(frames: list[Any]) -> tuple[dict[str, Any], list[Any]]:
 def reply_frames(req: dict[str, Any] | None, ok: bool, **fields: Any) -> list[bytes]:
     """A reply header (plus nothing else) echoing the request's seq."""
     seq = req.get("seq") if isinstance(req, dict) else None
+    if type(seq) is not int:  # echo only what a client sends (a nested value could not be)
+        seq = None
     return [json.dumps({"v": SERVICE_VERSION, "seq": seq, "ok": ok, **fields}).encode()]
 
 
