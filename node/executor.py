@@ -35,6 +35,7 @@ from node.wire.frames import (
     payload,
 )
 from node.wire.messages import StageSpec
+from node.wire.regions import region_shape
 from node.wire.results import StageMetrics
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,8 @@ class Stage:
         # data-plane thread, and the workers of stages on this node handing over in-process)
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.queue_size = queue_size
-        window = spec.tile.input_region if spec.tile else None
+        window = None if spec.tile is None else {  # each input its own window of the tile
+            i.name: spec.tile.input_window(k) for k, i in enumerate(spec.inputs)}
         self.gather = Gather({i.name: Want(i.dtype, i.shape, i.pieces) for i in spec.inputs},
                              window)
         self.gather_timeout_s = gather_timeout_s
@@ -105,9 +107,9 @@ class Stage:
             full[i.name] = i.shape
             cov[i.name] = self.gather.window_of(i.name)
         if self.runner is not None:
-            for name, shape in self.runner.out_shapes.items():
+            for k, (name, shape) in enumerate(self.runner.out_shapes.items()):  # part order
                 full[name] = shape
-                cov[name] = self.spec.tile.output_region if self.spec.tile else full_region(shape)
+                cov[name] = self.spec.tile.output_window(k) if self.spec.tile else full_region(shape)
         for r in self.spec.routes:
             if r.tensor not in full:
                 raise DeployError(f"stage {self.spec.id!r}: route names tensor {r.tensor!r}, "
@@ -128,8 +130,7 @@ class Stage:
         for r in self.spec.routes:
             have, full = self._coverage[r.tensor], self._full[r.tensor]
             want = r.region or have
-            shape = full if want is None else (full[0], want[1] - want[0], want[3] - want[2],
-                                               *full[3:])
+            shape = region_shape(full, want)
             region = None if want == full_region(full) else want
             meta = TensorMeta(r.dest_name, dtypes[r.tensor], shape, full, region)
             key = (r.to, CLIENT if r.to == CLIENT else r.stage)

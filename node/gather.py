@@ -1,7 +1,8 @@
 """Gather region pieces of named tensors per request and stitch them (pure, no I/O).
 
 A stage's window is the part of each full tensor it needs: the whole tensor for a
-layer-range stage, the tile's input_region for a tile stage. Pieces carry their region
+layer-range stage, the tile's input region of that tensor for a tile stage (each input of
+a part with several has its own). Pieces carry their region
 in full-tensor coordinates (NHWC rows and columns); a request is complete when every
 input got its announced number of distinct pieces and they cover the window. The
 planner's client uses the same class to stitch results.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,8 +64,11 @@ class _Pending:
 class Gather:
     """Collects pieces per request key; `add` returns the full inputs once complete."""
 
-    def __init__(self, wants: dict[str, Want], window: Region | None = None,
+    def __init__(self, wants: dict[str, Want],
+                 window: Region | Mapping[str, Region] | None = None,
                  max_pending: int = 64) -> None:
+        """`window`: the region of every input this stage needs, or one region per input
+        name (a tile of a part with several inputs), or None for whole tensors."""
         self.wants = wants
         self.window = window
         self.max_pending = max_pending
@@ -73,6 +78,8 @@ class Gather:
 
     def window_of(self, name: str) -> Region | None:
         """The region of input `name` this stage needs (None: a whole non-4-d tensor)."""
+        if isinstance(self.window, Mapping):
+            return self.window.get(name) or full_region(self.wants[name].full_shape)
         return self.window if self.window is not None else full_region(
             self.wants[name].full_shape)
 

@@ -1,9 +1,9 @@
 """Run one part with the TFLite runtime, on whole tensors or on one spatial tile.
 
-A tile stage of a one-input, one-output part runs through `node.tile_exec.TileRunner`
-(resize to the tile's input window, invoke, crop the halo); a tile stage with several
-inputs resizes them all once at load time. Tile stages get one interpreter thread
-unless the stage asks otherwise (several multi-threaded interpreters thrash: docs/runtimes.md).
+A tile stage runs through `node.tile_exec.TileRunner`: each input resized to its own
+window of the tile (node/wire/regions.py TileSpec), invoke, each output's halo cropped.
+Tile stages get one interpreter thread unless the stage asks otherwise (several
+multi-threaded interpreters thrash: docs/runtimes.md).
 """
 
 from __future__ import annotations
@@ -56,21 +56,25 @@ class PartRunner:
         self.out_dtypes = {d["name"]: np.dtype(d["dtype"]).name for d in outs}
         self.crop: Region | None = None
         self.tile_runner: TileRunner | None = None
-        if spec.tile is not None and len(ins) == 1 and len(outs) == 1:
-            self.interp = None  # only read for its tensor details; TileRunner owns its own
-            y0, y1, x0, x1 = spec.tile.input_region
-            n, _, _, c = wanted[next(iter(ins))].shape
-            self.tile_runner = TileRunner(model if isinstance(model, bytes) else str(model),
-                                          settings, (n, y1 - y0, x1 - x0, c))
-            self.crop = spec.tile.crop
-            self._tile_io = (next(iter(ins)), outs[0]["name"])
-            return
         if spec.tile is not None:
-            y0, y1, x0, x1 = spec.tile.input_region
-            for name, idx in self.in_index.items():
-                n, _, _, c = wanted[name].shape
-                self.interp.resize_tensor_input(idx, [n, y1 - y0, x1 - x0, c], strict=False)
-            self.crop = spec.tile.crop
+            self.interp = None  # only read for its tensor details; TileRunner owns its own
+            t = spec.tile
+            # one window per input and one crop per output (part order); a spec naming one
+            # for a part of several applies it to every tensor (the older, single form)
+            regions = t.input_regions if len(t.input_regions) == len(ins) else \
+                t.input_regions * len(ins) if len(t.input_regions) == 1 else None
+            self._crops = t.crops if len(t.crops) == len(outs) else \
+                t.crops * len(outs) if len(t.crops) == 1 else None
+            if regions is None or self._crops is None:
+                raise DeployError(f"stage {spec.id!r}: the tile has {len(t.input_regions)} input "
+                                  f"regions and {len(t.crops)} crops for a part of {len(ins)} "
+                                  f"inputs and {len(outs)} outputs", code=Code.BAD_STAGE)
+            shapes = [(wanted[n].shape[0], r[1] - r[0], r[3] - r[2], *wanted[n].shape[3:])
+                      for n, r in zip(ins, regions, strict=True)]
+            self.tile_runner = TileRunner(model if isinstance(model, bytes) else str(model),
+                                          settings, shapes)
+            self.crop = t.crop
+            return
         self.interp.allocate_tensors()
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -82,8 +86,9 @@ class PartRunner:
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.tile_runner is not None:
-            i, o = self._tile_io
-            return {o: self.tile_runner.run(inputs[i], self.crop)}  # type: ignore[arg-type]
+            tr = self.tile_runner
+            outs = tr.run_all([inputs[n] for n in tr.input_names], self._crops)
+            return dict(zip(tr.output_names, outs, strict=True))
         for name, idx in self.in_index.items():
             self.interp.set_tensor(idx, inputs[name])
         self.interp.invoke()

@@ -72,6 +72,14 @@ class TileSpec:
                 raise WireError(f"tile output {k}: region {list(o)} and crop {list(c)} differ "
                                 "in size", code=Code.BAD_COMMAND)
 
+    def input_window(self, k: int) -> Region:
+        """The window of the part's k-th input (the one region when only one is given)."""
+        return self.input_regions[k] if len(self.input_regions) > 1 else self.input_region
+
+    def output_window(self, k: int) -> Region:
+        """The window of the part's k-th output the tile produces (likewise)."""
+        return self.output_regions[k] if len(self.output_regions) > 1 else self.output_region
+
     @property
     def multi(self) -> bool:
         """True when the part has several activation inputs or outputs."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from planner.commands._common import human_bytes, print_json, print_table
 from planner.model.graph import ModelGraph
-from planner.model.slicer import TileSpec, slice_model
+from planner.model.slicer import TileRequest, slice_model
 
 _GRID = re.compile(r"^(\d+)x(\d+)@(\d+)$")
 _SPLIT = re.compile(r"^(\d+(?:,\d+)*)@(\d+)$")
@@ -59,8 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def tile_requests(args: argparse.Namespace) -> dict[int, TileSpec]:
-    """Merge --tiles, --split-rows and --split-cols into one TileSpec per part."""
+def tile_requests(args: argparse.Namespace) -> dict[int, TileRequest]:
+    """Merge --tiles, --split-rows and --split-cols into one TileRequest per part."""
     rows: dict[int, int | tuple[int, ...]] = {}
     cols: dict[int, int | tuple[int, ...]] = {}
     for part, r, c in args.tiles:
@@ -72,7 +72,7 @@ def tile_requests(args: argparse.Namespace) -> dict[int, TileSpec]:
     for part, pts in args.split_cols:
         cols[part] = pts
         rows.setdefault(part, 1)
-    return {k: TileSpec(rows[k], cols[k]) for k in rows}
+    return {k: TileRequest(rows[k], cols[k]) for k in rows}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from node.gather import cut
 from node.wire.codes import Code
 from node.wire.frames import Header, HeaderTemplate, Region, TensorMeta, decode, payload
 from node.wire.messages import Route
+from node.wire.regions import region_shape
 from planner.fleet.requests import Request, Tracker
 
 log = logging.getLogger(__name__)
@@ -170,8 +171,7 @@ class DataClient:
             for r in e.routes:
                 arr = inputs[r.tensor]
                 full = tuple(int(d) for d in arr.shape)
-                shape = full if r.region is None else (full[0], r.region[1] - r.region[0],
-                                                       r.region[3] - r.region[2], *full[3:])
+                shape = region_shape(full, r.region)
                 metas, pieces = groups.setdefault((r.to, r.stage), ([], []))
                 metas.append(TensorMeta(r.dest_name, arr.dtype.name, shape, full, r.region))
                 pieces.append((r.tensor, r.region))

@@ -32,16 +32,13 @@ class StageEntry:
     def to_json(self) -> dict[str, Any]:
         t = self.tile
         return {"node": self.node, "part": self.part, "ops": list(self.ops),
-                "tile": None if t is None else {"input_region": list(t.input_region),
-                                                "output_region": list(t.output_region),
-                                                "crop": list(t.crop)}}
+                "tile": None if t is None else t.to_json()}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> StageEntry:
         """Inverse of to_json (KeyError/TypeError/ValueError on a bad entry)."""
         t = d.get("tile")
-        tile = None if not t else TileSpec(*(tuple(int(v) for v in t[k]) for k in
-                                             ("input_region", "output_region", "crop")))
+        tile = None if not t else TileSpec.from_json(t)
         start, end = (int(v) for v in d["ops"])
         return cls(str(d["node"]), str(d.get("part") or ""), (start, end), tile)
 

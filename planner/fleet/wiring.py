@@ -6,8 +6,8 @@ uses (planner.model.slicer: `cut_at`'s ranges, `tile_part`'s tile records from t
 own split points), so a deployed plan runs exactly the parts a slice of it writes.
 
 Every tensor a stage consumes is routed from whoever holds it: the client (model inputs)
-or the stage(s) that produce it. A holder of a region P (a tile's output_region, or the
-whole tensor) sends each consumer window W (a tile's input_region, or the whole tensor)
+or the stage(s) that produce it. A holder of a region P (a tile's region of that output, or the
+whole tensor) sends each consumer window W (a tile's window of that input, or the whole tensor)
 the piece P ∩ W; the consumer's InputSpec.pieces counts the pieces it will receive, and
 the node's gather stitches them. So a tiled stage feeding a whole-tensor stage makes the
 latter the gather stage, and two tiled stages in a row exchange only overlaps.
@@ -91,17 +91,20 @@ def wire(graph: ModelGraph, stages: Sequence[Stage], endpoints: Mapping[str, str
     pending: list[tuple[str, str, Part, TileSpec | None, dict[str, int]]] = []
     for st in stages:
         part = cut_cached(graph, *st.ops)
-        w.parts[part.sha256] = part
         members = _members(graph, st, part)
+        if st.tiles is not None:  # the file tiles run (upsamples follow the tile's size)
+            part = slicer.tile_ready_part(graph, part)
+        w.parts[part.sha256] = part
         for sid, node, tile in members:
-            window = tile.input_region if tile else None
-            consumer = _Consumer(sid, endpoints[node], window)
-            pieces = {t.name: _feed(t, holders, routes, consumer) for t in part.inputs}
+            # each input of a tile has its own window, each output its own region (part order)
+            pieces = {t.name: _feed(t, holders, routes, _Consumer(
+                sid, endpoints[node], tile.input_window(k) if tile else None))
+                for k, t in enumerate(part.inputs)}
             pending.append((sid, node, part, tile, pieces))
             w.stages[sid] = StageEntry(node, part.sha256, st.ops, tile)
             routes.setdefault(sid, [])
-        for t in part.outputs:
-            holders[t.name] = [_Holder(sid, tile.output_region if tile else None)
+        for k, t in enumerate(part.outputs):
+            holders[t.name] = [_Holder(sid, tile.output_window(k) if tile else None)
                                for sid, _, tile in members]
     for i in graph.outputs:
         t = graph.tensors[i]
@@ -151,14 +154,12 @@ def _members(graph: ModelGraph, st: Stage, part: Part
     """(wire stage id, node, tile) of every member of plan stage `st`."""
     if st.tiles is None:
         return [(f"s{st.id}", st.device, None)]
-    grid = slicer.TileSpec(tuple(st.tiles.rows), tuple(st.tiles.cols))
+    grid = slicer.TileRequest(tuple(st.tiles.rows), tuple(st.tiles.cols))
     tiles = slicer.tile_part(graph, part, grid)
     if len(tiles) != len(st.tiles.devices):
         raise PlanError(f"stage {st.id}: {len(tiles)} tiles but "
                         f"{len(st.tiles.devices)} devices")
-    return [(f"s{st.id}t{k}", st.tiles.devices[k],
-             TileSpec(t.input_region, t.output_region, t.crop))
-            for k, t in enumerate(tiles)]
+    return [(f"s{st.id}t{k}", st.tiles.devices[k], t) for k, t in enumerate(tiles)]
 
 
 def _feed(t: TensorSpec, holders: dict[str, list[_Holder]], routes: dict[str, list[Route]],

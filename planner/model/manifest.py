@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from node.wire.regions import TileSpec
 from planner.errors import TilefleetError
 
 MANIFEST_VERSION = 1
@@ -39,28 +40,16 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
-class Tile:
-    """One tile of a tiled part: regions are [y0, y1, x0, x1], half-open."""
-
-    input_region: tuple[int, int, int, int]
-    output_region: tuple[int, int, int, int]
-    crop: tuple[int, int, int, int]
-
-    def to_json(self) -> dict:
-        return {"input_region": list(self.input_region), "output_region": list(self.output_region),
-                "crop": list(self.crop)}
-
-
-@dataclass(frozen=True)
 class PartEntry:
-    """One part file: its op range [start, end), boundary tensors in a defined order, tiles."""
+    """One part file: its op range [start, end), boundary tensors in a defined order, tiles
+    (regions per crossing tensor in that order: node/wire/regions.py TileSpec)."""
 
     file: str
     sha256: str
     ops: tuple[int, int]
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    tiles: tuple[Tile, ...] = ()
+    tiles: tuple[TileSpec, ...] = ()
 
     def to_json(self) -> dict:
         return {"file": self.file, "sha256": self.sha256, "ops": list(self.ops),
@@ -142,10 +131,17 @@ class _Reader:
             zero_point=zp,
         )
 
-    def tile(self, obj: Any, path: str) -> Tile:
-        regions = [self.ints(self.get(obj, k, path, list), f"{path}.{k}", 4)
-                   for k in ("input_region", "output_region", "crop")]
-        return Tile(*regions)  # type: ignore[arg-type]
+    def tile(self, obj: Any, path: str, n_in: int, n_out: int) -> TileSpec:
+        for k in ("input_region", "output_region", "crop"):
+            self.ints(self.get(obj, k, path, list), f"{path}.{k}", 4)
+        try:
+            tile = TileSpec.from_json(obj, path)
+        except ValueError as exc:
+            raise ManifestError(f"{self.source}: {exc}") from None
+        if tile.multi and (len(tile.input_regions), len(tile.crops)) != (n_in, n_out):
+            raise self.fail(path, f"{len(tile.input_regions)} input regions and {len(tile.crops)} "
+                            f"crops for a part of {n_in} inputs and {n_out} outputs")
+        return tile
 
     def part(self, obj: Any, path: str) -> PartEntry:
         ins = self.get(obj, "inputs", path, list)
@@ -162,7 +158,8 @@ class _Reader:
             ops=(ops[0], ops[1]),
             inputs=tuple(self.tensor(t, f"{path}.inputs[{i}]") for i, t in enumerate(ins)),
             outputs=tuple(self.tensor(t, f"{path}.outputs[{i}]") for i, t in enumerate(outs)),
-            tiles=tuple(self.tile(t, f"{path}.tiles[{i}]") for i, t in enumerate(tiles)),
+            tiles=tuple(self.tile(t, f"{path}.tiles[{i}]", len(ins), len(outs))
+                        for i, t in enumerate(tiles)),
         )
 
     def manifest(self, doc: Any) -> Manifest:

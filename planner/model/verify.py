@@ -129,18 +129,21 @@ def run_part(data: bytes, entry: PartEntry, feeds: dict[str, np.ndarray],
 
 def run_tiled_part(data: bytes, entry: PartEntry, feeds: dict[str, np.ndarray],
                    settings: RuntimeSettings) -> dict[str, np.ndarray]:
-    """Run a tiled part tile by tile (crop, run, stitch) with node/tile_exec.py."""
-    if len(entry.inputs) != 1 or len(entry.outputs) != 1:
-        raise ManifestError(f"{entry.file}: a tiled part needs one input and one output")
-    x, out = feeds[entry.inputs[0].name], entry.outputs[0]
+    """Run a tiled part tile by tile (slice each input, run, crop each output, stitch) with
+    node/tile_exec.py; the part's inputs and outputs in manifest order."""
     try:
         runner = tile_exec.TileRunner(data, settings)
-        pieces = [(t.output_region, runner.run(tile_exec.slice_region(x, t.input_region), t.crop))
-                  for t in entry.tiles]
-        y = tile_exec.stitch(out.shape, out.dtype, pieces)
+        pieces: list[list] = [[] for _ in entry.outputs]
+        for t in entry.tiles:
+            windows = [tile_exec.slice_region(feeds[spec.name], t.input_window(k))
+                       for k, spec in enumerate(entry.inputs)]
+            crops = [t.crops[k] if t.multi else t.crop for k in range(len(entry.outputs))]
+            for k, out in enumerate(runner.run_all(windows, crops)):
+                pieces[k].append((t.output_window(k), out))
+        return {out.name: tile_exec.stitch(out.shape, out.dtype, ps)
+                for out, ps in zip(entry.outputs, pieces, strict=True)}
     except ValueError as exc:  # regions that do not fit the tensors: a bad manifest
         raise ManifestError(f"{entry.file}: tiles do not fit the part ({exc})") from None
-    return {out.name: y}
 
 
 def _check(entry: PartEntry, spec: TensorSpec, arr: np.ndarray) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from node.wire.regions import TileSpec
 from planner.errors import PlanError, ProfileError
 from planner.planning.jsonfile import read_json
 from planner.planning.profile import Profile, profile_from_json
@@ -27,13 +28,14 @@ Endpoint = int | str  # a stage id, or SOURCE / SINK
 
 
 @dataclass(frozen=True)
-class TileSpec:
-    """Tile grid of a stage: output split points per axis (0 ... size), one device per tile."""
+class TileGrid:
+    """Tile grid of a stage: output split points per axis (0 ... size), one device per tile,
+    and optionally each tile's regions (the wire's TileSpec, as the slice manifest has them)."""
 
     rows: tuple[int, ...]
     cols: tuple[int, ...]
     devices: tuple[str, ...]  # row-major, len = (len(rows)-1) * (len(cols)-1)
-    regions: tuple[dict, ...] = ()  # optional manifest tile records (input_region, output_region, crop)
+    regions: tuple[TileSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class Stage:
     id: int
     ops: tuple[int, int]
     device: str | None = None
-    tiles: TileSpec | None = None
+    tiles: TileGrid | None = None
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -100,7 +102,8 @@ class Plan:
             rec: dict = {"id": s.id, "ops": list(s.ops)}
             if s.tiles:
                 rec["tiles"] = {"rows": list(s.tiles.rows), "cols": list(s.tiles.cols),
-                                "devices": list(s.tiles.devices), "regions": list(s.tiles.regions)}
+                                "devices": list(s.tiles.devices),
+                                "regions": [r.to_json() for r in s.tiles.regions]}
             else:
                 rec["device"] = s.device
             return rec
@@ -159,7 +162,11 @@ def _stage(rec: object, i: int, where: str) -> Stage:
         regions = t.get("regions", [])
         if not isinstance(regions, list) or (regions and len(regions) != len(devs)):
             raise PlanError(f"{w}.tiles.regions: need one record per tile")
-        return Stage(sid, (start, end), None, TileSpec(rows, cols, tuple(devs), tuple(regions)))
+        try:
+            tiles = tuple(TileSpec.from_json(r, f"{w}.tiles.regions[{k}]") for k, r in enumerate(regions))
+        except ValueError as exc:
+            raise PlanError(str(exc)) from None
+        return Stage(sid, (start, end), None, TileGrid(rows, cols, tuple(devs), tiles))
     return Stage(sid, (start, end), _need(rec, "device", str, w))
 
 
@@ -270,9 +277,9 @@ def tile_stage(graph, sid: int, ops: tuple[int, int], rows, cols, devices: Seque
     spec = [r if isinstance(r, int) else list(r) for r in (rows, cols)]
     layout = tile_layout(graph, ops[0], ops[1], *spec)
     n = len(layout.tiles)
-    return Stage(sid, ops, None, TileSpec(tuple(layout.row_splits), tuple(layout.col_splits),
+    return Stage(sid, ops, None, TileGrid(tuple(layout.row_splits), tuple(layout.col_splits),
                                           tuple(devices[k % len(devices)] for k in range(n)),
-                                          tuple(t.to_json() for t in layout.tiles)))
+                                          layout.tiles))
 
 
 def manual_plan(graph, stages: Sequence[Stage]) -> Plan:

@@ -14,7 +14,7 @@ from planner.planning.plan import (
     Plan,
     Route,
     Stage,
-    TileSpec,
+    TileGrid,
     check_plan,
     load_plan,
     plan_from_json,
@@ -27,7 +27,7 @@ from .planning_helpers import random_profile
 
 def sample() -> Plan:
     return Plan("m.tflite", "ab" * 32, "cd" * 32, "hand", "latency", "client", "client",
-                (Stage(0, (0, 3), None, TileSpec((0, 4, 8), (0, 8), ("a", "b"))), Stage(1, (3, 6), "c")),
+                (Stage(0, (0, 3), None, TileGrid((0, 4, 8), (0, 8), ("a", "b"))), Stage(1, (3, 6), "c")),
                 (Route("source", 0, ("in",), 12), Route(0, 1, ("x", "y"), 40), Route(1, "sink", ("out",), 4)),
                 {"latency_s": 0.1}, {"problem": "test"})
 

@@ -9,7 +9,7 @@ from planner.model.tile import tile_io_bytes, tile_layout, tile_macs
 from planner.modelbuild import recipes
 from planner.planning.constraints import Constraints
 from planner.planning.costmodel import CostModel
-from planner.planning.plan import Stage, TileSpec
+from planner.planning.plan import Stage, TileGrid
 from planner.planning.planbuild import make_plan, ranges_to_stages
 from planner.planning.profile import Device, Link, Profile
 from planner.planning.simulate import run_frames, simulate
@@ -92,7 +92,7 @@ def test_tile_stack_with_halo_overhead():
     full = sum(op.macs for op in g.ops[:k])
     assert sum(macs) > full  # the halo is recomputed
     io = tile_io_bytes(g, 0, k, layout)
-    tiles = TileSpec(tuple(rows), tuple(layout.col_splits), ("a", "b"))
+    tiles = TileGrid(tuple(rows), tuple(layout.col_splits), ("a", "b"))
     stages = [Stage(0, (0, k), None, tiles), Stage(1, (k, n), "c")]
     plan = make_plan(cm, stages, "test", Constraints())
     per_tile = [send(i) + cm.range_seconds(d, 0, k) * m / full + send(o)

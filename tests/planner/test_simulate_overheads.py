@@ -11,7 +11,7 @@ from planner.model.tile import tile_io_bytes, tile_layout
 from planner.modelbuild import recipes
 from planner.planning.constraints import Constraints
 from planner.planning.costmodel import CostModel
-from planner.planning.plan import Stage, TileSpec
+from planner.planning.plan import Stage, TileGrid
 from planner.planning.planbuild import make_plan, ranges_to_stages
 from planner.planning.profile import Device, Link, Profile, profile_from_json
 from planner.planning.simulate import run_frames, simulate, timeline
@@ -63,7 +63,7 @@ def test_gather_and_slicing_of_a_tile_stage(g):
     cm = CostModel(g, profile(devs, client))
     layout = tile_layout(g, 0, k, 2, 1)
     io = tile_io_bytes(g, 0, k, layout)
-    tiles = TileSpec(tuple(layout.row_splits), tuple(layout.col_splits), ("a", "b"))
+    tiles = TileGrid(tuple(layout.row_splits), tuple(layout.col_splits), ("a", "b"))
     plan = make_plan(cm, [Stage(0, (0, k), None, tiles), Stage(1, (k, n), "c")], "test", Constraints())
     tasks = cm.tile_tasks(0, k, layout.row_splits, layout.col_splits, ("a", "b"))
     # The client slices 2 regions (1 extra piece) and copies their bytes; c gathers 2 pieces.
@@ -86,7 +86,7 @@ def test_scatter_and_gather_within_a_host_go_one_message_at_a_time(g, host):
             for x in "abc"}
     cm = CostModel(g, profile(devs, Device("client", compute=False, host=host, host_cores=8)))
     layout = tile_layout(g, 0, k, 2, 1)
-    tiles = TileSpec(tuple(layout.row_splits), tuple(layout.col_splits), ("a", "b"))
+    tiles = TileGrid(tuple(layout.row_splits), tuple(layout.col_splits), ("a", "b"))
     plan = make_plan(cm, [Stage(0, (0, k), None, tiles), Stage(1, (k, n), "c")], "test", Constraints())
     sends = [e for e in timeline(plan, cm, 1) if e.kind == "send"]
     scatter = sorted((e for e in sends if e.resource.startswith("client->")), key=lambda e: e.start)

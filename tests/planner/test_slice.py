@@ -12,7 +12,7 @@ from planner.errors import CutError, TileError
 from planner.model.cut import cut_at
 from planner.model.graph import ModelGraph
 from planner.model.manifest import ManifestError, check_chain, load_manifest, parse_manifest
-from planner.model.slicer import TileSpec, slice_model
+from planner.model.slicer import TileRequest, slice_model
 from planner.model.verify import verify_slice
 from planner.modelbuild import recipes
 from tests.planner.cutkit import compute_ops, graph_of
@@ -59,7 +59,7 @@ def test_tiled_part_matches_untiled(tmp_path: Path) -> None:
     for dtype in ("float32", "int8"):
         g = write_model(tmp_path, stack_graph(dtype))
         out = tmp_path / f"tiles-{dtype}"
-        man = slice_model(g, [5, 9], out, {0: (2, 2), 1: TileSpec((3, 9), 2)})
+        man = slice_model(g, [5, 9], out, {0: (2, 2), 1: TileRequest((3, 9), 2)})
         assert len(man.parts[0].tiles) == 4 and len(man.parts[1].tiles) == 6
         assert [t.output_region[:2] for t in man.parts[1].tiles[::2]] == [(0, 3), (3, 9), (9, 14)]
         assert load_manifest(out) == man

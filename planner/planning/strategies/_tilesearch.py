@@ -104,8 +104,8 @@ def grid(speeds: np.ndarray, r: int, c: int, out_h: int, out_w: int) -> tuple[li
 
 def _fractions(splits: list[int], stride: int, before: int, after: int, size: int) -> np.ndarray:
     """Each tile's input window along one axis as a share of the image (docs/tiling.md halo)."""
-    extra = size % stride
-    return np.array([(min(b * stride + after + extra, size) - max(a * stride - before, 0)) / size
+    extra = size % stride  # strides and halos are Fractions after an upsample: exact, then float
+    return np.array([float(min(b * stride + after + extra, size) - max(a * stride - before, 0)) / size
                      for a, b in zip(splits, splits[1:], strict=False)])
 
 
@@ -150,9 +150,11 @@ class Search:
         except TileError:
             return
         out_h, out_w, H, W = h.out_shape[1], h.out_shape[2], h.in_shape[1], h.in_shape[2]
-        in_px = cm.graph.tensors[cm.graph.live_at(c)[0]].nbytes / (H * W)
-        out_px = cm.graph.tensors[cm.graph.live_at(e)[0]].nbytes / (out_h * out_w) if e < cm.n else \
-            cm.out_bytes(c, e) / (out_h * out_w)
+        # every tensor crossing the cut (a stack may start or end inside a residual or a
+        # route): a tile moves its share of each, by its share of the first one's area
+        in_px = sum(cm.graph.tensors[t].nbytes for t in cm.graph.live_at(c)) / (H * W)
+        out_px = sum(cm.graph.tensors[t].nbytes for t in cm.graph.live_at(e)) / (out_h * out_w) \
+            if e < cm.n else cm.out_bytes(c, e) / (out_h * out_w)
         secs = np.array([cm.range_seconds(d, c, e) for d in group])
         ovh = np.array([cm.overhead(d) for d in group])  # per tile; gathering is left to the simulation
         p = cm.profile
