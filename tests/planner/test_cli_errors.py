@@ -187,7 +187,8 @@ def test_over_budget_deploy_on_a_cold_profile_cache_prints_one_line(fleet_env, t
     env = fleet_env
     board = tmp_path / "tiny.toml"
     board.write_text('[board]\nname = "tiny"\nmemory_mb = 64\n\n[agent]\n'
-                     'memory_budget_mb = 1\nhost = "127.0.0.1"\nbenchmark_s = 0.0\n')
+                     'memory_budget_mb = 6\nhost = "127.0.0.1"\nbenchmark_s = 0.0\n')
+    # 6 MiB: the profiling probes fit, the 14 MB model does not
     env.local.spawn_agent("tiny", "--config", str(board))
     try:
         deadline = time.monotonic() + 60
