@@ -120,3 +120,53 @@ def test_runner_crops_every_output(dtype: str) -> None:
     assert len(runner.output_names) == 2
     px, py = runner.run_all([slice_region(x, (0, 8, 0, 10))], [(0, 7, 0, 10), (0, 6, 0, 10)])
     assert np.array_equal(px, full_x[:, :7]) and np.array_equal(py, full_y[:, :6])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_agent_runs_a_tile_stack_cut_inside_residual_and_route(agent, client, dtype: str) -> None:
+    # End to end through a node agent: the planner's wiring of head | 2x2 tiles | tail of
+    # the YOLO-like neck, the stack cut inside the residual (2 inputs in) and after the
+    # FPN route (upsample + concat inside, 2 outputs); the tail gathers each output's
+    # pieces. Results equal one interpreter on the whole model.
+    pytest.importorskip("planner.fleet.wiring")
+    from planner.fleet.wiring import wire
+    from planner.model.graph import ModelGraph
+    from planner.modelbuild.route import yolo_route_like
+    from planner.planning.plan import Stage, tile_stage
+
+    data = yolo_route_like(32, dtype=dtype)
+    graph = ModelGraph(data)
+    n = len(graph.ops)
+    c = graph.producer[graph.by_name["c3/cv1/conv"]]
+    e = graph.producer[graph.by_name["fpn/c3/silu"]] + 1
+    assert len(graph.live_at(c)) == 2 and len(graph.live_at(e)) == 2
+    stages = [Stage(0, (0, c), "n1"), tile_stage(graph, 1, (c, e), 2, 2, ["n1"]),
+              Stage(2, (e, n), "n1")]
+    ep = agent.dataplane.data_endpoint
+    w = wire(graph, stages, {"n1": ep})
+    tiles = [s.tile for s in w.specs["n1"] if s.tile is not None]
+    assert len(tiles) == 4 and all(len(t.input_regions) == 2 and len(t.crops) == 2 for t in tiles)
+    from node.wire import messages as M
+    from node.wire.service import ServiceClient
+
+    with ServiceClient(agent.dataplane.service_endpoint) as svc:
+        for sha in w.parts_of("n1"):
+            svc.upload(w.parts[sha].data)
+    agent.handle(M.Deploy("d1", "", "neck", 0, tuple(w.specs["n1"])))
+    rng = np.random.default_rng(3)
+    shape = graph.tensors[graph.inputs[0]].shape
+    x = (rng.integers(-128, 128, shape, dtype=np.int8) if dtype == "int8"
+         else rng.standard_normal(shape).astype(np.float32))
+    for r in w.entry:
+        assert r.region is None  # the head is one whole stage
+        client.send(r.to, "neck", r.stage, {r.dest_name: x}, "q1")
+    names = [graph.tensors[t].name for t in graph.outputs]
+    assert all(w.results[name]["pieces"] == 1 for name in names)  # the tail gathered them
+    got: dict[str, np.ndarray] = {}
+    while set(got) != set(names):  # both outputs, in one message or two
+        h, arrs = client.recv()
+        assert h.kind == "result", h.error
+        got.update({m.name: a for m, a in zip(h.tensors, arrs, strict=True)})
+    want = run_whole(data, [x])
+    for name, ref in zip(names, want, strict=True):
+        np.testing.assert_array_equal(got[name], ref)
