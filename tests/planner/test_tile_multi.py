@@ -9,6 +9,7 @@ outputs at strides 2 and 4) whole and cut inside its routes.
 
 from __future__ import annotations
 
+import json
 from functools import cache
 
 import pytest
@@ -16,7 +17,10 @@ import pytest
 from planner.errors import TileError
 from planner.model.graph import ModelGraph
 from planner.model.halo import program
+from planner.model.manifest import load_manifest
+from planner.model.slicer import slice_model
 from planner.model.tile import tile_layout
+from planner.model.verify import verify_slice
 from planner.modelbuild.route import yolo_route_like
 from tests.planner.test_tile_exact import assert_tiles_exact, stack
 
@@ -111,3 +115,26 @@ def test_split_points_must_map_to_whole_pixels_of_every_output() -> None:
     layout = tile_layout(graph, 0, n, [0, 4, 32], 3)  # even rows; counts pick even splits
     assert [t.output_regions[1][:2] for t in layout.tiles[::3]] == [(0, 2), (2, 16)]
     assert all(s % 2 == 0 for s in layout.col_splits) and len(layout.col_splits) == 4
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_slice_manifest_and_verify_with_multi_tensor_tiles(tmp_path, dtype: str) -> None:
+    # `tilefleet slice` of the neck with the middle part (2 inputs, upsample + concat, 2
+    # outputs) tiled 2x3: the manifest records each tensor's regions, loads back to the
+    # same TileSpecs, the tiled part file is the tile-ready one, and verify is identical.
+    data = route_model(dtype, 32)
+    model = tmp_path / "neck.tflite"
+    model.write_bytes(data)
+    graph = ModelGraph.load(model)
+    c = _op(graph, "c3/cv1/conv")
+    e = _op(graph, "fpn/c3/silu") + 1
+    man = slice_model(graph, [c, e], tmp_path / "slice", {1: (2, 3)})
+    tiled = man.parts[1]
+    assert len(tiled.tiles) == 6 and all(t.multi and len(t.input_regions) == 2 for t in tiled.tiles)
+    assert load_manifest(tmp_path / "slice").parts[1].tiles == tiled.tiles
+    record = json.loads((tmp_path / "slice" / "manifest.json").read_text())["parts"][1]["tiles"][0]
+    assert {"input_regions", "output_regions", "crops"} <= set(record)
+    types = {op.type for op in ModelGraph((tmp_path / "slice" / tiled.file).read_bytes()).ops}
+    assert "DEPTH_TO_SPACE" in types and "RESIZE_NEAREST_NEIGHBOR" not in types
+    report = verify_slice(tmp_path / "slice", model)
+    assert report.identical and report.tiles == 6, report.to_json()
