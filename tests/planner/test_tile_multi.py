@@ -2,9 +2,9 @@
 
 Toolkit level: tile a range, run every tile with node.tile_exec (each input sliced to its
 own window, each output cropped on its own), stitch, compare with the untiled part on the
-same runtime. Models: a residual stack cut inside its blocks, and a YOLO-like neck
-(SiLU = LOGISTIC * MUL, a residual, an FPN upsample + concat route and a PAN route, two
-outputs at strides 2 and 4) whole and cut inside its routes.
+same runtime. Models: a residual stack cut inside its blocks, a YOLO-like neck (SiLU =
+LOGISTIC * MUL, a residual, an FPN upsample + concat route and a PAN route, two outputs
+at strides 2 and 4) whole and cut inside its routes, and a channel SPLIT / SPLIT_V.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from planner.model.tile import tile_layout
 from planner.model.verify import verify_slice
 from planner.modelbuild.route import yolo_route_like
 from tests.planner.test_tile_exact import assert_tiles_exact, stack
+from tests.planner.tile_models import split_model
 
 GRIDS = [(1, 2), (2, 2), (2, 3), (3, 3)]
 DTYPES = ["float32", "int8"]
@@ -138,3 +139,19 @@ def test_slice_manifest_and_verify_with_multi_tensor_tiles(tmp_path, dtype: str)
     assert "DEPTH_TO_SPACE" in types and "RESIZE_NEAREST_NEIGHBOR" not in types
     report = verify_slice(tmp_path / "slice", model)
     assert report.identical and report.tiles == 6, report.to_json()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["SPLIT", "SPLIT_V"])
+def test_channel_split_inside_a_stack(kind: str, dtype: str) -> None:
+    # conv a, conv b, s = concat(a, b), split(s) -> (a', b'), conv(a'), dw(b'), concat,
+    # strided conv; outputs: that conv (stride 2) and s (stride 1).
+    data = split_model(dtype, kind)
+    graph = ModelGraph(data)
+    n = len(graph.ops)
+    assert graph.ops[3].type == kind
+    for grid in GRIDS:
+        assert_tiles_exact(data, 0, n, *grid)  # 1 input, 2 outputs at two strides
+        assert_tiles_exact(data, 3, n, *grid)  # from the split on
+    with pytest.raises(TileError, match=rf"op 3 \({kind}\) cannot be tiled: it splits along a non-channel"):
+        tile_layout(ModelGraph(split_model(dtype, kind, axis=1)), 0, n, 2, 2)

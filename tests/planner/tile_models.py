@@ -8,6 +8,8 @@ Layers (all NHWC, `c` channels kept small so interpreters build in milliseconds)
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from node.runtime import RuntimeSettings, run_whole
@@ -89,3 +91,70 @@ def run_tiled_all(part: bytes, layout: TileLayout, xs: list[np.ndarray],
 def run_untiled(part: bytes, x: np.ndarray, settings: RuntimeSettings | None = None) -> np.ndarray:
     """The reference: the same part on the whole input, same runtime settings."""
     return run_whole(part, [x], settings or RuntimeSettings())[0]
+
+
+def split_model(dtype: str, kind: str = "SPLIT", size: int = 24, axis: int = 3) -> bytes:
+    """A model with a channel SPLIT (or SPLIT_V) inside a tileable stack.
+
+    The builder has no multi-output ops, so it builds a = conv(x), b = conv(x), s =
+    concat(a, b), then conv(a), dw(b) and a strided conv of their concat; the flatbuffer
+    is then given a SPLIT of s into (a', b') (s's type and quantization) that the two
+    consumers read instead of a and b. Another `axis` makes a model only for refusals.
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    from planner.model.graph import parse_model
+    from planner.model.partpack import _Buffer
+
+    g = GraphBuilder("split")
+    x = g.input([1, size, size, 3])
+    a, b = g.conv2d(x, 4, 3, name="a"), g.conv2d(x, 4, 3, name="b")
+    s = g.concatenation([a, b], name="s")
+    y = g.concatenation([g.conv2d(a, 4, 3, activation="RELU"), g.depthwise_conv2d(b, 3)])
+    g.output(g.conv2d(y, 4, 3, 2), s)
+    model = parse_model(g.build(dtype))
+    sub = model.subgraphs[0]
+    names = [t.name.decode() if isinstance(t.name, bytes) else t.name for t in sub.tensors]
+    ia, ib, i_s = names.index("a"), names.index("b"), names.index("s")
+    halves = []
+    for src in (ia, ib):
+        t = copy.copy(sub.tensors[i_s])
+        t.shape, t.name, t.buffer = list(sub.tensors[src].shape), f"{names[src]}'", 0
+        sub.tensors.append(t)
+        halves.append(len(sub.tensors) - 1)
+
+    def const(values: list[int], shape: list[int]) -> int:
+        buf = schema.BufferT()
+        buf.data = np.array(values, np.int32).view(np.uint8)
+        model.buffers.append(buf)
+        t = schema.TensorT()
+        t.shape, t.type, t.buffer = shape, schema.TensorType.INT32, len(model.buffers) - 1
+        t.name = f"split/const{len(sub.tensors)}"
+        sub.tensors.append(t)
+        return len(sub.tensors) - 1
+
+    code = schema.OperatorCodeT()
+    builtin = getattr(schema.BuiltinOperator, kind)
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, builtin, 1
+    model.operatorCodes.append(code)
+    op = schema.OperatorT()
+    op.opcodeIndex, op.outputs = len(model.operatorCodes) - 1, halves
+    if kind == "SPLIT":
+        op.inputs = [const([axis], []), i_s]
+        op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.SplitOptions, schema.SplitOptionsT()
+        op.builtinOptions.numSplits = 2
+    else:
+        op.inputs = [i_s, const([4, 4], [2]), const([axis - 4], [])]
+        op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.SplitVOptions, schema.SplitVOptionsT()
+        op.builtinOptions.numSplits = 2
+    at = next(k for k, o in enumerate(sub.operators) if i_s in list(o.outputs)) + 1
+    for o in sub.operators[at:]:  # the consumers after the concat read the split halves
+        o.inputs = [{ia: halves[0], ib: halves[1]}.get(int(t), int(t)) for t in o.inputs]
+    sub.operators.insert(at, op)
+    model.signatureDefs = None
+    model.buffers = [_Buffer(memoryview(np.ascontiguousarray(b.data)).cast("B")
+                             if b.data is not None and len(b.data) else None) for b in model.buffers]
+    builder = flatbuffers.Builder(1 << 16)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
