@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -112,3 +113,33 @@ def test_explain_png_without_matplotlib_is_one_line(files, tmp_path):
             f"sys.exit(main(['explain', {str(plan)!r}, '--png', {str(tmp_path / 'x.png')!r}]))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     one_line_error(r, "needs matplotlib", "pip install")
+
+
+def test_the_plan_carries_its_profile_and_older_plans_still_read(files, tmp_path):
+    """simulate/explain need no profile file (the plan embeds it); a plan without the
+    embedded profile (an older one) reads the file it names; no profile at all: one line."""
+    plan = tmp_path / "p.json"
+    r = tf("plan", str(files / "m.tflite"), "--profile", str(files / "p.json"), "--strategy", "latency",
+           "-o", str(plan))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(plan.read_text())
+    assert doc["profile"]["devices"].keys() == PROFILE["devices"].keys()
+    (files / "p.json").rename(files / "p.moved")  # the profile file is gone: the plan has it
+    try:
+        r = tf("simulate", str(plan), "--json")
+        assert r.returncode == 0, r.stderr
+        want = json.loads(r.stdout)["latency_s"]
+        assert want == pytest.approx(doc["predicted"]["latency_s"])
+        r = tf("explain", str(plan))
+        assert r.returncode == 0 and re.search(r"^\s*0\s+\[0, \d+\)\s+\S+\s+\d+\.\d{3}$", r.stdout, re.M), r.stdout
+        older = dict(doc)
+        del older["profile"]
+        (tmp_path / "old.json").write_text(json.dumps(older))
+        one_line_error(tf("simulate", str(tmp_path / "old.json")), "cannot read profile")
+    finally:
+        (files / "p.moved").rename(files / "p.json")
+    r = tf("simulate", str(tmp_path / "old.json"), "--json")  # its profile_file is back
+    assert r.returncode == 0 and json.loads(r.stdout)["latency_s"] == pytest.approx(want), r.stderr
+    del older["profile_file"]
+    (tmp_path / "none.json").write_text(json.dumps(older))
+    one_line_error(tf("simulate", str(tmp_path / "none.json")), "neither embeds nor names a profile")
