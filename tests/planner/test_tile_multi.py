@@ -10,6 +10,7 @@ at strides 2 and 4) whole and cut inside its routes, and a channel SPLIT / SPLIT
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from functools import cache
 
 import pytest
@@ -21,9 +22,10 @@ from planner.model.manifest import load_manifest
 from planner.model.slicer import slice_model
 from planner.model.tile import tile_layout
 from planner.model.verify import verify_slice
+from planner.modelbuild import GraphBuilder
 from planner.modelbuild.route import yolo_route_like
 from tests.planner.test_tile_exact import assert_tiles_exact, stack
-from tests.planner.tile_models import split_model
+from tests.planner.tile_models import split_model, with_half_pixel_centers
 
 GRIDS = [(1, 2), (2, 2), (2, 3), (3, 3)]
 DTYPES = ["float32", "int8"]
@@ -155,3 +157,33 @@ def test_channel_split_inside_a_stack(kind: str, dtype: str) -> None:
         assert_tiles_exact(data, 3, n, *grid)  # from the split on
     with pytest.raises(TileError, match=rf"op 3 \({kind}\) cannot be tiled: it splits along a non-channel"):
         tile_layout(ModelGraph(split_model(dtype, kind, axis=1)), 0, n, 2, 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_upsample_with_half_pixel_centers(dtype: str) -> None:
+    # For an integer scale, (y + 0.5) / f floors as y / f does: the rewritten part's
+    # DEPTH_TO_SPACE copies match the runtime's half-pixel resize too.
+    data = with_half_pixel_centers(route_model(dtype, 32))
+    graph = ModelGraph(data)
+    up = _op(graph, "fpn/up")
+    assert graph.options(up).halfPixelCenters
+    for grid in GRIDS:
+        assert_tiles_exact(data, 0, len(graph.ops), *grid)
+        assert_tiles_exact(data, up, len(graph.ops), *grid)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_upsample_scales_give_fractional_strides(scale: int, dtype: str) -> None:
+    # stride-2 conv, upsample by f, 3x3 conv: the input's stride per output pixel is 2/f
+    # (a fraction for f = 3, 4), kept exact; every grid is bit-exact.
+    g = GraphBuilder("up")
+    x = g.conv2d(g.input([1, 22, 26, 3]), 4, 3, 2, activation="RELU")
+    y = g.conv2d(g.resize_nearest_neighbor(x, scale), 4, 3)
+    g.output(g.add(y, g.resize_nearest_neighbor(g.conv2d(x, 4, 1), scale)))
+    data = g.build(dtype)
+    graph = ModelGraph(data)
+    h = tile_layout(graph, 0, len(graph.ops), 1, 1).halo
+    assert h.stride_y == Fraction(2, scale)
+    for grid in [*GRIDS, (4, 5)]:
+        assert_tiles_exact(data, 0, len(graph.ops), *grid)

@@ -158,3 +158,21 @@ def split_model(dtype: str, kind: str = "SPLIT", size: int = 24, axis: int = 3) 
     builder = flatbuffers.Builder(1 << 16)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def with_half_pixel_centers(data: bytes) -> bytes:
+    """The model with every RESIZE_NEAREST_NEIGHBOR set to half_pixel_centers=True."""
+    import flatbuffers
+
+    from planner.model.graph import op_type_name, parse_model
+    from planner.model.partpack import _Buffer
+
+    model = parse_model(data)
+    for op in model.subgraphs[0].operators:
+        if op_type_name(model, op.opcodeIndex) == "RESIZE_NEAREST_NEIGHBOR":
+            op.builtinOptions.halfPixelCenters = True
+    model.buffers = [_Buffer(memoryview(np.ascontiguousarray(b.data)).cast("B")
+                             if b.data is not None and len(b.data) else None) for b in model.buffers]
+    builder = flatbuffers.Builder(len(data) + 65536)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
