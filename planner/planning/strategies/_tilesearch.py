@@ -44,8 +44,15 @@ class Candidate:
 
 
 def single_cuts(graph) -> list[int]:
-    """Cuts crossed by exactly one activation tensor: where a tile stack may start or end."""
+    """Cuts crossed by exactly one activation tensor."""
     return [c for c in range(len(graph.ops) + 1) if len(graph.live_at(c)) == 1]
+
+
+def stack_cuts(graph) -> list[int]:
+    """Cuts where a tile stack may end: every tensor crossing it is NHWC (a stack's part
+    may have several outputs, e.g. ending inside a residual block or a route)."""
+    return [c for c in range(len(graph.ops) + 1) if graph.live_at(c)
+            and all(len(graph.tensors[t].shape) == 4 for t in graph.live_at(c))]
 
 
 def tileable_ops(graph) -> np.ndarray:
@@ -190,9 +197,20 @@ class Search:
                                                 tuple(tdev), key, j if sfx is not None else -1))
 
     def best(self, n: int = VERIFY) -> list[Candidate]:
-        """The n best distinct candidates by closed-form score."""
+        """The n best distinct candidates by closed-form score, and when some stacks end at a
+        cut crossed by several tensors, also the n // 2 best of those that end at a cut of
+        one (so widening the search to such ends never loses the plan it found before)."""
+        out = self._best(self.found, n)
+        single = set(single_cuts(self.cm.graph))
+        if any(c.stack[1] not in single for c in self.found):
+            out += [c for c in self._best([c for c in self.found if c.stack[1] in single], n // 2)
+                    if c not in out]
+        return out
+
+    @staticmethod
+    def _best(found: list[Candidate], n: int) -> list[Candidate]:
         seen, out = set(), []
-        for cand in sorted(self.found, key=lambda x: x.score):
+        for cand in sorted(found, key=lambda x: x.score):
             sig = (cand.head, cand.stack, len(cand.rows), len(cand.cols), len(cand.devices))
             if sig not in seen:
                 seen.add(sig)

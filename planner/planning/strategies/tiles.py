@@ -7,7 +7,8 @@ to device speed (uneven splits), and the layer ranges for ops [e, n) on any devi
 (optimal chain DP given the stack), minimising the objective (single-frame latency, or
 the pipelined bottleneck for --objective throughput) of the whole plan.
 
-Every tileable depth (cuts crossed by one tensor, up to the first untileable op), every
+Every tileable depth (up to the first untileable op; the stack may end at a cut crossed
+by several tensors, inside a residual block or a route), every
 k and every grid is scored in closed form (see `_tilesearch`); the best few are built
 and simulated exactly, and the best simulated plan is returned. A model whose first
 ops cannot be tiled (e.g. FULLY_CONNECTED first) is refused with the op named.
@@ -26,7 +27,7 @@ from planner.planning.strategies._tilesearch import (
     Search,
     group_sizes,
     no_plan_error,
-    single_cuts,
+    stack_cuts,
     stack_ends,
     thin,
     tileable_ops,
@@ -99,7 +100,7 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
         raise PlanError(f"strategy {NAME!r} needs at least 2 nodes that compute, the profile "
                         f"offers {len(names)} ({', '.join(names)})")
     c, head = leading_pin(constraints)
-    ends = stack_ends(single_cuts(graph), tileable_ops(graph), c, first_pinned(constraints, c, cm.n))
+    ends = stack_ends(stack_cuts(graph), tileable_ops(graph), c, first_pinned(constraints, c, cm.n))
     if not ends:
         raise untileable_error(graph, c, NAME)
     objective = constraints.objective
