@@ -169,6 +169,7 @@ class CostModel:
         Tile compute is the range's full-size time on that device scaled by the tile's share
         of MACs; ranges without MACs scale by output area instead.
         """
+        from planner.model.halo import program
         from planner.model.tile import (  # tile.py is optional here
             tile_io_bytes,
             tile_layout,
@@ -179,9 +180,12 @@ class CostModel:
         macs = tile_macs(self.graph, a, b, layout)
         io = tile_io_bytes(self.graph, a, b, layout)
         full = sum(op.macs for op in self.graph.ops[a:b])
+        # no MACs: a tile's share is its cropped bytes of every output over all of them
+        out_total = 0 if full else sum(
+            self.graph.tensors[t].nbytes for t in program(self.graph, a, b).outputs)
         out = []
         for dev, m, (bin_, bout) in zip(devices, macs, io, strict=True):
-            share = m / full if full else bout / max(self.graph.tensors[self.graph.ops[b - 1].outputs[0]].nbytes, 1)
+            share = m / full if full else bout / max(out_total, 1)
             out.append(TileTask(dev, self.range_seconds(dev, a, b) * share, bin_, bout))
         return out
 

@@ -240,8 +240,8 @@ def untileable_error(graph, start: int, strategy: str) -> TileError:
         _step(graph, start)
     except TileError as exc:
         return TileError(f"strategy {strategy!r}: no tile stack can start at op {start}: {exc}")
-    return TileError(f"strategy {strategy!r}: ops from {start} hold no tileable range with one input "
-                     f"and one output tensor (op {start} is {graph.ops[start].type})")
+    return TileError(f"strategy {strategy!r}: ops from {start} hold no tileable range ending where "
+                     f"a stack may end (op {start} is {graph.ops[start].type})")
 
 
 def no_plan_error(strategy: str, reasons: list[str]) -> PlanError:
