@@ -1,9 +1,11 @@
 """Receptive-field (halo) analysis of an op range for fused spatial tiles.
 
 A tileable range is turned into a per-axis "program" of steps (windowed op, PAD,
-pointwise/join). Rows and columns are independent, so `halo` (the J/L/R
-formulas of docs/tiling.md, on the full image) and `tile.trace` (an exact replay of
-one tile) run one axis at a time.
+nearest upsample by an integer scale, element-wise ops, channel concat and split). Rows
+and columns are independent, so `halo` (the J/L/R formulas of docs/tiling.md, on the
+full image, per activation input, in exact fractions) and `tile.trace` (an exact replay
+of one tile) run one axis at a time. A range may have several activation inputs and
+outputs (listed in the cutter's boundary order, the order of the part's tile regions).
 """
 
 from __future__ import annotations

@@ -38,11 +38,10 @@ from planner.model.halo import (
 )
 
 __all__ = [
-    "Halo", "Tile", "TileLayout", "TileSpec", "check_tileable", "tileable_prefix", "halo",
+    "Halo", "TileLayout", "TileSpec", "check_tileable", "tileable_prefix", "halo",
     "tile_layout", "tile_from_json", "split_by_weights", "tile_macs", "tile_io_bytes", "trace",
 ]
 
-Tile = TileSpec  # the toolkit's name for the one tile-region type (node/wire/regions.py)
 Interval = tuple[int, int]
 
 
