@@ -289,3 +289,63 @@ def test_forward_stages_count_against_the_memory_budget(target: Target) -> None:
         assert target.cmd.command(NODE, M.Undeploy(cid(), "", n), timeout=10)["ok"]
     assert deps.in_use_bytes() == used
     target.assert_serves()
+
+
+# ---- the supervisor -----------------------------------------------------------------
+
+def _die_once(obj: object, attr: str) -> None:
+    """Make `obj.attr` end its thread once (SystemExit passes every `except Exception`)."""
+    real = getattr(obj, attr)
+
+    def die(*args: object) -> object:
+        setattr(obj, attr, real)
+        raise SystemExit("killed by the test")
+    setattr(obj, attr, die)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("thread", ["dataplane", "mqtt", "commands"])
+def test_a_dead_thread_is_restarted(target: Target, thread: str) -> None:
+    before = target.errors().get("thread_restart", 0)
+    if thread == "dataplane":
+        _die_once(target.agent.dataplane, "_step")
+    elif thread == "mqtt":
+        _die_once(target.agent.control, "_receive")
+        target.publish(b"{}")  # paho's network thread runs _receive and ends
+    else:
+        _die_once(target.agent.control, "_execute")
+        target.publish(M.encode(M.Undeploy(cid(), target.cmd.reply_topic, "none")))
+    target.cmd.wait_for(lambda: target.errors().get("thread_restart", 0) > before, 5,
+                        f"{thread} restarted")
+    target.cmd.wait_for(lambda: not target.agent.control.dead()
+                        and not target.agent.dataplane.dead(), 5, "threads alive")
+    target.assert_serves()
+
+
+class _Broken:
+    """A part of the agent whose thread is dead and will not start again."""
+
+    def __init__(self) -> None:
+        self.broken = True
+
+    def dead(self) -> list[str]:
+        return ["widget"] if self.broken else []
+
+    def restart(self, name: str) -> None:
+        raise OSError("no more file descriptors")
+
+
+def test_an_agent_that_cannot_serve_says_degraded_not_online(target: Target) -> None:
+    part = _Broken()
+    target.agent.supervisor.parts.append(part)
+    try:
+        st = target.cmd.wait_for(lambda: target.cmd.status[NODE]["state"] == "degraded"
+                                 and target.cmd.status[NODE], 5, "status degraded")
+        assert "widget" in st["reason"] and "no more file descriptors" in st["reason"]
+        part.broken = False
+        target.cmd.wait_for(lambda: target.cmd.status[NODE]["state"] == "online", 5,
+                            "online again")
+        assert target.cmd.status[NODE]["reason"] == ""
+    finally:
+        target.agent.supervisor.parts.remove(part)
+    target.assert_serves()
