@@ -160,8 +160,8 @@ def overhead(fleet: Fleet, graph: ModelGraph, data: bytes, node: str, frames: in
                     f()
                     times[name].append(time.perf_counter() - t)
         time.sleep(1.2)  # one metrics round, for the stage's own run time
-        stages = fleet.control.metrics.get(node, {}).get("stages", {})
-        run = next((s["run_p50_s"] for k, s in stages.items()
+        mt = fleet.control.metrics.get(node)
+        run = next((s.run_p50_s for k, s in (mt.stages if mt else {}).items()
                     if k.startswith("bench-overhead/")), None)
     finally:
         pull.close()

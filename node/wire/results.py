@@ -122,6 +122,21 @@ RESULTS: dict[str, type] = {"deploy": DeployResult, "undeploy": RetireResult,
                             "status": StatusResult}
 
 
+def decode_stages(stages: Any) -> dict[str, StageMetrics]:
+    """`Metrics.stages` from a raw JSON object, leaving out malformed entries (a reader that
+    must not stop at one bad agent); {} when it is not an object."""
+    out: dict[str, StageMetrics] = {}
+    if not isinstance(stages, dict):
+        return out
+    for key, st in stages.items():
+        if isinstance(st, dict):
+            try:
+                out[key] = build(StageMetrics, st, f"stages[{key!r}]")
+            except WireError:
+                continue  # this entry only
+    return out
+
+
 def decode_result(command_type: str, result: Any) -> Any:
     """A reply's `result` (a JSON object) as the result type of `command_type`.
 

@@ -45,17 +45,17 @@ def render(control: Any, header: str) -> Group:
     nodes, stages = [], []
     for name in sorted(set(control.status) | set(control.metrics)):
         st = control.status.get(name, {}).get("state", "?")
-        mt = control.metrics.get(name, {})
+        mt = control.metrics.get(name)
         res = online.get(name, {})
-        nodes.append([name, st, res.get("board", ""), human_bytes(mt.get("rss_bytes", 0)),
-                      f"{res.get('load', 0):.2f}", mt.get("frames_in", 0),
-                      human_bytes(mt.get("bytes_out", 0)), sum(mt.get("errors", {}).values())])
-        if st != "online":
+        nodes.append([name, st, res.get("board", ""), human_bytes(mt.rss_bytes if mt else 0),
+                      f"{res.get('load', 0):.2f}", mt.frames_in if mt else 0,
+                      human_bytes(mt.bytes_out if mt else 0),
+                      sum(mt.errors.values()) if mt else 0])
+        if st != "online" or mt is None:
             continue
-        for key, s in sorted(mt.get("stages", {}).items()):
-            stages.append([key, name, s.get("frames", 0), fmt_s(s.get("run_p50_s")),
-                           fmt_s(s.get("turnaround_p50_s")), s.get("queue", 0),
-                           s.get("errors", 0)])
+        for key, s in sorted(mt.stages.items()):
+            stages.append([key, name, s.frames, fmt_s(s.run_p50_s), fmt_s(s.turnaround_p50_s),
+                           s.queue, s.errors])
     deployments = [f"deployment {name}: epoch {rec.get('epoch')}, strategy "
                    f"{rec.get('strategy')}, {len(rec.get('stages', {}))} stage(s) on "
                    f"{len(rec.get('nodes', {}))} node(s)"

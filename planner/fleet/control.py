@@ -53,7 +53,7 @@ class Control:
         self.reply_topic = self.topics.client_replies(self.client_id)
         self.status: dict[str, dict[str, Any]] = {}
         self.resources: dict[str, dict[str, Any]] = {}
-        self.metrics: dict[str, dict[str, Any]] = {}
+        self.metrics: dict[str, m.Metrics] = {}
         self.records: dict[str, dict[str, Any]] = {}
         self.record_listeners: list[Callable[[str, dict[str, Any] | None], None]] = []
         self._lock = threading.Lock()
@@ -153,7 +153,9 @@ class Control:
         table = {"status": self.status, "resources": self.resources,
                  "metrics": self.metrics}.get(kind)
         if table is not None:
-            doc = json.loads(payload) if payload else None
+            # metrics are decoded here, at the edge (typed stages); a malformed one is dropped
+            doc = (m.decode(payload) if kind == "metrics" else json.loads(payload)) \
+                if payload else None
             orphaned: list[Future[dict[str, Any]]] = []
             with self._lock:
                 if doc is not None:

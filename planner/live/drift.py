@@ -23,6 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from node.wire.messages import Metrics
+from node.wire.results import decode_stages
+
 
 @dataclass(frozen=True)
 class DriftRule:
@@ -159,20 +162,18 @@ class History:
     stage_node: dict[str, str] = field(default_factory=dict)
     links: dict[str, deque[Sample]] = field(default_factory=dict)
 
-    def add_metrics(self, node: str, doc: Mapping[str, Any], now: float) -> int:
-        """Take this epoch's stage samples from one `metrics` message; returns how many."""
+    def add_metrics(self, node: str, doc: Metrics | Mapping[str, Any], now: float) -> int:
+        """Take this epoch's stage samples from one `metrics` message (decoded, or its raw
+        JSON, whose malformed stage entries are left out); returns how many."""
         prefix = f"{self.deployment}/{self.epoch}/"
+        stages = doc.stages if isinstance(doc, Metrics) else decode_stages(doc.get("stages"))
         n = 0
-        for key, st in (doc.get("stages") or {}).items():
-            if not key.startswith(prefix) or not isinstance(st, Mapping):
+        for key, st in stages.items():
+            if not key.startswith(prefix):
                 continue
-            try:
-                # busy time (what a frame costs the node) when the agent reports it
-                total = st.get("busy_total_s", st.get("run_total_s"))
-                s = Sample(now, float(st.get("run_mean_s", 0.0)), int(st.get("frames", 0)),
-                           -1.0 if total is None else float(total))
-            except (TypeError, ValueError):
-                continue  # a malformed entry from some agent must not stop the watcher
+            # busy time (what a frame costs the node) when the agent reports it
+            total = st.busy_total_s if st.busy_total_s is not None else st.run_total_s
+            s = Sample(now, st.run_mean_s, st.frames, -1.0 if total is None else total)
             self.stages.setdefault(key, deque(maxlen=self.keep)).append(s)
             self.stage_node[key] = node
             n += 1

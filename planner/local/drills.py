@@ -268,8 +268,7 @@ def _wait_for_samples(fleet: Fleet, node: str, prefix: str, count: int, timeout_
         doc = fleet.control.metrics.get(node)
         if doc is not None and doc is not seen:
             seen = doc
-            frames = sum(int(st.get("frames", 0)) for k, st in (doc.get("stages") or {}).items()
-                         if k.startswith(prefix) and isinstance(st, dict))
+            frames = sum(st.frames for k, st in doc.stages.items() if k.startswith(prefix))
             if frames > last_frames >= 0:
                 got += 1
             last_frames = frames
