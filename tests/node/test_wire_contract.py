@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from node.errors import WireError
 from node.wire import messages as m
+from node.wire import results as r
 from node.wire.codes import Code, is_transient
 from node.wire.topics import NODE_TOPICS, TOPICS, Topics
 
@@ -163,3 +165,76 @@ def test_no_bare_error_code_strings_outside_the_enum() -> None:
             hits.append(f"{path.relative_to(ROOT)}:{c.lineno}: {c.value!r} "
                         f"(use Code.{Code(c.value).name})")
     assert not hits, "bare error codes:\n" + "\n".join(hits)
+
+
+# ---- typed results and stage metrics: the same keys on the wire ----------------------
+
+# the keys each command's result had on the wire before it was typed (older planners
+# read these); a result type must encode to exactly them
+WIRE_KEYS = {
+    "deploy": {"deployment", "epoch", "stages", "loaded", "reused", "memory"},
+    "undeploy": {"deployment", "retired"}, "retire": {"deployment", "retired"},
+    "activate": {"deployment", "epoch", "retired"},
+    "profile": {"median_s", "times_s", "settings"},
+    "probe": {"endpoint", "rtt_s", "transfer_s", "nbytes", "bandwidth_bps"},
+    "ping": {"time"},
+    "status": {"deployments", "parts", "memory", "data_endpoint", "service_endpoint",
+               "errors", "frames_in", "bytes_in", "bytes_out"},
+}
+STAGE_KEYS = {"frames", "errors", "bytes_out", "run_p50_s", "run_p95_s", "run_mean_s",
+              "run_total_s", "busy_total_s", "turnaround_p50_s", "queue", "pending", "part",
+              "tile"}
+SAMPLES = {
+    "deploy": r.DeployResult("d", 2, ("s0", "s1"), ("s1",), ("s0",), r.MemoryUse(100, 40)),
+    "undeploy": r.RetireResult("d", (1, 2)), "retire": r.RetireResult("d", (1,)),
+    "activate": r.ActivateResult("d", 3, (2,)),
+    "profile": r.ProfileResult({"ab": 0.5}, {"ab": (0.5, 0.6)}, "tflite/xnnpack/t4"),
+    "probe": r.ProbeResult(0.001, 0.01, 1000, 8e5, "tcp://h:1"),
+    "ping": r.PingResult(12.5),
+    "status": r.StatusResult({"d": {"1": ("s0",)}}, ("ab",), r.MemoryUse(0, 7), "tcp://h:1",
+                             "tcp://h:2", {"busy": 2}, 3, 4, 5),
+}
+
+
+def test_command_results_encode_to_their_wire_keys_and_decode_back() -> None:
+    assert set(SAMPLES) == set(r.RESULTS) == set(m.COMMANDS)
+    for kind, result in SAMPLES.items():
+        wire = json.loads(m.encode(m.Reply("i", True, "n", result=result)))["result"]
+        assert set(wire) == WIRE_KEYS[kind], kind
+        assert r.decode_result(kind, wire) == result, kind
+        newer = {**wire, "added_later": [1, 2]}  # a newer agent's extra key is ignored
+        assert r.decode_result(kind, newer) == result, kind
+    assert json.loads(m.encode(m.Reply("i", True, result=SAMPLES["deploy"])))["result"][
+        "memory"] == {"budget_bytes": 100, "in_use_bytes": 40}
+
+
+def test_a_malformed_result_is_a_bad_message() -> None:
+    with pytest.raises(WireError) as e:
+        r.decode_result("ping", {})  # time missing
+    assert e.value.code == Code.BAD_MESSAGE
+    with pytest.raises(WireError) as e:
+        r.decode_result("probe", {"rtt_s": "fast", "transfer_s": 1.0, "nbytes": 1,
+                                  "bandwidth_bps": 1.0})
+    assert e.value.code == Code.BAD_MESSAGE
+    with pytest.raises(WireError):
+        r.decode_result("status", [1, 2])
+
+
+def test_stage_metrics_keep_their_keys_and_read_older_agents() -> None:
+    st = r.StageMetrics(frames=3, run_total_s=0.3, busy_total_s=0.4, part="ab")
+    msg = m.Metrics("n", 1.0, 2.0, 3, {"d/0/s0": st}, {"busy": 1})
+    wire = json.loads(m.encode(msg))
+    assert set(wire["stages"]["d/0/s0"]) == STAGE_KEYS
+    assert m.decode(m.encode(msg)) == msg
+    old = {"frames": 9, "errors": 0, "run_mean_s": 0.01, "queue": 0}  # before the totals
+    got = r.decode_stages({"d/0/s0": old, "d/0/bad": {"frames": "x"}, "d/0/no": 3})
+    assert list(got) == ["d/0/s0"]
+    assert got["d/0/s0"].run_total_s is None and got["d/0/s0"].busy_total_s is None
+    assert got["d/0/s0"].frames == 9 and got["d/0/s0"].run_mean_s == 0.01
+
+
+def test_every_result_type_is_documented_with_its_command() -> None:
+    rows = {r_[0]: r_ for r_ in table_rows(section("MQTT control plane")) if len(r_) == 3}
+    for kind, cls in r.RESULTS.items():
+        row = rows.get(f"`{kind}`")
+        assert row is not None and row[2].startswith(f"`{cls.__name__} {{"), (kind, row)
