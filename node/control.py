@@ -28,6 +28,7 @@ from node.errors import ConfigError, NodeError, WireError
 from node.metrics import Counters
 from node.wire import messages as m
 from node.wire.codes import Code
+from node.wire.results import CommandResult
 from node.wire.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class Control:
                  metrics_interval_s: float = 2.0, agent_version: str = "") -> None:
         self.node, self.topics, self.counters = node, topics, counters
         self.host, self.port = parse_broker_url(broker_url)
-        self.handler: Callable[[Any], dict[str, Any]] | None = None  # set by attach()
+        self.handler: Callable[[Any], CommandResult] | None = None  # set by attach()
         self.resources: Callable[[], m.Resources] | None = None
         self.metrics: Callable[[], m.Metrics] | None = None
         self.interval = metrics_interval_s
@@ -104,9 +105,10 @@ class Control:
             self.client.publish(self.topics.status(self.node), self._status(state, reason),
                                 qos=1, retain=True)
 
-    def attach(self, handler: Callable[[Any], dict[str, Any]],
+    def attach(self, handler: Callable[[Any], CommandResult],
                resources: Callable[[], m.Resources], metrics: Callable[[], m.Metrics]) -> None:
-        """`handler(cmd) -> result dict` executes commands; the others describe the node."""
+        """`handler(cmd) -> its result` (node.wire.results) executes commands; the others
+        describe the node."""
         self.handler, self.resources, self.metrics = handler, resources, metrics
 
     def start(self) -> None:
