@@ -55,20 +55,23 @@ class Sender:
     """PUSH sockets cached per endpoint (LRU); use from one thread only.
 
     A send waits up to `timeout_ms` for room (the receiver's high-water mark pushes
-    back), except to an endpoint whose last send timed out: that one is tried without
-    waiting until a send gets through again, so a dead receiver (a client gone, a bogus
-    reply endpoint) costs one time-out, not one per message.
+    back; `reply_timeout_ms` for a client's reply endpoint, `send(..., reply=True)`,
+    whose own queue takes ~1000 messages before that happens), except to an endpoint
+    whose last send timed out: that one is tried without waiting until a send gets
+    through again, so a dead receiver (a client gone, a bogus reply endpoint) costs one
+    time-out, not one per message.
     """
 
     def __init__(self, ctx: zmq.Context, counters: Counters, hwm: int = 16,
-                 timeout_ms: int = 10_000, max_sockets: int = 64, linger_ms: int = 1000
-                 ) -> None:
+                 timeout_ms: int = 10_000, max_sockets: int = 64, linger_ms: int = 1000,
+                 reply_timeout_ms: int = 1000) -> None:
         self.ctx, self.counters, self.hwm, self.timeout_ms = ctx, counters, hwm, timeout_ms
         self.max_sockets, self.linger_ms = max_sockets, linger_ms
+        self.reply_timeout_ms = min(reply_timeout_ms, timeout_ms)
         self._socks: OrderedDict[str, zmq.Socket] = OrderedDict()
         self._stalled: set[str] = set()  # endpoints whose last send timed out
 
-    def _sock(self, endpoint: str) -> zmq.Socket:
+    def _sock(self, endpoint: str, reply: bool) -> zmq.Socket:
         s = self._socks.get(endpoint)
         if s is not None:
             self._socks.move_to_end(endpoint)
@@ -79,7 +82,7 @@ class Sender:
             old.close(linger=self.linger_ms)
         s = self.ctx.socket(zmq.PUSH)
         s.sndhwm = self.hwm
-        s.sndtimeo = self.timeout_ms
+        s.sndtimeo = self.reply_timeout_ms if reply else self.timeout_ms
         s.linger = self.linger_ms
         try:
             s.connect(endpoint)
@@ -90,9 +93,9 @@ class Sender:
         self._socks[endpoint] = s
         return s
 
-    def send(self, endpoint: str, frames: list[Any]) -> int:
+    def send(self, endpoint: str, frames: list[Any], reply: bool = False) -> int:
         """Send one multipart message; returns its size; WireError if it cannot leave."""
-        sock, last = self._sock(endpoint), len(frames) - 1
+        sock, last = self._sock(endpoint, reply), len(frames) - 1
         stalled = endpoint in self._stalled
         try:
             # send_multipart's per-frame type check and enum flags cost more than the send;
@@ -106,7 +109,7 @@ class Sender:
             self.counters.error(Code.SEND_TIMEOUT)
             self._stalled.add(endpoint)
             raise WireError(f"send to {endpoint} timed out after "
-                            f"{0 if stalled else self.timeout_ms} ms "
+                            f"{0 if stalled else sock.sndtimeo} ms "
                             "(receiver gone or saturated)", code=Code.SEND_TIMEOUT) from None
         except zmq.ZMQError as exc:
             raise WireError(f"send to {endpoint} failed: {exc}", code=Code.SEND_FAILED) from None
@@ -361,7 +364,7 @@ class DataPlane:
         h = error_header(code, message, deployment=deployment or "", epoch=epoch,
                          request=request or "", reply=reply, src=self.node, t0=t0)
         try:
-            self.sender.send(reply, encode(h, []))
+            self.sender.send(reply, encode(h, []), reply=True)
         except WireError as exc:  # the sender counted send_timeout itself
             if exc.code != Code.SEND_TIMEOUT:
                 self.counters.error(exc.code)

@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 _STOP = object()
 _LOST = object()  # queue mark: a request evicted from the gather, to be reported
 
-SendFn = Callable[[str, list[Any]], int]  # (endpoint, frames) -> bytes sent
+# (endpoint, frames, reply=False) -> bytes sent; reply: to a client's reply endpoint,
+# which gets a shorter wait (node/dataplane.py Sender)
+SendFn = Callable[..., int]
 _MAX_CHECKED = 256  # metadata variants remembered as valid per stage (tiles: a few)
 
 
@@ -272,7 +274,7 @@ class Stage:
             else:  # not the planned shape or dtype: describe what is actually sent
                 head = HeaderTemplate(self._header(g, arrs)).render(header.request,
                                                                      header.reply, header.t0)
-            total += send(to, [head, *payload(arrs)])
+            total += send(to, [head, *payload(arrs)], reply=g.to == CLIENT)
         return total
 
     def _header(self, g: _Group, arrs: list[np.ndarray]) -> Header:
@@ -293,7 +295,7 @@ class Stage:
                          request=header.request, reply=header.reply,
                          src=f"{self.node}/{self.spec.id}", t0=header.t0)
         try:
-            send(header.reply, encode(h, []))
+            send(header.reply, encode(h, []), reply=True)
         except Exception:
             self.counters.error(Code.SEND_FAILED)
 

@@ -13,7 +13,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ import zmq
 from node import config
 from node.agent import Agent, build_agent
 from node.runtime import RuntimeSettings, run_whole
+from node.wire import frames as F
 from node.wire import messages as M
 from node.wire.frames import CLIENT
 from node.wire.service import ServiceClient
@@ -169,6 +170,18 @@ def test_error_replies_to_a_dead_endpoint_do_not_stall_the_data_plane(target: Ta
     took = target.infer(1)  # queued behind the 40 on the same port
     # it was 16.5 s (a 1 s send time-out per error reply once the HWM was full)
     assert took < 2.0, f"the data plane stalled {took:.1f} s"
+    target.assert_serves()
+
+
+def test_results_for_a_dead_client_do_not_stall_the_deployment(target: Target) -> None:
+    dead = dead_endpoint()
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    h = F.Header("data", "chain", 0, "", "s0", dead, (F.meta_for("input", x),))
+    for i in range(40):  # real requests whose results go to nobody
+        target.push(*F.encode(replace(h, request=f"lost-{i}"), [x]))
+    took = target.infer(2)
+    # the last stage waits 1 s once for the dead client, then drops (was 10 s)
+    assert took < 4.0, f"the deployment stalled {took:.1f} s"
     target.assert_serves()
 
 
