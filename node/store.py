@@ -6,8 +6,8 @@ new transfer.
 
 Limits (board file `max_part_mb`, `store_limit_mb`): an upload declaring more than the
 part limit, or more than the store has room for (stored parts plus the sizes declared by
-uploads in progress), is refused at its first chunk; an upload idle for
-`UPLOAD_IDLE_S` gives its room back when another starts.
+uploads in progress), or beyond `MAX_UPLOADS` in progress, is refused at its first
+chunk; an upload idle for `UPLOAD_IDLE_S` gives its room back when another starts.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from node.wire.codes import Code
 log = logging.getLogger(__name__)
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 UPLOAD_IDLE_S = 60.0
+MAX_UPLOADS = 16  # uploads in progress at once (each holds a file and a hash state)
 
 
 def sha256_of(data: bytes) -> str:
@@ -150,6 +151,9 @@ class Store:
                     if k == sha or now - u.touched > UPLOAD_IDLE_S]:
             del self._uploads[key]  # restarted, or abandoned: its room is free again
             (self.tmp / f"{key}.part").unlink(missing_ok=True)
+        if len(self._uploads) >= MAX_UPLOADS:
+            raise StoreError(f"upload {sha[:12]}: {len(self._uploads)} uploads already in "
+                             "progress", code=Code.STORE_FULL)
         held = self.stored_bytes() + sum(u.size for u in self._uploads.values())
         if not self.has(sha) and held + size > self.limit_bytes:
             raise StoreError(f"upload {sha[:12]}: {size} bytes do not fit in the store "

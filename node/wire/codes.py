@@ -96,7 +96,8 @@ class Code(StrEnum):
                       "a thread of the agent died and was started again (counted in "
                       "metrics, never sent)")
     STORE_FULL = ("store_full", False,
-                  "an upload that would take the part store over `store_limit_mb`")
+                  "an upload that would take the part store over `store_limit_mb`, or "
+                  "beyond 16 uploads in progress")
     CONFIG = "config", False, "a board file or command-line setting that is invalid"
     DEPLOY = "deploy", False, "a deployment that cannot be loaded (other causes)"
     BIND = "bind", False, "the agent could not bind its data or service port"

@@ -362,3 +362,21 @@ def test_an_agent_that_cannot_serve_says_degraded_not_online(target: Target) -> 
     finally:
         target.agent.supervisor.parts.remove(part)
     target.assert_serves()
+
+
+def test_uploads_in_progress_are_bounded(target: Target) -> None:
+    store = target.agent.store
+    with ServiceClient(target.agent.dataplane.service_endpoint, target.ctx, 5) as svc:
+        codes = []
+        for i in range(20):  # empty-sized uploads reserve no room, but each holds a file
+            try:
+                svc.request("put", [b""], sha256=f"{i:064x}", size=0, offset=0, last=False)
+            except Exception as exc:
+                codes.append(getattr(exc, "code", ""))
+    assert codes == ["store_full"] * 4
+    assert len(list(store.tmp.iterdir())) == 16
+    with store._lock:  # abandon them (as 60 s idle would), so later uploads find room
+        store._uploads.clear()
+    for p in store.tmp.iterdir():
+        p.unlink()
+    target.assert_serves()
