@@ -37,6 +37,7 @@ from node.wire.results import (
 )
 
 log = logging.getLogger(__name__)
+MAX_STAGES = 256  # stages loaded on one node, all deployments and epochs
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Deployments:
                               f"the store: {', '.join(m[:12] for m in missing)}",
                               code=Code.MISSING_PARTS, details={"missing": missing})
         with self._load_lock:  # two deploys must not both count the same free memory
+            self._check_stage_count(cmd)
             runners, reused = self._runners(cmd)
             stages: dict[str, Stage] = {}
             for spec in cmd.stages:
@@ -127,6 +129,16 @@ class Deployments:
                  for key, spec in todo.items()}
         runners = {sid: running.get(key) or fresh[key] for sid, key in keys.items()}
         return runners, {sid for sid, key in keys.items() if key in running}
+
+    def _check_stage_count(self, cmd: Deploy) -> None:
+        """DeployError (bad_stage) when the node would run more than MAX_STAGES stages
+        (a thread each): forward stages cost little memory, but threads run out."""
+        with self._lock:
+            kept = sum(len(ss) for d, eps in self._deps.items() for e, ss in eps.items()
+                       if (d, e) != (cmd.deployment, cmd.epoch))
+        if kept + len(cmd.stages) > MAX_STAGES:
+            raise DeployError(f"node {self.node!r}: {kept} stages loaded, {len(cmd.stages)} "
+                              f"more would exceed {MAX_STAGES}", code=Code.BAD_STAGE)
 
     def _running(self, deployment: str) -> dict[RunnerKey, SharedRunner]:
         """Interpreters loaded for `deployment` (any epoch), by key."""

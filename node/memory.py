@@ -66,15 +66,16 @@ def stage_bytes(model: bytes, spec: StageSpec) -> int:
     return len(model) + int(arena_bytes(interp) * window_share(spec))
 
 
-STAGE_BYTES = 1 << 20  # a stage's own cost: its worker thread, queue and sockets
+STAGE_BYTES = 128 << 10  # a stage's own cost: its worker thread, queue and sockets
 
 
 def forward_bytes(spec: StageSpec) -> int:
-    """Estimated bytes of a forward stage (no part): its inputs held for gathering or in
-    its queue, once, plus the stage itself. Counted against the budget like a part, so
-    forward stages cannot pile up outside it."""
+    """Estimated bytes of a forward stage (no part): the stage itself plus the whole
+    tensors it gathers from pieces (an input in one piece is a view of the received
+    message). Counted against the budget like a part, so forward stages cannot pile up
+    outside it."""
     return STAGE_BYTES + sum(math.prod(i.shape) * np.dtype(i.dtype).itemsize
-                             for i in spec.inputs)
+                             for i in spec.inputs if i.pieces > 1)
 
 
 def mib(n: int) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -286,11 +287,11 @@ def test_a_stage_declaring_3x2_40_elements_is_refused(target: Target) -> None:
 def test_forward_stages_count_against_the_memory_budget(target: Target) -> None:
     deps = target.agent.deployments
     budget, used = deps.settings.memory_budget_bytes, deps.in_use_bytes()
-    shape = (1, 1024, 1024, 32)  # 128 MiB of float32 per forward stage
+    shape = (1, 1024, 1024, 32)  # 128 MiB of float32 gathered per forward stage
     each = 4 * int(np.prod(shape))
     names, code = [], ""
     for i in range(budget // each + 2):
-        spec = M.StageSpec("f", None, (M.InputSpec("i", "float32", shape),), ())
+        spec = M.StageSpec("f", None, (M.InputSpec("i", "float32", shape, pieces=4),), ())
         r = target.cmd.command(NODE, M.Deploy(cid(), "", f"fwd{i}", 0, (spec,)), timeout=10)
         if not r["ok"]:
             code = r["code"]
@@ -301,6 +302,16 @@ def test_forward_stages_count_against_the_memory_budget(target: Target) -> None:
     for n in names:
         assert target.cmd.command(NODE, M.Undeploy(cid(), "", n), timeout=10)["ok"]
     assert deps.in_use_bytes() == used
+    target.assert_serves()
+
+
+def test_stages_per_node_are_bounded_before_any_thread_starts(target: Target) -> None:
+    threads = threading.active_count()
+    stages = tuple(M.StageSpec(f"f{i}", None, (M.InputSpec("i", "float32", (1,)),), ())
+                   for i in range(257))
+    r = target.cmd.command(NODE, M.Deploy(cid(), "", "many", 0, stages), timeout=10)
+    assert not r["ok"] and r["code"] == "bad_stage" and "256" in r["error"]
+    assert threading.active_count() <= threads + 1  # (a slow-command worker)
     target.assert_serves()
 
 
