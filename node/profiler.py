@@ -4,7 +4,9 @@ A repetition is one invoke, or under a cgroup CPU quota a batch of back-to-back 
 spanning several CFS periods (node/pacing.py): a single short invoke can run inside the
 period's remaining quota at full speed, which once made throttled boards profile 2x
 faster than they sustain. A warm-up of the same length first uses up the quota banked
-while the node was idle. Padded runs (`--emulate-speed`) are timed with their padding.
+while the node was idle, and the part's figure is the mean of its batches (they run
+back to back, so what one gains from where the period boundaries fall the next one
+loses), not their median. Padded runs (`--emulate-speed`) are timed with their padding.
 """
 
 from __future__ import annotations
@@ -72,6 +74,11 @@ def _timed(invoke: Callable[[], None], n: int) -> float:
     return time.perf_counter() - t
 
 
+def summarize(times: list[float]) -> float:
+    """A part's figure from its repetitions: mean of batches under a quota, else median."""
+    return statistics.fmean(times) if pacing.min_timing_s() > 0 else statistics.median(times)
+
+
 def profile(store: Store, parts: tuple[str, ...], settings: RuntimeSettings,
             repetitions: int = 5, warmup: int = 1) -> ProfileResult:
     """Median and every timed run of each part (StoreError `missing_parts` with `missing`)."""
@@ -83,6 +90,6 @@ def profile(store: Store, parts: tuple[str, ...], settings: RuntimeSettings,
     medians, all_times = {}, {}
     for sha in parts:
         times = time_part(store.read_verified(sha), settings, repetitions, warmup)
-        medians[sha] = statistics.median(times)
+        medians[sha] = summarize(times)
         all_times[sha] = times
     return ProfileResult(medians, {s: tuple(t) for s, t in all_times.items()}, settings.label())

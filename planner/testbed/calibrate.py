@@ -6,8 +6,8 @@ cites the source. The same workload (a MobileNetV2-like int8 model from
 planner/modelbuild at 224 px) is timed here on one thread: `host_ms`, the best of a few
 sustained runs (the least disturbed by other load). A board core then runs at
 share = host_ms * reference_threads / reference_ms of a host core, and a board of N
-cores gets N x share of CPU quota and N interpreter threads, capped at the host's cores
-(the plan says when). The measurement is machine-specific: it is cached in the state
+cores gets N x share of CPU quota, capped at the host's cores (the testbed says when),
+and N interpreter threads, at most the host's cores (`emulate`). The measurement is machine-specific: it is cached in the state
 directory, keyed by CPU model, runtime and version.
 """
 
@@ -36,7 +36,8 @@ class BoardEmulation:
     """How one board kind is emulated here."""
 
     kind: str
-    cores: int  # the board's cores = its interpreter threads (capped at the host's)
+    cores: int  # the board's cores
+    threads: int  # its interpreter threads: its cores, at most the host's (see below)
     share: float  # of one host core, per board core
     cpus: float  # quota in host cores (cores x share, capped at the host's cores)
     period_s: float  # CFS period: the quota is at least MIN_QUOTA_S
@@ -123,8 +124,11 @@ def emulate(kind: str, host_ms_: float, cores_here: int | None = None) -> BoardE
     capped = want > cores_here or share > 1.0
     if share > 1.0:  # a board core faster than a host core: each thread gets a whole one
         cpus = min(float(board.cores), float(cores_here))
-    cores = min(board.cores, cores_here) if capped else board.cores
+    # more interpreter threads than host cores under a small quota made timings erratic
+    # (a Pi 3's 4 threads on 2 cores: profile/sustained x0.92..x1.56 from run to run;
+    # 2 threads: x0.95..x1.01), so the quota keeps the board's cores, the threads do not
+    threads = min(board.cores, cores_here)
     # the quota per period must be >= 1 ms: period = 1 ms / quota, at least MIN_PERIOD_S
     period = max(MIN_QUOTA_S / cpus, MIN_PERIOD_S)
-    return BoardEmulation(kind, cores, round(min(share, 1.0), 5), round(cpus, 5),
+    return BoardEmulation(kind, board.cores, threads, round(min(share, 1.0), 5), round(cpus, 5),
                           round(period, 4), capped, board.reference_ms, board.reference_source)

@@ -6,7 +6,8 @@ the testbed bridge on the other), reads each Ethernet frame with an AF_PACKET so
 and sends it out of the other side `delay` seconds after it arrived. Both directions
 are delayed, so a round trip over the link gains 2 x delay, for every protocol (ZeroMQ,
 MQTT, anything): nothing has to know about it. Frames keep their order (a FIFO per
-direction: the delay is constant).
+direction: the delay is constant), and the delay counts from the kernel's receive time
+stamp of each frame, so the shim's own wake-up latency does not add to it.
 
 The sockets use PACKET_VNET_HDR: the kernel hands over (and takes back) each frame with
 its offload header, so checksums left to the NIC and TCP segmentation super-frames
@@ -22,6 +23,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 
@@ -30,6 +32,7 @@ SOL_PACKET = 263
 PACKET_VNET_HDR = 15
 PACKET_IGNORE_OUTGOING = 23  # our own sends on a socket are not read back by it
 MAX_FRAME = 65536 + 64
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 
 
 def open_side(ifname: str) -> socket.socket:
@@ -42,13 +45,35 @@ def open_side(ifname: str) -> socket.socket:
         pass  # older kernels: outgoing frames are filtered by pkttype below
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # arrival times from the kernel
     s.bind((ifname, 0))
     s.setblocking(False)
     return s
 
 
+def _arrival(anc: list) -> float:
+    """The kernel's receive time of a frame (CLOCK_REALTIME), else now."""
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack("qq", data[:16])
+            return sec + nsec * 1e-9
+    return time.time()
+
+
+def _wait(poller: select.epoll, until: float | None) -> list:
+    """Events, waiting at most until `until` (epoll only has ms: the last ms is slept)."""
+    if until is None:
+        return poller.poll(0.5)
+    left = until - time.time()
+    if left > 0.0015:  # epoll rounds its time-out up to whole ms: wake a little early
+        return poller.poll(int((left - 0.001) * 1000) / 1000)
+    if left > 0:
+        time.sleep(left)  # frames arriving meanwhile keep their kernel time stamps
+    return poller.poll(0)
+
+
 def run(a: str, b: str, delay_s: float) -> None:
-    """Forward frames a <-> b, each `delay_s` after it arrived, until SIGTERM."""
+    """Forward frames a <-> b, each `delay_s` after the kernel received it, until SIGTERM."""
     sides = {0: open_side(a), 1: open_side(b)}
     queues: dict[int, collections.deque[tuple[float, bytes]]] = {0: collections.deque(),
                                                                  1: collections.deque()}
@@ -64,26 +89,24 @@ def run(a: str, b: str, delay_s: float) -> None:
     poller = select.epoll()
     for fd in by_fd:
         poller.register(fd, select.EPOLLIN)
+    anc_size = socket.CMSG_SPACE(16)
     while not stop:
-        now = time.monotonic()
         due = [q[0][0] for q in queues.values() if q]
-        timeout = max(0.0, min(due) - now) if due else 0.5
         try:
-            events = poller.poll(timeout)
+            events = _wait(poller, min(due) if due else None)
         except InterruptedError:
             continue
-        now = time.monotonic()
         for fd, _ in events:
             k = by_fd[fd]
             while True:
                 try:
-                    frame, addr = sides[k].recvfrom(MAX_FRAME)
+                    frame, anc, _, addr = sides[k].recvmsg(MAX_FRAME, anc_size)
                 except BlockingIOError:
                     break
                 if addr[2] == socket.PACKET_OUTGOING:
                     continue
-                queues[k].append((now + delay_s, frame))  # k -> the other side
-        now = time.monotonic()
+                queues[k].append((_arrival(anc) + delay_s, frame))  # k -> the other side
+        now = time.time()
         for k, q in queues.items():
             out = sides[1 - k]
             while q and q[0][0] <= now:

@@ -2,19 +2,22 @@
 
 Every child gets PR_SET_PDEATHSIG (SIGTERM when the testbed's process dies, even by
 SIGKILL) and, before it execs, joins its cgroup when there is one, so `cleanup` finds
-it from the group as well as from the state file.
+it from the group as well as from the state file, and enters its board's network
+namespace by setns(2). Not `ip netns exec`: that also mounts a fresh /sys without the
+cgroup hierarchy, and an agent must read its own CPU quota (node/pacing.py).
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from planner.testbed import cgroups
@@ -23,25 +26,42 @@ from planner.testbed.spec import TestbedError
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _child_setup(group: Path | None):
+CLONE_NEWNET = 0x40000000
+
+
+def enter_netns(name: str) -> None:
+    """Move the calling process into network namespace `name` (/run/netns/<name>)."""
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if ctypes.CDLL("libc.so.6", use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {name} failed")
+    finally:
+        os.close(fd)
+
+
+def child_setup(group: Path | None, netns: str | None, die_with_parent: bool = True
+                ) -> Callable[[], None]:
+    """A preexec_fn: die with the parent, join the cgroup, enter the namespace."""
     def setup() -> None:  # between fork and exec
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PDEATHSIG
-        except OSError:
-            pass
+        if die_with_parent:
+            try:
+                ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PDEATHSIG
+            except OSError:
+                pass
         if group is not None:
             cgroups.enter(group)
+        if netns:
+            enter_netns(netns)
     return setup
 
 
 def spawn(argv: Sequence[str], log: Path, group: Path | None = None,
           netns: str | None = None) -> subprocess.Popen:
-    """Start argv (inside namespace `netns` if given: `ip netns exec` keeps the pid)."""
-    cmd = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
+    """Start argv in the background (inside namespace `netns` and cgroup `group`)."""
     with open(log, "ab") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+        return subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, cwd=REPO,
-                                preexec_fn=_child_setup(group))
+                                preexec_fn=child_setup(group, netns))
 
 
 def free_port(host: str) -> int:

@@ -84,6 +84,7 @@ class Testbed:
         self.state_root = state_root or state.state_dir()
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"tilefleet-testbed-{spec.name}-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.fresh_calibration = fresh_calibration
         self.tag = ""
         self.broker_url = ""
@@ -130,7 +131,7 @@ class Testbed:
         for i, (name, b) in enumerate(self.spec.nodes()):
             link = self.spec.link_of(b) if use_ns else LinkSpec()
             e = emus.get(b.kind)
-            node = TestbedNode(name, b.kind, b.tier, "127.0.0.1", e.cores if e else 0,
+            node = TestbedNode(name, b.kind, b.tier, "127.0.0.1", e.threads if e else 0,
                                emulation, e.cpus if e and emulation == "cgroup" else None,
                                e.share if e else 1.0, bool(e and e.capped), link)
             if use_ns:
@@ -267,10 +268,23 @@ class Testbed:
         net.shape(self.tag, self.nodes.index(n), name, n.link)
         self._record()
 
-    def run_in(self, name: str, argv: list[str], **kw: Any) -> subprocess.CompletedProcess:
-        """Run argv inside a board's namespace and cgroup (tests, benchmarks)."""
+    def popen_in(self, name: str, argv: list[str], cgroup: bool = True, **kw: Any
+                 ) -> subprocess.Popen:
+        """Start argv inside a board's namespace, and its cgroup unless cgroup=False."""
         n = self.node(name)
-        group = Path(n.cgroup) if n.cgroup else None
-        cmd = ["ip", "netns", "exec", n.namespace, *argv] if n.namespace else argv
-        return subprocess.run(cmd, preexec_fn=(lambda: cgroups.enter(group)) if group else None,
-                              cwd=procs.REPO, **kw)
+        group = Path(n.cgroup) if n.cgroup and cgroup else None
+        return subprocess.Popen(argv, cwd=procs.REPO, **kw,
+                                preexec_fn=procs.child_setup(group, n.namespace or None, False))
+
+    def run_in(self, name: str, argv: list[str], cgroup: bool = True, timeout: float = 120,
+               **kw: Any) -> subprocess.CompletedProcess:
+        """Run argv to its end inside a board's namespace (and cgroup): tests, benchmarks."""
+        if kw.pop("capture_output", False):
+            kw["stdout"] = kw["stderr"] = subprocess.PIPE
+        with self.popen_in(name, argv, cgroup, **kw) as p:
+            try:
+                out, err = p.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                raise
+        return subprocess.CompletedProcess(p.args, p.returncode, out, err)
