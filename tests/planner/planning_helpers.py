@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from dataclasses import replace
 
 from planner.planning.costmodel import CostModel
 from planner.planning.profile import Device, Link, Profile
@@ -32,6 +33,29 @@ def random_profile(seed: int, n_devices: int, memory: tuple[int, int] = (1 << 40
     src = "client" if client else rng.choice(names)
     sink = "client" if client else rng.choice(names)
     return Profile(devices, links, Link(2e6, 1e-3), src, sink)
+
+
+def with_overheads(prof: Profile, seed: int, host: str = "", cores: int = 0, twins: bool = False,
+                   client_on_host: bool = False, off_host: int = 0) -> Profile:
+    """Random stage overheads (the client's too); optionally the devices on one host with
+    `cores` cores (the client too with client_on_host, the last `off_host` devices on their
+    own), or all devices alike (twins)."""
+    rng = random.Random(seed)
+    d0 = prof.devices["d0"]
+    ovh = rng.choice([0.0, 1e-4, 1e-3]) * rng.random()
+    names = [n for n in prof.devices if n != "client"]
+    away = set(names[len(names) - off_host:]) if off_host else set()
+    devs = {}
+    for n, d in prof.devices.items():
+        if n == "client":
+            on = host if client_on_host else ""
+            devs[n] = replace(d, stage_overhead_s=rng.choice([0.0, 5e-4]), host=on, host_cores=cores if on else 0)
+            continue
+        base = replace(d0, name=n) if twins else d
+        on = "" if n in away else host
+        devs[n] = replace(base, stage_overhead_s=ovh if twins else rng.uniform(0, 2e-3), host=on,
+                          host_cores=cores if on else 0)
+    return replace(prof, devices=devs)
 
 
 def chains(cm: CostModel, names: list[str], max_nodes: int | None = None, ok=None):

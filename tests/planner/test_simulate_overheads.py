@@ -151,7 +151,7 @@ def test_throughput_strategy_uses_fewer_stages_on_a_shared_host(g):
     assert len(plan.stages) == 2
     assert plan.notes["dp_period_s"] == pytest.approx(1.9 * MS, rel=1e-9)
     assert plan.predicted["throughput_bound_fps"] == pytest.approx(1 / (1.9 * MS), rel=1e-9)
-    assert plan.notes["optimal"] is False and "per-stage-count" in plan.notes["method"]
+    assert plan.notes["optimal"] is True and plan.notes["method"] == "dp-host-work"  # one shared host
 
 
 def test_new_fields_round_trip_and_old_profiles_keep_their_hash():

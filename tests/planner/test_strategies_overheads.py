@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import replace
 
 import pytest
@@ -23,7 +22,7 @@ from planner.planning.strategies._common import allowed
 from planner.planning.strategies.latency import chain_latency
 from planner.planning.strategies.throughput import chain_period
 
-from .planning_helpers import best_latency, best_period, random_profile
+from .planning_helpers import best_latency, best_period, random_profile, with_overheads
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _GRAPHS: dict = {}
@@ -37,21 +36,6 @@ def graph(seed: int, n_ops: int) -> ModelGraph:
 
 def _close(a: float, b: float) -> bool:
     return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
-
-
-def with_overheads(prof, seed: int, host: str = "", cores: int = 0, twins: bool = False):
-    """Random stage overheads (the client's too); optionally every device on one host, or all alike."""
-    rng = random.Random(seed)
-    d0 = prof.devices["d0"]
-    ovh = rng.choice([0.0, 1e-4, 1e-3]) * rng.random()
-    devs = {}
-    for n, d in prof.devices.items():
-        if n == "client":
-            devs[n] = replace(d, stage_overhead_s=rng.choice([0.0, 5e-4]))
-            continue
-        base = replace(d0, name=n) if twins else d
-        devs[n] = replace(base, stage_overhead_s=ovh if twins else rng.uniform(0, 2e-3), host=host, host_cores=cores)
-    return replace(prof, devices=devs)
 
 
 instances = st.tuples(st.integers(0, 30), st.integers(2, 10), st.integers(1, 4), st.integers(0, 10_000))
@@ -87,7 +71,7 @@ def test_throughput_is_exact_for_alike_devices_on_one_host_with_free_transfers(i
 
 @SETTINGS
 @given(instances, st.integers(1, 3))
-def test_shared_host_plan_is_never_worse_than_ignoring_the_host(inst, cores):
+def test_shared_host_plan_is_exact_and_never_worse_than_ignoring_the_host(inst, cores):
     mseed, n_ops, nd, pseed = inst
     cm = CostModel(graph(mseed, n_ops), with_overheads(random_profile(pseed, nd), pseed, "h", cores))
     names = [f"d{i}" for i in range(nd)]
@@ -101,7 +85,6 @@ def test_shared_host_plan_is_never_worse_than_ignoring_the_host(inst, cores):
     cl = device_classes(cm, names, allowed(cm, names, Constraints()), Constraints())
     _, c0, d0, _, _ = throughput._solve(cm, names, cl, len(names))  # the host-blind chain
     assert per <= chain_period(cm, c0, d0) * (1 + 1e-9)
-    if cores < nd:
-        assert not optimal
+    assert optimal and _close(per, best_period(cm, names))  # one shared host: the exact search
     plan = make_plan(cm, ranges_to_stages(cuts, devs), "t", Constraints())
     assert _close(plan.predicted["throughput_bound_fps"], 1 / per)

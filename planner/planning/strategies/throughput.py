@@ -21,10 +21,20 @@ devices is the same, the largest reachable position dominates and the state shri
 one number per count vector (`_fast_feasible`). Beyond STATE_LIMIT states the strategy
 falls back to a greedy feasibility test and says so in the plan's notes.
 
-Shared hosts (more devices than cores on one `host`) add a term of the whole chain: the DP
-runs once per stage count m (at most m stages) and the best chain under the full period
-wins: never worse than ignoring the host, and exact when the host term depends on m only
-(interchangeable candidates on one host, free transfers), else a heuristic (notes say so).
+Shared hosts (more devices than cores on one `host`) add a term of the whole chain, H =
+the host's busy and intra-host transfer seconds over its cores. For a period T,
+`_hostpipe.min_host_work` finds the least H among chains fitting T (a shortest path over
+the same states); with T1 the smallest candidate period where H(T1) <= T1 and T0 the one
+below it, the optimum is min(T1, H(T0)): below T1 the host term dominates and H only falls
+as T grows. Exact with one shared host among the candidates (any number of other devices);
+with several, the DP minimises the sum of their terms and the host-blind DP per stage
+count is tried too (a heuristic: notes say optimal false). Over STATE_LIMIT states or
+`_hostpipe.WORK_LIMIT` DP work, the per-stage-count heuristic alone is used.
+
+The period is the simulator's bound (`throughput_bound_fps`, busiest resource). Its
+stream figure (`throughput_fps`, cores booked frame by frame without preemption) can be
+lower on a shared host; `auto` compares stream figures. Outside this problem's plan space:
+DADS partitions (a device holding several op ranges, direct routes) and tile stages.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from planner.planning.profile import Profile
 from planner.planning.strategies._classes import Classes, device_classes
 from planner.planning.strategies._common import allowed, candidates, setup
 from planner.planning.strategies._fastpipe import fast_feasible
+from planner.planning.strategies._hostpipe import HostWork, TooBig, min_host_work
 from planner.planning.strategies.latency import no_fit_error
 
 NAME = "throughput"
@@ -230,9 +241,60 @@ def solve(cm: CostModel, names: list[str], constraints: Constraints):
     """Optimal (period, cuts, devices, optimal flag, method) under the constraints."""
     cl = device_classes(cm, names, allowed(cm, names, constraints), constraints)
     max_nodes = min(constraints.max_nodes or len(names), len(names), cm.n)
-    hosts = [(c, ns) for c, ns in cm.profile.hosts().values() if c < len(ns) and set(ns) & set(names)]
+    hosts = {h for h, (c, ns) in cm.profile.hosts().items() if c < len(ns) and set(ns) & set(names)}
     if not hosts:
         return _solve(cm, names, cl, max_nodes)
+    try:
+        found = _solve_hosts(cm, names, cl, max_nodes, hosts)
+    except TooBig:
+        found = None
+    if found is not None and len(hosts) == 1:
+        return found
+    other = _per_stage_count(cm, names, cl, max_nodes)
+    if found is None or other[0] < found[0] * (1 - 1e-12):
+        return other
+    return found[0], found[1], found[2], False, found[4] + "+several-hosts"
+
+
+def _solve_hosts(cm: CostModel, names: list[str], cl: Classes, max_nodes: int, hosts: set[str]):
+    """The shared-host search of the module docstring: exact for one shared host."""
+    rg, hw = _Ranges(cm, cl), HostWork(cm, cl, hosts)
+    cand = _candidates(cm, cl)
+    cand = cand[cand >= cm.overhead(cm.profile.source)]
+
+    def least(i: int):
+        return min_host_work(cm, cl, rg, hw, float(cand[i]), max_nodes, STATE_LIMIT)
+
+    def fits(i: int, found) -> bool:
+        return found[0] <= cand[i] * (1 + _EPS) + 1e-15
+
+    top = least(len(cand) - 1)
+    if top[1] is None:
+        raise no_fit_error(cm, names)
+    tried = [top]
+    if fits(len(cand) - 1, top):
+        lo, hi, at = 0, len(cand) - 1, {len(cand) - 1: top}
+        while lo < hi:
+            mid = (lo + hi) // 2
+            at[mid] = least(mid)
+            lo, hi = (lo, mid) if fits(mid, at[mid]) else (mid + 1, hi)
+        tried = [at[lo]] + ([at.get(lo - 1) or least(lo - 1)] if lo > 0 else [])
+    pool = defaultdict(list, {i: list(ds) for i, ds in enumerate(cl.members)})
+    best = None
+    for _, path in tried:
+        if path is None:
+            continue
+        members = {i: list(ds) for i, ds in pool.items()}
+        devs = [members[i].pop(0) for i, _a, _b in path]
+        cuts = [0] + [b for _i, _a, b in path]
+        period = float(chain_period(cm, cuts, devs))
+        if best is None or period < best[0]:
+            best = (period, [int(c) for c in cuts], devs, True, "dp-host-work")
+    return best
+
+
+def _per_stage_count(cm: CostModel, names: list[str], cl: Classes, max_nodes: int):
+    """The host-blind DP once per stage count, best chain under the full period (a heuristic)."""
     best, err = None, None
     for m in range(1, max_nodes + 1):
         try:
