@@ -195,7 +195,7 @@ class Control:
             cmd = m.decode_command(payload)
         except WireError as exc:
             self.counters.error(exc.code)
-            log.info("bad command: %s", str(exc)[:200])
+            log.debug("bad command: %s", str(exc)[:200])  # counted; a flood must not fill logs
             self._reply(exc.reply, m.Reply(exc.request or "", False, self.node, str(exc),
                                            exc.code))
             return
