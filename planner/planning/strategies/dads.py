@@ -90,6 +90,8 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     cm = setup(graph, profile, constraints)
     names = candidates(cm, constraints)
     dev, servers = device_and_servers(cm, names)
+    if constraints.max_nodes == 1:  # no second node to offload to: all on the device
+        servers = []
     best = None
     for srv in servers or [dev]:
         if srv == dev:
