@@ -13,6 +13,7 @@ from typing import Any
 from node.errors import WireError
 from node.wire.codec import MSG_VERSION, build, encode, load, to_dict
 from node.wire.codes import Code
+from node.wire.frames import is_endpoint
 from node.wire.results import CommandResult, StageMetrics
 from node.wire.specs import SHA256_RE, InputSpec, Route, StageSpec, TileSpec, check
 
@@ -102,6 +103,7 @@ class Probe:
     TYPE = "probe"
 
     def __post_init__(self) -> None:
+        check(is_endpoint(self.endpoint), "probe: endpoint is not a ZeroMQ endpoint")
         check(0 < self.nbytes <= 64 * 1024 * 1024, "probe: nbytes must be in 1..64 MiB")
         check(1 <= self.repetitions <= 100, "probe: repetitions must be in 1..100")
 

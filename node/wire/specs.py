@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from node.errors import WireError
 from node.wire.codes import Code
-from node.wire.frames import CLIENT, DTYPES
+from node.wire.frames import CLIENT, DTYPES, is_endpoint
 from node.wire.regions import Region, TileSpec
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -65,7 +65,7 @@ class Route:
     region: Region | None = None
 
     def __post_init__(self) -> None:
-        check(self.to == CLIENT or self.to.startswith(("tcp://", "ipc://", "inproc://")),
+        check(self.to == CLIENT or is_endpoint(self.to),  # printable: zmq connects to it
                f"route of {self.tensor!r}: destination {self.to!r} is not an endpoint")
         _region_ok(self.region, f"route of {self.tensor!r}")
 

@@ -249,6 +249,14 @@ MQTT_ATTACKS = {
         {"type": "deploy", "v": 1, "id": "d", "deployment": "x", "epoch": 0, "stages": [],
          "reply_to": "a/+/b"}).encode(),
     "not JSON": b"\xff\x00",
+    "probe of a non-endpoint": json.dumps(
+        {"type": "probe", "v": 1, "id": "p", "endpoint": "garbage", "reply_to": "a/b"}
+    ).encode(),
+    "route to a lone surrogate": json.dumps(
+        {"type": "deploy", "v": 1, "id": "r", "deployment": "x", "epoch": 0, "reply_to": "a/b",
+         "stages": [{"id": "f", "part": None, "inputs": [
+             {"name": "i", "dtype": "float32", "shape": [1]}],
+             "routes": [{"tensor": "i", "to": "tcp://\ud800"}]}]}).encode(),
 }
 
 
