@@ -14,7 +14,9 @@ import signal
 import time
 from pathlib import Path
 
-from planner.testbed import cgroups, net, state
+import planner.testbed.cgroups as cgroups
+import planner.testbed.net as net
+import planner.testbed.state as state
 
 # a recorded pid is only killed if it still runs one of these (the pid may be reused)
 _OURS = ("node.cli", "mosquitto", "planner.testbed.linkshim", "planner.local.broker")

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from planner.testbed import cgroups
+import planner.testbed.cgroups as cgroups
 from planner.testbed.spec import TestbedError
 
 REPO = Path(__file__).resolve().parents[2]

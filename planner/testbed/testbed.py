@@ -23,7 +23,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from planner.testbed import calibrate, cgroups, net, procs, state
+import planner.testbed.calibrate as calibrate
+import planner.testbed.cgroups as cgroups
+import planner.testbed.net as net
+import planner.testbed.procs as procs
+import planner.testbed.state as state
 from planner.testbed.calibrate import BoardEmulation
 from planner.testbed.cleanup import remove_tag
 from planner.testbed.spec import LinkSpec, TestbedError, TestbedSpec

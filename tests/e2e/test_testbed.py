@@ -225,19 +225,25 @@ def test_sigkilled_up_leaves_nothing_after_cleanup(tb):
     assert tb.tag in {str(d["tag"]) for d in state.all_states()}  # a live one is kept
 
 
-def test_padded_boards_say_so_and_profile_padded(tmp_path, model):
-    """Forced padding (what a machine without cgroups gets): speed factor in the agent."""
+def test_padded_boards_say_so_and_profile_padded(tmp_path, model, monkeypatch):
+    """What a machine without root gets (namespaces and cgroups refused here): plain
+    local agents padded to their speed (`--emulate-speed`), and the profile sees it."""
     from planner.fleet import Fleet
     from planner.fleet.profiling import measure
+    from planner.testbed import testbed as testbed_mod
 
+    monkeypatch.setattr(testbed_mod.net, "reason", lambda: "needs root (simulated)")
+    monkeypatch.setattr(testbed_mod.cgroups, "reason", lambda: "needs root (simulated)")
     _, _, cut = model
     part = cut[0]
-    data = part.data
-    spec = make_spec("rpi4:1", emulation="padded", name="pytest-padded")
-    with Testbed(spec, workdir=tmp_path / "tb") as t:
+    spec = make_spec("rpi4:1", name="pytest-padded")
+    with Testbed(spec, workdir=tmp_path / "tb", state_root=tmp_path / "state") as t:
         node = t.nodes[0]
-        assert t.describe()["emulation"] == "padded" and node.emulation == "padded"
-        assert node.cpus is None and 0 < node.speed < 1
+        doc = t.describe()
+        assert doc["emulation"] == "padded" and node.emulation == "padded"
+        assert any("padded" in n for n in doc["notes"]), doc["notes"]
+        assert node.namespace == "" and node.address == "127.0.0.1" and node.cpus is None
+        assert 0 < node.speed < 1
         assert "padded to speed" in t.log(node.name)
         with Fleet.connect(t.broker_url) as fleet:
             info = fleet.wait_for_nodes(1, 30)[0]
@@ -245,7 +251,7 @@ def test_padded_boards_say_so_and_profile_padded(tmp_path, model):
     from node.profiler import time_part
     from node.runtime import RuntimeSettings
 
-    plain_s = statistics.median(time_part(data, RuntimeSettings(node.threads), 7, 1))
+    plain_s = statistics.median(time_part(part.data, RuntimeSettings(node.threads), 7, 1))
     ratio = padded_s / (plain_s / node.speed)
     print(f"\npadded {node.name}: speed {node.speed:.3f}, profiled {padded_s * 1e3:.2f} ms, "
           f"unpadded here {plain_s * 1e3:.2f} ms -> x{ratio:.2f} of 1/speed")
