@@ -8,6 +8,7 @@ plain, non-editable `pip install .` carries them.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, fields, replace
@@ -104,7 +105,9 @@ def _typed(cls: type, table: Any, where: str) -> Any:
             if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
                 raise ConfigError(f"{where}.{key}: expected a list of strings, got {value!r}")
             value = tuple(value)
-        elif want == "float" and type(value) in (int, float):
+        elif want == "float":  # a string once passed here, then failed a comparison
+            if type(value) not in (int, float) or not math.isfinite(value):
+                raise ConfigError(f"{where}.{key}: expected a finite number, got {value!r}")
             value = float(value)
         elif want in ("int", "str") and type(value).__name__ != want:
             raise ConfigError(f"{where}.{key}: expected {want}, got {value!r}")
@@ -144,7 +147,7 @@ def load(path: str | Path) -> NodeConfig:
     for key in data:
         if key not in ("board", "agent"):
             raise ConfigError(f"{path}: unknown table [{key}]")
-    if "board" not in data or "name" not in data.get("board", {}):
+    if not isinstance(data.get("board"), dict) or "name" not in data["board"]:
         raise ConfigError(f"{path}: missing key board.name")
     board = _typed(BoardFacts, data["board"], f"{path}: board")
     agent = _typed(AgentSettings, data.get("agent", {}), f"{path}: agent")

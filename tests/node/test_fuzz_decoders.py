@@ -1,7 +1,8 @@
 """Property tests of the agent's edge decoders: the data-plane frame decoder, the service
 request parser and the MQTT command decoder take random bytes, truncated and deeply nested
 JSON, oversized input and headers with hostile field values, and raise nothing but
-WireError; what they do return (or name as a reply address) is safe to use.
+WireError; what they do return (or name as a reply address) is safe to use. The board
+file loader takes random TOML and raises nothing but ConfigError.
 
 The default run tries a few hundred inputs per decoder; `-m slow` runs 10,000 each.
 """
@@ -9,6 +10,9 @@ The default run tries a few hundred inputs per decoder; `-m slow` runs 10,000 ea
 from __future__ import annotations
 
 import json
+import tempfile
+from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from node import config
 from node.errors import WireError
 from node.wire import frames as F
 from node.wire import messages as M
@@ -123,6 +128,56 @@ test_service_parser_raises_only_wire_errors = _QUICK(given(SERVICE)(_service))
 test_frame_decoder_long = pytest.mark.slow(_LONG(given(FRAMES)(_frames)))
 test_command_decoder_long = pytest.mark.slow(_LONG(given(COMMANDS)(_command)))
 test_service_parser_long = pytest.mark.slow(_LONG(given(SERVICE)(_service)))
+
+
+# ---- board files ----------------------------------------------------------------------
+
+_KEYS = sorted({f.name for c in (config.BoardFacts, config.AgentSettings)
+                for f in fields(c)}) + ["nope"]
+_TOML_VALUE = st.one_of(
+    st.integers(-(2 ** 63), 2 ** 63 - 1).map(str), st.floats().map(
+        lambda f: "nan" if f != f else ("inf" if f == float("inf") else
+                                        "-inf" if f == float("-inf") else repr(f))),
+    st.booleans().map(lambda b: "true" if b else "false"),
+    st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=8).map(json.dumps),
+    st.lists(st.sampled_from(['"xnnpack"', '"gpu"', "1", '"x"']), max_size=3).map(
+        lambda xs: "[" + ", ".join(xs) + "]"))
+_TABLE = st.dictionaries(st.sampled_from(_KEYS), _TOML_VALUE, max_size=5)
+
+
+def _render(board: dict[str, str], agent: dict[str, str] | None, board_value: str | None
+            ) -> str:
+    lines = [f"board = {board_value}"] if board_value else [
+        "[board]", *(f"{k} = {v}" for k, v in {"name": '"b"', **board}.items())]
+    if agent is not None:
+        lines += ["[agent]", *(f"{k} = {v}" for k, v in agent.items())]
+    return "\n".join(lines) + "\n"
+
+
+BOARD_FILES = st.one_of(
+    st.text(max_size=200),
+    st.builds(_render, _TABLE, st.none() | _TABLE,
+              st.none() | st.sampled_from(["5", '"b"', "[1]", "{}"])),
+)
+
+
+def _board_file(text: str, path: Path) -> None:
+    path.write_text(text, errors="surrogatepass")
+    try:
+        cfg = config.load(path)
+    except config.ConfigError as exc:
+        assert "\n" not in str(exc).strip() or "TOML" in str(exc)  # one line (TOML's own)
+        return
+    assert cfg.board.cores >= 1 and cfg.board.speed_prior > 0 and cfg.agent.threads >= 1
+
+
+def _board_prop(text: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        _board_file(text, Path(d) / "b.toml")
+
+
+test_board_file_loader_raises_only_config_errors = _QUICK(given(BOARD_FILES)(_board_prop))
+test_board_file_loader_long = pytest.mark.slow(_LONG(given(BOARD_FILES)(_board_prop)))
 
 
 @pytest.mark.parametrize("payload", [b"[" * 60_000, b"[" * 100_000, b'{"a":' * 60_000])
