@@ -10,21 +10,28 @@ client's sending thread and its result thread; an agent's receiving thread). So 
 scatter to several tiles on one host leaves one message after the other, and a gather
 of their outputs is decoded one after the other. Across hosts a link's latency is taken
 as the wire's, and messages to different devices overlap as before. A host is a pool of `host_cores` cores: work on a device also
-occupies one core of its host for its duration, in the earliest gap that fits, so three
-agents on two cores never compute three things at once; so does a transfer between two
-devices of one host, which has no wire (its time is sockets and copies on those cores). Work is a stage's compute plus
+occupies one core of its host for its duration, so three agents on two cores never
+compute three things at once; so does a transfer between two devices of one host, which
+has no wire (its time is sockets and copies on those cores). Tasks are queued frame by
+frame and then started in time order (`_schedule`): a task starts when its inputs and
+resources are free, and a freed core goes to the waiting task of the earliest frame, so a
+core never idles while work waits for one (as a host's scheduler does; cores are not
+preempted). Work is a stage's compute plus
 its overhead (fixed per frame, per extra gathered or sliced piece, per byte stitched or
 sliced), and the source's per-frame work (the client submitting, slicing tile inputs)
 and the sink's gathering of result pieces. Frames are walked stage by stage in op
 order, a topological order of the stage DAG because routes only go forward. Latency is
 one frame alone; throughput comes from N frames queued at the source, measured after a
-warm-up, and is reported with the analytic bound 1 / (busiest resource's seconds per
-frame, a host's being its devices' total over its cores) that it converges to on pipelines.
+warm-up (never above the bound), and is reported with the analytic bound 1 / (busiest
+resource's seconds per frame, a host's being its devices' total over its cores). On
+pipelines whose devices each have a host of their own it converges to the bound; where
+devices share a host, tasks that do not split across cores and a device's one-at-a-time
+sends to others on its host (not in the bound) can keep it below.
 """
 
 from __future__ import annotations
 
-import bisect
+import heapq
 from dataclasses import dataclass, field
 
 from planner.planning.costmodel import CostModel, TileTask
@@ -44,62 +51,102 @@ class Event:
     nbytes: int = 0
 
 
+When = tuple[float, tuple[int, ...]]  # not before this time, nor before these tasks end
+
+
+@dataclass
+class _Task:
+    frame: int
+    resource: str
+    kind: str
+    tag: int | str
+    dur: float
+    nbytes: int
+    after: float
+    deps: tuple[int, ...]  # the data it waits for and the task before it on each of its resources
+    host: tuple[str, int] | None  # takes a core of this host while it runs
+    record: bool
+    start: float = 0.0
+
+
 @dataclass
 class _Run:
-    dev_free: dict[str, float] = field(default_factory=dict)
-    link_free: dict[tuple[str, str], float] = field(default_factory=dict)
-    port_free: dict[str, float] = field(default_factory=dict)  # "out:dev" / "in:dev"
+    hosts: dict[str, tuple[str, int]]  # device -> oversubscribed (host, cores)
+    tasks: list[_Task] = field(default_factory=list)
+    last: dict[str, int] = field(default_factory=dict)  # resource -> its last task (served in order)
     events: list[Event] = field(default_factory=list)
-    hosts: dict[str, tuple[str, int]] = field(default_factory=dict)  # device -> oversubscribed (host, cores)
-    cores: dict[str, list[list[tuple[float, float]]]] = field(default_factory=dict)  # host -> per-core busy
+
+    def add(self, when: When, resources: tuple[str, ...], **task) -> When:
+        """Queue a task behind `when` and behind the last task of each resource."""
+        deps = when[1] + tuple(self.last[r] for r in resources if r in self.last)
+        i = len(self.tasks)
+        self.tasks.append(_Task(after=when[0], deps=deps, **task))
+        for r in resources:
+            self.last[r] = i
+        return when[0], (i,)
+
+    def end(self, when: When) -> float:
+        return max([when[0], *(self.tasks[i].start + self.tasks[i].dur for i in when[1])])
 
 
-def _gap(busy: list[tuple[float, float]], t: float, dur: float) -> float:
-    """Earliest start >= t of a free interval of length dur between sorted busy intervals."""
-    for s, e in busy[max(bisect.bisect_left(busy, (t, t)) - 1, 0):]:
-        if e <= t:
+def _join(a: When, b: When) -> When:
+    return max(a[0], b[0]), a[1] + b[1]
+
+
+def _schedule(run: _Run) -> None:
+    """Start every task as soon as its inputs and resources are free and, on a shared host,
+    a core is: when a core frees, the waiting task of the earliest frame takes it (ties in
+    booking order). Walked in time order, so a core never idles while work waits for one."""
+    tasks = run.tasks
+    children: list[list[int]] = [[] for _ in tasks]
+    waiting = [0] * len(tasks)
+    for i, t in enumerate(tasks):
+        for d in set(t.deps):
+            children[d].append(i)
+            waiting[i] += 1
+    pending = [(t.after, i) for i, t in enumerate(tasks) if not waiting[i]]  # (ready at, task)
+    heapq.heapify(pending)
+    queued: dict[str, list[tuple[int, int]]] = {}  # host -> (frame, task) ready for a core
+    free: dict[str, list[float]] = {}  # host -> when each core frees
+    now = 0.0
+
+    def start(i: int, at: float) -> None:
+        tasks[i].start = at
+        for j in children[i]:
+            waiting[j] -= 1
+            if not waiting[j]:
+                heapq.heappush(pending, (run.end((tasks[j].after, tasks[j].deps)), j))
+
+    while pending or any(queued.values()):
+        core_at, host = min(((max(now, min(free[h])), h) for h, q in queued.items() if q),
+                            default=(float("inf"), ""))
+        if pending and pending[0][0] <= core_at:
+            now, i = heapq.heappop(pending)
+            t = tasks[i]
+            if t.host is None:
+                start(i, now)
+            else:
+                free.setdefault(t.host[0], [0.0] * t.host[1])
+                heapq.heappush(queued.setdefault(t.host[0], []), (t.frame, i))
             continue
-        if s >= t + dur:
-            break
-        t = e
-    return t
+        now = core_at
+        _, i = heapq.heappop(queued[host])
+        cores = free[host]
+        c = cores.index(min(cores))
+        cores[c] = now + tasks[i].dur
+        start(i, now)
+    run.events = [Event(t.frame, t.resource, t.kind, t.tag, t.start, t.start + t.dur, t.nbytes)
+                  for t in tasks if t.record]
 
 
-def _core(run: _Run, host: tuple[str, int], ready: float, dur: float) -> float:
-    """Book dur seconds on the host core free earliest after ready; returns the start.
-
-    Of the cores free that early, the one busy until closest before the start: frames are
-    booked one after another, so a short task of one frame put at the far end of an idle
-    gap would split the gap that the next frame's longer task needs (a core left idle
-    while work waits, which a host's scheduler does not do).
-    """
-    name, cores = host
-    pool = run.cores.setdefault(name, [[] for _ in range(cores)])
-
-    def fit(c: int) -> tuple[float, float]:
-        start = _gap(pool[c], ready, dur)
-        i = bisect.bisect_right(pool[c], (start, float("inf")))
-        return start, -(pool[c][i - 1][1] if i else float("-inf"))
-
-    best = min(range(cores), key=fit)
-    start = _gap(pool[best], ready, dur)
-    bisect.insort(pool[best], (start, start + dur))
-    return start
-
-
-def _work(run: _Run, frame: int, device: str, tag, ready: float, dur: float,
-          fifo: bool = True) -> float:
-    """Run dur seconds on device (in frame order) and one core of its host; returns the end."""
+def _work(run: _Run, frame: int, device: str, tag, ready: When, dur: float,
+          fifo: bool = True) -> When:
+    """Run dur seconds on device (in frame order) and one core of its host."""
     if not fifo and dur <= 0:
         return ready  # the source's or sink's work when no overhead is modelled
-    start = max(ready, run.dev_free.get(device, 0.0))
-    shared = run.hosts.get(device)
-    if shared is not None and dur > 0:
-        start = _core(run, shared, start, dur)
-    run.dev_free[device] = start + dur
-    if dur > 0 or fifo:
-        run.events.append(Event(frame, device, "compute", tag, start, start + dur))
-    return start + dur
+    host = run.hosts.get(device) if dur > 0 else None
+    return run.add(ready, (device,), frame=frame, resource=device, kind="compute", tag=tag, dur=dur,
+                   nbytes=0, host=host, record=True)
 
 
 def _tasks(plan: Plan, cm: CostModel) -> dict[int, list[TileTask]]:
@@ -114,24 +161,16 @@ def _tasks(plan: Plan, cm: CostModel) -> dict[int, list[TileTask]]:
     return out
 
 
-def _send(run: _Run, cm: CostModel, frame: int, tag, src: str, dst: str, nbytes: float, ready: float) -> float:
-    """Queue one message on link src->dst; returns its arrival time."""
+def _send(run: _Run, cm: CostModel, frame: int, tag, src: str, dst: str, nbytes: float, ready: When) -> When:
+    """Queue one message on link src->dst (and, within a host, the ends' one-at-a-time ports)."""
     dur = cm.transfer(src, dst, nbytes)
     if dur == 0.0:
         return ready
-    key = (src, dst)
-    start = max(ready, run.link_free.get(key, 0.0))
     ports = (f"out:{src}", f"in:{dst}") if _same_host(cm, src, dst) else ()
-    for p in ports:
-        start = max(start, run.port_free.get(p, 0.0))
     host = run.hosts.get(src)
-    if host is not None and host == run.hosts.get(dst):
-        start = _core(run, host, start, dur)  # no wire within a host: sockets and copies are CPU work
-    run.link_free[key] = start + dur
-    for p in ports:
-        run.port_free[p] = start + dur
-    run.events.append(Event(frame, f"{src}->{dst}", "send", tag, start, start + dur, int(nbytes)))
-    return start + dur
+    host = host if host is not None and host == run.hosts.get(dst) else None  # no wire: CPU work
+    return run.add(ready, (f"{src}->{dst}", *ports), frame=frame, resource=f"{src}->{dst}", kind="send",
+                   tag=tag, dur=dur, nbytes=int(nbytes), host=host, record=True)
 
 
 def _same_host(cm: CostModel, a: str, b: str) -> bool:
@@ -139,25 +178,26 @@ def _same_host(cm: CostModel, a: str, b: str) -> bool:
     return bool(devs[a].host) and devs[a].host == devs[b].host
 
 
-def _frame(plan: Plan, cm: CostModel, tasks, run: _Run, frame: int, release: float) -> float:
-    """Push one frame through the plan; returns when its last output reaches the sink."""
+def _frame(plan: Plan, cm: CostModel, tasks, run: _Run, frame: int, release: float) -> When:
+    """Queue one frame's tasks through the plan; returns when its last output reaches the sink."""
     by_dst: dict = {}
     for r in plan.routes:
         by_dst.setdefault(r.dst, []).append(r)
     sliced = _sliced(plan, tasks)
     extra, nbytes = sliced.get((SOURCE, 0), (0, 0.0))
-    ready = _work(run, frame, plan.source, SOURCE, release, cm.overhead(plan.source, extra, nbytes), fifo=False)
+    ready = _work(run, frame, plan.source, SOURCE, (release, ()), cm.overhead(plan.source, extra, nbytes),
+                  fifo=False)
     done: dict = {SOURCE: [(plan.source, ready, None)]}  # endpoint -> [(device, ready, tile)]
     order = sorted(plan.stages, key=lambda s: s.ops[0])
     for s in order:
         ts = tasks[s.id]
-        arrive = [ready if s.ops[0] == 0 else 0.0] * len(ts)
+        arrive: list[When] = [ready if s.ops[0] == 0 else (0.0, ())] * len(ts)
         extra, stitch = [0] * len(ts), [0.0] * len(ts)
         for r in by_dst.get(s.id, []):
             for k, t in enumerate(ts):
                 for dev, at, src_tile in done[r.src]:
                     nb = _bytes(r.bytes, src_tile, t, s)
-                    arrive[k] = max(arrive[k], _send(run, cm, frame, r.src, dev, t.device, nb, at))
+                    arrive[k] = _join(arrive[k], _send(run, cm, frame, r.src, dev, t.device, nb, at))
                     if len(done[r.src]) > 1:  # region pieces of one tensor: gathered and stitched
                         stitch[k] += nb
                 extra[k] += len(done[r.src]) - 1
@@ -167,11 +207,12 @@ def _frame(plan: Plan, cm: CostModel, tasks, run: _Run, frame: int, release: flo
             dur = t.seconds + cm.overhead(t.device, extra[k] + n, stitch[k] + nb)
             outs.append((t.device, _work(run, frame, t.device, s.id, arrive[k], dur), t if s.tiles else None))
         done[s.id] = outs
-    finish, extra, stitch = release, 0, 0.0
+    finish: When = (release, ())
+    extra, stitch = 0, 0.0
     for r in by_dst.get(SINK, []):
         for dev, at, src_tile in done[r.src]:
             nb = src_tile.out_bytes if src_tile else r.bytes
-            finish = max(finish, _send(run, cm, frame, r.src, dev, plan.sink, nb, at))
+            finish = _join(finish, _send(run, cm, frame, r.src, dev, plan.sink, nb, at))
             stitch += nb if len(done[r.src]) > 1 else 0.0
         extra += len(done[r.src]) - 1
     gather = cm.overhead(plan.sink, extra, stitch, fixed=False)
@@ -205,7 +246,8 @@ def run_frames(plan: Plan, cm: CostModel, frames: int, gap: float = 0.0) -> tupl
     tasks = _tasks(plan, cm)
     run = _Run(hosts=cm.shared_hosts())
     finish = [_frame(plan, cm, tasks, run, f, f * gap) for f in range(frames)]
-    return finish, run
+    _schedule(run)
+    return [run.end(w) for w in finish], run
 
 
 def simulate(plan: Plan, cm: CostModel, frames: int = 32) -> dict:

@@ -32,9 +32,13 @@ count is tried too (a heuristic: notes say optimal false). Over STATE_LIMIT stat
 `_hostpipe.WORK_LIMIT` DP work, the per-stage-count heuristic alone is used.
 
 The period is the simulator's bound (`throughput_bound_fps`, busiest resource). Its
-stream figure (`throughput_fps`, cores booked frame by frame without preemption) can be
-lower on a shared host; `auto` compares stream figures. Outside this problem's plan space:
-DADS partitions (a device holding several op ranges, direct routes) and tile stages.
+stream figure (`throughput_fps`) reaches it on chains of devices with hosts of their own;
+where devices share a host it can stay below: stages do not split across cores, and a
+device sends to others on its host one message at a time, which the period leaves out
+(it binds when a stage sends early outputs to a sink on its host as well as its
+activations to the next stage there). `auto` compares stream figures. Outside this
+problem's plan space: DADS partitions (a device holding several op ranges, direct
+routes) and tile stages.
 """
 
 from __future__ import annotations
