@@ -18,11 +18,11 @@ from node.control import Control
 from node.dataplane import DataPlane, Sender
 from node.deployments import Deployments, ExecSettings
 from node.errors import NodeError
-from node.executor import SendFn
 from node.metrics import Counters
 from node.resources import describe, micro_benchmark
 from node.runtime import RuntimeSettings
 from node.service import ServiceHandler
+from node.stage_worker import SendFn
 from node.store import Store
 from node.supervisor import Supervised, Supervisor
 from node.wire import messages as m

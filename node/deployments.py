@@ -1,4 +1,4 @@
-"""Deployments on this node: deployment -> epoch -> stage id -> Stage.
+"""Deployments on this node: deployment -> epoch -> stage id -> StageWorker.
 
 A deploy for a new (or higher) epoch loads its stages next to the old ones; messages
 run with the stages of the epoch they carry until `activate`/`retire` drops old epochs.
@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from node.errors import DeployError, StoreError
-from node.executor import SendFn, Stage
 from node.memory import forward_bytes, mib, stage_bytes
 from node.metrics import Counters
 from node.runner import PartRunner
 from node.runtime import RuntimeSettings
 from node.shared_runner import RunnerKey, SharedRunner, runner_key
+from node.stage_worker import SendFn, StageWorker
 from node.store import Store
 from node.wire.codes import Code
 from node.wire.frames import Header
@@ -61,7 +61,7 @@ class Deployments:
         self._sender_factory = sender_factory
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
-        self._deps: dict[str, dict[int, dict[str, Stage]]] = {}
+        self._deps: dict[str, dict[int, dict[str, StageWorker]]] = {}
 
     def deploy(self, cmd: Deploy) -> DeployResult:
         """Load every stage of cmd (all or nothing), then swap them in.
@@ -78,9 +78,9 @@ class Deployments:
         with self._load_lock:  # two deploys must not both count the same free memory
             self._check_stage_count(cmd)
             runners, reused = self._runners(cmd)
-            stages: dict[str, Stage] = {}
+            stages: dict[str, StageWorker] = {}
             for spec in cmd.stages:
-                stages[spec.id] = Stage(self.node, cmd.deployment, cmd.epoch, spec,
+                stages[spec.id] = StageWorker(self.node, cmd.deployment, cmd.epoch, spec,
                                         runners.get(spec.id), self.counters,
                                         self._sender_factory, self.settings.queue_size,
                                         self.settings.gather_timeout_s)

@@ -8,6 +8,8 @@ a stage that stays full makes the hand-off time out instead of hanging.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import zmq
@@ -54,6 +56,12 @@ def test_hand_off_between_stages_of_one_agent_skips_the_socket(agent, client):
         np.testing.assert_array_equal(arrs[0], run_whole(chain.model, [x], RuntimeSettings(threads=1))[0])
     # 3 frames in from the client + 2 hand-offs each, all counted as received
     assert agent.dataplane.counters.snapshot()["frames_in"] - polled["frames_in"] == 9
+    # a stage counts a frame after sending it on (the count carries the bytes sent), so
+    # the last stage's count may trail its result by a moment
+    deadline = time.monotonic() + 2.0
+    while (any(agent.metrics().stages[f"chain/0/s{k}"].frames != 3 for k in range(3))
+           and time.monotonic() < deadline):
+        time.sleep(0.01)
     stats = agent.metrics().stages
     assert all(stats[f"chain/0/s{k}"].frames == 3 for k in range(3))
 

@@ -1,6 +1,6 @@
 """A stage whose input comes in region pieces gathers them in the receiving thread.
 
-A real Stage (worker thread, real Sender, the client's real PULL socket): pieces offered
+A real StageWorker (worker thread, real Sender, the client's real PULL socket): pieces offered
 one by one complete exactly once and the result is the stitched tensor; a request that
 stays incomplete is reported `incomplete` after the gather time-out; when more requests
 wait than the gather holds, the oldest is reported `evicted`; a full queue refuses a
@@ -13,22 +13,22 @@ import numpy as np
 import zmq
 
 from node.dataplane import Sender
-from node.executor import Stage
 from node.metrics import Counters
+from node.stage_worker import StageWorker
 from node.wire import messages as M
 from node.wire.frames import CLIENT, Header, meta_for
 
 FULL = (1, 4, 4, 2)
 
 
-def _stage(queue_size: int = 8, gather_timeout_s: float = 30.0) -> Stage:
+def _stage(queue_size: int = 8, gather_timeout_s: float = 30.0) -> StageWorker:
     spec = M.StageSpec("g", None, (M.InputSpec("x", "float32", FULL, 2),), (M.Route("x", CLIENT),))
 
     def sender():
         s = Sender(zmq.Context.instance(), Counters())
         return s.send, s.close
 
-    return Stage("n", "d", 0, spec, None, Counters(), sender, queue_size, gather_timeout_s)
+    return StageWorker("n", "d", 0, spec, None, Counters(), sender, queue_size, gather_timeout_s)
 
 
 def _piece(x: np.ndarray, rows: tuple[int, int], request: str, reply: str) -> tuple[Header, list]:

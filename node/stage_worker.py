@@ -1,6 +1,9 @@
-"""Stages of deployments: a worker thread per stage with a bounded queue.
+"""A deployed stage at work on a node: `StageWorker`, one thread with a bounded queue.
 
-`Executor.dispatch` (data-plane thread) hands each message to its stage's queue or
+The plan's stage (planner.planning.plan.Stage) becomes a wire `StageSpec`; on the node
+each loaded StageSpec runs as one StageWorker.
+
+`StageWorker.dispatch` (data-plane thread) hands each message to its stage's queue or
 reports the queue full (the data plane then stops reading, and ZeroMQ high-water marks
 push back to the senders). A stage worker gathers pieces, runs its part, slices each
 routed tensor and sends it on. Epochs of one deployment live side by side until retired.
@@ -68,7 +71,7 @@ class _Group(NamedTuple):
     header: Header  # the same header unencoded, for a stage of this process (no socket)
 
 
-class Stage:
+class StageWorker:
     """One loaded stage; `offer` is non-blocking, the worker thread does the rest."""
 
     def __init__(self, node: str, deployment: str, epoch: int, spec: StageSpec,
