@@ -89,3 +89,14 @@ def device_and_servers(cm: CostModel, names: list[str]) -> tuple[str, list[str]]
         dev = tiers[0] if tiers else min(names, key=lambda d: p.devices[d].speed)
     servers = [d for d in names if d != dev and p.devices[d].tier != "device"] or [d for d in names if d != dev]
     return dev, servers
+
+
+def split_roles(graph, profile: Profile, constraints: Constraints
+                ) -> tuple[CostModel, str, list[str]]:
+    """(cost model, device, servers) for the two-tier baselines (Neurosurgeon, DADS).
+
+    With `--max-nodes 1` there is no second node to offload to: no servers, all on the
+    device."""
+    cm = setup(graph, profile, constraints)
+    dev, servers = device_and_servers(cm, candidates(cm, constraints))
+    return cm, dev, [] if constraints.max_nodes == 1 else servers

@@ -21,7 +21,7 @@ from planner.planning.costmodel import CostModel
 from planner.planning.plan import Plan, Stage
 from planner.planning.planbuild import make_plan
 from planner.planning.profile import Profile
-from planner.planning.strategies._common import candidates, device_and_servers, setup
+from planner.planning.strategies._common import split_roles
 
 NAME = "dads"
 INF = float("inf")
@@ -87,11 +87,7 @@ def stages_of(n: int, on_dev: set[int], dev: str, srv: str) -> list[Stage]:
 
 def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     """Min-cut partition between the device and the best server."""
-    cm = setup(graph, profile, constraints)
-    names = candidates(cm, constraints)
-    dev, servers = device_and_servers(cm, names)
-    if constraints.max_nodes == 1:  # no second node to offload to: all on the device
-        servers = []
+    cm, dev, servers = split_roles(graph, profile, constraints)
     best = None
     for srv in servers or [dev]:
         if srv == dev:

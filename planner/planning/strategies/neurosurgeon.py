@@ -16,7 +16,7 @@ from planner.planning.costmodel import CostModel
 from planner.planning.plan import Plan
 from planner.planning.planbuild import make_plan, ranges_to_stages
 from planner.planning.profile import Profile
-from planner.planning.strategies._common import candidates, check_pins, device_and_servers, setup
+from planner.planning.strategies._common import check_pins, split_roles
 
 NAME = "neurosurgeon"
 
@@ -40,11 +40,7 @@ def estimate(cm: CostModel, dev: str, srv: str, c: int, objective: str) -> float
 
 def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     """Best single device/server cut by the chain estimate."""
-    cm = setup(graph, profile, constraints)
-    names = candidates(cm, constraints)
-    dev, servers = device_and_servers(cm, names)
-    if constraints.max_nodes == 1:  # no second node to offload to: all on the device
-        servers = []
+    cm, dev, servers = split_roles(graph, profile, constraints)
     best = None
     for srv in servers or [dev]:
         for c in range(cm.n + 1):
