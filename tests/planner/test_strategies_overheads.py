@@ -88,3 +88,16 @@ def test_shared_host_plan_is_exact_and_never_worse_than_ignoring_the_host(inst, 
     assert optimal and _close(per, best_period(cm, names))  # one shared host: the exact search
     plan = make_plan(cm, ranges_to_stages(cuts, devs), "t", Constraints())
     assert _close(plan.predicted["throughput_bound_fps"], 1 / per)
+
+
+def test_shared_host_search_too_big_falls_back_to_the_per_stage_count_heuristic(monkeypatch):
+    from planner.planning.strategies import _hostpipe
+
+    cm = CostModel(graph(3, 10), with_overheads(random_profile(7, 3), 7, "h", 2, client_on_host=True))
+    names = ["d0", "d1", "d2"]
+    exact = throughput.solve(cm, names, Constraints())
+    monkeypatch.setattr(_hostpipe, "WORK_LIMIT", 0)
+    per, cuts, devs, optimal, method = throughput.solve(cm, names, Constraints())
+    assert exact[3] and exact[4] == "dp-host-work"
+    assert not optimal and method.endswith("+per-stage-count")
+    assert _close(chain_period(cm, cuts, devs), per) and per >= exact[0] * (1 - 1e-9)

@@ -20,7 +20,7 @@ from planner.planning.costmodel import CostModel
 from planner.planning.strategies._classes import Classes
 
 _EPS = 1e-12
-WORK_LIMIT = 40_000_000  # (start, end) pairs scored per period tested before giving up
+WORK_LIMIT = 150_000_000  # (start, end) pairs scored over all periods tested before giving up
 
 
 class TooBig(Exception):
@@ -51,6 +51,7 @@ class HostWork:
                       for j in range(k)] for i in range(k)]
         self.to_sink = [h is not None and h == sink_host for h, _ in self.host]
         self._stage: dict[int, np.ndarray] = {}
+        self.spent = 0  # DP work so far, against WORK_LIMIT
 
     def stage(self, i: int) -> np.ndarray:
         """C[a, b]: host work of ops [a, b) on a member of class i (its compute, overhead and
@@ -87,7 +88,7 @@ def min_host_work(cm: CostModel, cl: Classes, rg, hw: HostWork, T: float, max_no
             layer[(tuple(int(x == j) for x in range(k)), j)] = w
     parents: list[dict] = [{key: None for key in layer}]  # per layer: key -> (prev keys by start)
     starts: list[dict] = []  # per layer: key -> start of the stage ending at each position
-    best, final, work, states = np.inf, None, 0, len(layer)
+    best, final, states = np.inf, None, len(layer)
     for depth in range(max_nodes):
         nxt: dict[tuple, np.ndarray] = {}
         nxt_par: dict[tuple, list] = {}
@@ -97,8 +98,8 @@ def min_host_work(cm: CostModel, cl: Classes, rg, hw: HostWork, T: float, max_no
             A = np.nonzero(w < best)[0]
             if A.size == 0:
                 continue
-            work += A.size * (n + 1)
-            if work > WORK_LIMIT:
+            hw.spent += A.size * (n + 1)
+            if hw.spent > WORK_LIMIT:
                 raise TooBig()
             m = np.where(valid[i][A], w[A, None] + hw.stage(i)[A], np.inf)
             arg = m.argmin(axis=0)
