@@ -11,10 +11,10 @@ from planner.model.graph import ModelGraph
 from planner.modelbuild import recipes
 from planner.planning.constraints import Constraints
 from planner.planning.profile import Device, Link, Profile
-from planner.planning.strategies import STRATEGIES
+from planner.planning.strategies import NAMES, STRATEGIES
 from planner.planning.strategies.tiles import figure
 
-BASELINES = ("latency", "throughput", "neurosurgeon", "dads", "even", "memory", "ftp", "tiles", "hybrid")
+BASELINES = tuple(n for n in NAMES if n != "auto")  # every other registered strategy
 MODELS = {
     "stack": lambda: recipes.conv_stack(32, 8),
     "mobilenet": lambda: recipes.mobilenet_v2_like(64, width=0.35, num_classes=10),
