@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 _speed = 1.0
-# a timed batch spans this many CFS periods: a batch of W seconds can be off by at most
-# one period's quota (P/W), and batches run back to back, so the error has no sign
-PERIODS_PER_TIMING = 10
+# a timed batch spans this many CFS periods: long enough that its CPU time is what the
+# quota lets through (node/profiler.py counts CPU time over the quota, not the lumps)
+PERIODS_PER_TIMING = 4
 _CGROUP_ROOTS = (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup/cpu,cpuacct"))
 _CGROUP2_ROOTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
 

@@ -4,9 +4,9 @@ A repetition is one invoke, or under a cgroup CPU quota a batch of back-to-back 
 spanning several CFS periods (node/pacing.py): a single short invoke can run inside the
 period's remaining quota at full speed, which once made throttled boards profile 2x
 faster than they sustain. A warm-up of the same length first uses up the quota banked
-while the node was idle, and the part's figure is the mean of its batches (they run
-back to back, so what one gains from where the period boundaries fall the next one
-loses), not their median. Padded runs (`--emulate-speed`) are timed with their padding.
+while the node was idle; a batch counts at least its CPU time over the quota (`_timed`),
+and the part's figure is the mean of its batches (they run back to back, so what one
+gains from where the period boundaries fall the next one loses), not their median. Padded runs (`--emulate-speed`) are timed with their padding.
 """
 
 from __future__ import annotations
@@ -64,14 +64,25 @@ def time_part(model: bytes, settings: RuntimeSettings, repetitions: int, warmup:
             invoke()
             n += 1
         batch = max(1, int(np.ceil(span * n / (time.perf_counter() - t))))
-    return [_timed(invoke, batch) / batch for _ in range(repetitions)]
+    q = pacing.cpu_quota()
+    cpus = q[0] / q[1] if q else None
+    return [_timed(invoke, batch, cpus) / batch for _ in range(repetitions)]
 
 
-def _timed(invoke: Callable[[], None], n: int) -> float:
-    t = time.perf_counter()
+def _timed(invoke: Callable[[], None], n: int, cpus: float | None = None) -> float:
+    """Seconds for n invokes; under a quota of `cpus` cores at least CPU time / cpus.
+
+    CFS enforces a quota at scheduler ticks (4 ms at HZ=250), so a group below a tick's
+    worth per period runs in lumps of a tick every tick/cpus seconds; a batch of a few
+    periods can still catch more or less than its share. The CPU the invokes used over
+    the quota is what they take sustained, whatever the lumps; wall time is kept when
+    it is longer (work that cannot use the whole quota, e.g. one thread of several).
+    """
+    t, c = time.perf_counter(), time.process_time()
     for _ in range(n):
         invoke()
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    return max(wall, (time.process_time() - c) / cpus) if cpus else wall
 
 
 def summarize(times: list[float]) -> float:

@@ -7,13 +7,14 @@ planner/modelbuild at 224 px) is timed here on one thread: `host_ms`, the best o
 sustained runs (the least disturbed by other load). A board core then runs at
 share = host_ms * reference_threads / reference_ms of a host core, and a board of N
 cores gets N x share of CPU quota, capped at the host's cores (the testbed says when),
-and N interpreter threads, at most the host's cores (`emulate`). The measurement is machine-specific: it is cached in the state
+and as many interpreter threads as that quota has whole cores, at most N (`emulate`). The measurement is machine-specific: it is cached in the state
 directory, keyed by CPU model, runtime and version.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import time
@@ -28,7 +29,10 @@ REFERENCE = {"recipe": "mobilenet_v2_like", "input_size": 224, "dtype": "int8", 
 CACHE_VERSION = 1
 CACHE_MAX_AGE_S = 7 * 86400
 MIN_QUOTA_S = 0.001  # CFS refuses a quota below 1 ms
-MIN_PERIOD_S = 0.004  # shorter periods cost scheduler overhead for no fidelity gain
+# a throttled group waits for a scheduler tick (4 ms at HZ=250) when another task holds
+# its CPU at the period's start: with 4 ms periods a 1-thread Pi 4 (0.327 cores) got 82%
+# of its quota on a loaded machine; a period of 3 ticks leaves time to spend it
+MIN_PERIOD_S = 0.012
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class BoardEmulation:
 
     kind: str
     cores: int  # the board's cores
-    threads: int  # its interpreter threads: its cores, at most the host's (see below)
+    threads: int  # its interpreter threads: as many as its quota has cores (see below)
     share: float  # of one host core, per board core
     cpus: float  # quota in host cores (cores x share, capped at the host's cores)
     period_s: float  # CFS period: the quota is at least MIN_QUOTA_S
@@ -124,10 +128,10 @@ def emulate(kind: str, host_ms_: float, cores_here: int | None = None) -> BoardE
     capped = want > cores_here or share > 1.0
     if share > 1.0:  # a board core faster than a host core: each thread gets a whole one
         cpus = min(float(board.cores), float(cores_here))
-    # more interpreter threads than host cores under a small quota made timings erratic
-    # (a Pi 3's 4 threads on 2 cores: profile/sustained x0.92..x1.56 from run to run;
-    # 2 threads: x0.95..x1.01), so the quota keeps the board's cores, the threads do not
-    threads = min(board.cores, cores_here)
+    # threads beyond the quota's cores only spin: the quota pools the board's cores, so a
+    # Pi 3 (0.115 cores here) got nothing from 2 threads but 9% more CPU per inference,
+    # and 4 threads on 2 host cores made timings erratic (x0.92..x1.56 run to run)
+    threads = max(1, min(board.cores, cores_here, math.ceil(cpus - 1e-9)))
     # the quota per period must be >= 1 ms: period = 1 ms / quota, at least MIN_PERIOD_S
     period = max(MIN_QUOTA_S / cpus, MIN_PERIOD_S)
     return BoardEmulation(kind, board.cores, threads, round(min(share, 1.0), 5), round(cpus, 5),

@@ -269,15 +269,13 @@ def test_cleanup_is_idempotent_and_leftovers_lists_only_live_testbeds(tb):
 @pytest.mark.slow
 @pytest.mark.parametrize("board", ["rpi4", "rpi3"])
 def test_agent_profile_predicts_the_emulated_boards_sustained_stream(tmp_path, board):
-    """Through the agent: `fleet.profile` on an emulated board against the interpreter run
-    per frame of the whole model streamed to that board (the agent's metrics). 8 op
-    groups: each profiled part pays a fixed invoke cost, which at the default 24 groups
-    adds ~10% on throttled boards (sum of parts > the whole, a cost-model matter, not
-    the emulation's). The agent's data plane spends the same quota as the interpreter, so
-    the stage's run in a stream moved by +-15% between runs here (x0.85..x1.13 over four
-    runs): the bound is 20%, against x0.1..x0.3 when profiles timed single invokes
-    (the fidelity bound of 10% is test_profile_of_an_emulated_board_..., without a data
-    plane). ~15 s, ~30 s."""
+    """Through the agent: `fleet.profile` (8 op groups) on an emulated board against the
+    whole model streamed to that board: a frame every 1/fps seconds. The interval also
+    holds the agent's data plane (receiving, decoding, sending a frame: CPU from the same
+    quota), which the planner adds from its overhead probes, so the profile may come out
+    a little under it. The stage's own run time in the stream is printed too; under a
+    quota it is no measure (throttling stalls fall in or out of it by chance).
+    ~15 s, ~30 s."""
     from planner.fleet import Fleet
     from planner.fleet.bench import run_bench
     from planner.planning.plan import Stage
@@ -301,10 +299,9 @@ def test_agent_profile_predicts_the_emulated_boards_sustained_stream(tmp_path, b
             dep.undeploy()
     sustained = 1 / fps
     print(f"\n{node.name} (quota {node.cpus:.3f} cores, period {node.period_ms} ms): profile "
-          f"{predicted * 1e3:.1f} ms per frame; in the stream the stage ran {run * 1e3:.1f} ms "
-          f"per frame (profile x{predicted / run:.3f}), a frame every {sustained * 1e3:.1f} ms "
-          f"(the agent's data plane shares the quota)")
-    assert abs(predicted / run - 1) <= 0.20
+          f"{predicted * 1e3:.1f} ms per frame; streamed, a frame every {sustained * 1e3:.1f} "
+          f"ms (profile x{predicted / sustained:.3f}); the stage's run {run * 1e3:.1f} ms")
+    assert abs(predicted / sustained - 1) <= 0.10
 
 
 def _stage_run_s(fleet, node: str, frames: int, timeout_s: float = 15.0) -> float:

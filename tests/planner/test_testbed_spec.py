@@ -49,9 +49,9 @@ def test_quota_is_board_speed_over_host_speed_with_a_period_for_a_1ms_quota():
     assert e.share == pytest.approx(share, rel=1e-3)
     assert e.cpus == pytest.approx(rpi3.cores * share, rel=1e-3) and not e.capped
     assert e.cpus * e.period_s >= MIN_QUOTA_S * 0.999 and e.period_s >= MIN_PERIOD_S
-    assert e.threads == 2 and e.cores == 4  # threads at most the host's cores
+    assert e.threads == 1 and e.cores == 4  # as many threads as the quota has cores
     big = emulate("edge_server", host_ms_=4.0, cores_here=2)
-    assert big.capped and big.cpus == 2.0  # faster than this machine: capped, and says so
+    assert big.capped and big.cpus == 2.0 and big.threads == 2  # capped, and says so
 
 
 def test_every_board_file_cites_its_reference_speed():
