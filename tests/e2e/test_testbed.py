@@ -7,13 +7,14 @@ probe processes (tests/e2e/_testbed_probes.py), ratios taken within one run:
 - a board's sustained speed is its calibrated target within 5% (its CPU share is its
   quota: target ms = the probe's own CPU ms per inference / quota);
 - a profile (node/profiler.py) of the parts of a model on the Pi 3 board sums to
-  within 10% of the model's sustained time there (single short invokes, as profiled
-  before, are printed next to it: they saw the throttled board about 2x too fast);
+  within 10% of the model's sustained time there (single short invokes timed by wall
+  clock, as profiled before, are printed next to it: x0.1..x0.8, run to run);
 - the shaped link carries its rate within 5% (wire bytes counted by its qdisc);
 - the added delay is within 1 ms (UDP round trips, delayed board minus baseline);
 - a SIGKILLed `tilefleet testbed up` leaves pieces that `cleanup` removes completely;
 - without cgroups the boards are padded (`--emulate-speed`) and their profiles say so.
-Skipped with the reason without root, namespaces, cgroups or Mosquitto. ~45 s.
+Skipped with the reason without root, namespaces, cgroups or Mosquitto (the padded case
+needs only Mosquitto). ~50 s; the slow agent-level profile test ~40 s more.
 """
 
 from __future__ import annotations
