@@ -45,9 +45,7 @@ from planner.planning.costmodel import CostModel
 from planner.planning.plan import Stage, plan_from_json
 from planner.planning.planbuild import make_plan
 from planner.planning.profile import profile_from_json
-
-STRATEGIES = ["latency", "throughput", "tiles", "hybrid", "auto", "neurosurgeon", "dads",
-              "even", "ftp", "memory"]
+from planner.planning.strategies import NAMES as STRATEGIES
 
 
 def load() -> float:
