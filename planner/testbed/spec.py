@@ -15,7 +15,7 @@ speed prior). The planner side (broker, client) sits on the switch itself.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from node import config
 from node.errors import ConfigError
@@ -65,7 +65,6 @@ class TestbedSpec:
     backbone: LinkSpec = LinkSpec()
     name: str = "default"
     emulation: str = "auto"  # auto (cgroup if root, else padded), cgroup, padded, none
-    extra: dict = field(default_factory=dict, compare=False)
 
     def nodes(self) -> list[tuple[str, BoardSpec]]:
         """(node name, board) in order: <kind>-<i>, numbered per kind from 0."""

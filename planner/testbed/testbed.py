@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -164,8 +165,8 @@ class Testbed:
                 raise TestbedError(f"testbed {self.spec.name!r} is already up (pid "
                                    f"{old['pid']}); `tilefleet testbed down --name "
                                    f"{self.spec.name}` first")
-            if old:
-                remove_tag(str(old["tag"]))
+            if old:  # left by a killed `up`: clear it first
+                remove_tag(str(old["tag"]), [int(p) for p in old.get("pids", [])])
             used = {str(d.get("tag")) for d in state.all_states(self.state_root)}
             used |= net.tags_present() | {g.name[len(cgroups.PREFIX):].split("-")[0]
                                           for g in cgroups.groups()}
@@ -220,8 +221,6 @@ class Testbed:
                 state.remove(self.spec.name, self.state_root)
             self.tag = ""
         if self._own_dir and not os.environ.get("TILEFLEET_KEEP_TESTBED_DIR"):
-            import shutil
-
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Testbed:

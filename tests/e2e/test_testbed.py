@@ -8,7 +8,7 @@ probe processes (tests/e2e/_testbed_probes.py), ratios taken within one run:
   quota: target ms = the probe's own CPU ms per inference / quota);
 - a profile (node/profiler.py) of the parts of a model on the Pi 3 board sums to
   within 10% of the model's sustained time there (single short invokes timed by wall
-  clock, as profiled before, are printed next to it: x0.1..x0.8, run to run);
+  clock, as profiled before, are printed next to it: anywhere in x0.1..x1.0);
 - the shaped link carries its rate within 5% (wire bytes counted by its qdisc);
 - the added delay is within 1 ms (UDP round trips, delayed board minus baseline);
 - a SIGKILLed `tilefleet testbed up` leaves pieces that `cleanup` removes completely;
