@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
-    padded = f" (padded to speed {cfg.agent.emulate_speed:g})" if cfg.agent.emulate_speed < 1 else ""
+    padded = (
+        f" (padded to speed {cfg.agent.emulate_speed:g})" if cfg.agent.emulate_speed < 1 else ""
+    )
     print(f"tilefleet-node {args.name}: data {agent.dataplane.data_endpoint} "
           f"service {agent.dataplane.service_endpoint}{padded}", flush=True)
     agent.wait()

@@ -24,7 +24,9 @@ MIB = 1 << 20
 
 
 def _nbytes(d: dict[str, Any]) -> int:
-    return int(np.prod([int(x) for x in d["shape"]], dtype=np.int64)) * np.dtype(d["dtype"]).itemsize
+    return (
+        int(np.prod([int(x) for x in d["shape"]], dtype=np.int64)) * np.dtype(d["dtype"]).itemsize
+    )
 
 
 def arena_bytes(interp: Any) -> int:

@@ -58,7 +58,10 @@ def cpu_quota() -> tuple[float, float] | None:
         hid, ctrls, path = line.split(":", 2)
         if "cpu" in ctrls.split(","):  # cgroup v1
             for root in _CGROUP_ROOTS:
-                q, p = root / path.lstrip("/") / "cpu.cfs_quota_us", root / path.lstrip("/") / "cpu.cfs_period_us"
+                q, p = (
+                    root / path.lstrip("/") / "cpu.cfs_quota_us",
+                    root / path.lstrip("/") / "cpu.cfs_period_us",
+                )
                 try:
                     quota, period = int(q.read_text()), int(p.read_text())
                 except (OSError, ValueError):

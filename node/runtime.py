@@ -114,7 +114,9 @@ def _allocate_quietly(interp: Any) -> None:
         os.close(devnull)
 
 
-def run_whole(model: bytes | str, inputs: list, settings: RuntimeSettings = RuntimeSettings()) -> list:
+def run_whole(
+    model: bytes | str, inputs: list, settings: RuntimeSettings = RuntimeSettings()
+) -> list:
     """Run a model once on `inputs` (graph input order); return outputs in graph order."""
     interp = make_interpreter(model, settings)
     interp.allocate_tensors()

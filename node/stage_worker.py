@@ -114,7 +114,9 @@ class StageWorker:
         if self.runner is not None:
             for k, (name, shape) in enumerate(self.runner.out_shapes.items()):  # part order
                 full[name] = shape
-                cov[name] = self.spec.tile.output_window(k) if self.spec.tile else full_region(shape)
+                cov[name] = (
+                    self.spec.tile.output_window(k) if self.spec.tile else full_region(shape)
+                )
         for r in self.spec.routes:
             if r.tensor not in full:
                 raise DeployError(f"stage {self.spec.id!r}: route names tensor {r.tensor!r}, "
@@ -229,8 +231,14 @@ class StageWorker:
         self._fail(send, header, Code.EVICTED, f"request {key!r} evicted: too many incomplete "
                    "requests")
 
-    def _handle(self, send: SendFn, header: Header, arrays: list[np.ndarray] | dict[str, np.ndarray],
-                t_in: float, gathered: bool = False) -> None:
+    def _handle(
+        self,
+        send: SendFn,
+        header: Header,
+        arrays: list[np.ndarray] | dict[str, np.ndarray],
+        t_in: float,
+        gathered: bool = False,
+    ) -> None:
         try:
             if gathered:
                 inputs = arrays

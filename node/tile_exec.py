@@ -50,7 +50,9 @@ class TileRunner:
         self._interp = make_interpreter(model, settings or RuntimeSettings())
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
         if not ins or not outs:
-            raise ValueError(f"a tiled part needs inputs and outputs, got {len(ins)} and {len(outs)}")
+            raise ValueError(
+                f"a tiled part needs inputs and outputs, got {len(ins)} and {len(outs)}"
+            )
         if tile_shape is not None:
             shapes = [tile_shape] if isinstance(tile_shape[0], int) else list(tile_shape)
             if len(shapes) != len(ins):
@@ -85,7 +87,9 @@ class TileRunner:
                              f"got {len(regions)} and {len(crops)}")
         for x, dtype in zip(regions, self.input_dtypes, strict=True):
             if x.dtype != dtype or x.ndim != 4:
-                raise ValueError(f"tile input must be a 4-D {dtype} array, got {x.ndim}-D {x.dtype}")
+                raise ValueError(
+                    f"tile input must be a 4-D {dtype} array, got {x.ndim}-D {x.dtype}"
+                )
         shapes = tuple(tuple(int(d) for d in x.shape) for x in regions)
         if shapes != self._shapes:
             # Only on a shape change: allocate_tensors re-plans memory and re-prepares ops.
@@ -130,6 +134,8 @@ def stitch(full_shape: Sequence[int], dtype: np.dtype | str,
         cover[y0:y1, x0:x1] += 1
     if (cover != 1).any():
         y, x = np.argwhere(cover != 1)[0]
-        raise ValueError(f"output pixel ({y}, {x}) is covered {cover[y, x]} times; "
-                         f"{int((cover == 0).sum())} uncovered, {int((cover > 1).sum())} overlapped")
+        raise ValueError(
+            f"output pixel ({y}, {x}) is covered {cover[y, x]} times; "
+            f"{int((cover == 0).sum())} uncovered, {int((cover > 1).sum())} overlapped"
+        )
     return out

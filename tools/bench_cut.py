@@ -97,9 +97,11 @@ def main() -> int:
     print(f"model {size / 1e6:.1f} MB, cut into {args.parts} parts at {fig['points']}")
     print(f"read {fig['read_s'] * 1e3:.1f} ms, cut {fig['cut_s'] * 1e3:.1f} ms "
           f"(parts {[round(b / 1e6, 2) for b in fig['part_bytes']]} MB)")
-    print(f"peak while reading + cutting: tracemalloc {fig['tracemalloc_peak_bytes'] / 1e6:.1f} MB "
-          f"({fig['tracemalloc_peak_x_model']:.2f}x model), RSS above baseline "
-          f"{fig['rss_peak_above_baseline_bytes'] / 1e6:.1f} MB ({fig['rss_peak_x_model']:.2f}x model)")
+    print(
+        f"peak while reading + cutting: tracemalloc {fig['tracemalloc_peak_bytes'] / 1e6:.1f} MB "
+        f"({fig['tracemalloc_peak_x_model']:.2f}x model), RSS above baseline "
+        f"{fig['rss_peak_above_baseline_bytes'] / 1e6:.1f} MB ({fig['rss_peak_x_model']:.2f}x model)"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(fig, indent=2) + "\n")

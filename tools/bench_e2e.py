@@ -63,7 +63,11 @@ def cpu_now() -> tuple[float, float, float]:
             ours += c.user + c.system + c.children_user + c.children_system
         except psutil.Error:
             pass
-    return time.time(), t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0), ours
+    return (
+        time.time(),
+        t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0),
+        ours,
+    )
 
 
 def foreign(before: tuple[float, float, float]) -> float:
@@ -240,9 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         report["overhead"] = overhead(fleet, graph, data, names[0], args.overhead_frames)
     print(f"{graph.source}: {len(graph.ops)} ops on {args.nodes} local agents, {os.cpu_count()} "
           f"CPUs, {args.frames} frames, window {args.window}, median of {args.repeat}")
-    print(f"{'strategy':>12} {'stages':>6} {'pred lat':>9} {'meas lat':>9} {'err':>6} "
-          f"{'pred fps':>9} {'meas fps':>9} {'err':>6} {'fps spread':>11} {'cpu/frame':>13} {'load':>9} "
-          f"{'other':>5} identical")
+    print(
+        f"{'strategy':>12} {'stages':>6} {'pred lat':>9} {'meas lat':>9} {'err':>6} "
+        f"{'pred fps':>9} {'meas fps':>9} {'err':>6} {'fps spread':>11} {'cpu/frame':>13} {'load':>9} "
+        f"{'other':>5} identical"
+    )
     for s, r in rows:
         p, m = r["predicted"], r["measured"]
         spread = f"{min(m['throughput_runs_fps']):.0f}-{max(m['throughput_runs_fps']):.0f}"

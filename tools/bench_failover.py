@@ -78,13 +78,15 @@ def throttle(url: str | None) -> dict:
     share = r["victim_macs_share"]
     rounds = " ".join(f"{x:.0f}/{y:.0f}" for x, y in zip(r["rounds"]["after"],
                                                          r["rounds"]["fresh"], strict=True))
-    print(f"throttle {r['victim']} to 0.1 CPU: {r['fps_before']:.0f} fps before, "
-          f"{r['fps_throttled'] or 0:.0f} throttled; re-plan {r['detect_s'] or 0:.1f} s after "
-          f"the throttle (victim's interval samples / baseline by seconds after it: "
-          f"{' '.join(f'{t:+.1f}s:{x:.1f}x' for t, x in r['victim_samples'] if t > -1.5)}); re-planned / fresh plan fps in alternating bursts {rounds}: median "
-          f"{r['fps_after_replan']:.0f} / {r['fps_fresh_plan']:.0f}, per-round ratio median "
-          f"{r['after_vs_fresh']:.2f}x of fresh (target >= 0.8); victim's MACs share "
-          f"{share['before']:.2f} -> {share['after']:.2f}")
+    print(
+        f"throttle {r['victim']} to 0.1 CPU: {r['fps_before']:.0f} fps before, "
+        f"{r['fps_throttled'] or 0:.0f} throttled; re-plan {r['detect_s'] or 0:.1f} s after "
+        f"the throttle (victim's interval samples / baseline by seconds after it: "
+        f"{' '.join(f'{t:+.1f}s:{x:.1f}x' for t, x in r['victim_samples'] if t > -1.5)}); re-planned / fresh plan fps in alternating bursts {rounds}: median "
+        f"{r['fps_after_replan']:.0f} / {r['fps_fresh_plan']:.0f}, per-round ratio median "
+        f"{r['after_vs_fresh']:.2f}x of fresh (target >= 0.8); victim's MACs share "
+        f"{share['before']:.2f} -> {share['after']:.2f}"
+    )
     r["pass"] = (bool(r["replanned"]) and r["after_vs_fresh"] >= 0.8 and r["delivered_once"]
                  and r["identical"] == r["results"] > 0)
     return r

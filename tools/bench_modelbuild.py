@@ -88,7 +88,7 @@ def all_recipes() -> dict:
             model = fn(dtype=dtype)
             out[f"{name}/{dtype}"] = {"build_s": time.perf_counter() - t, **describe(model)}
             print(f"  {name:14s} {dtype:8s} {out[f'{name}/{dtype}']['build_s']:7.2f} s "
-                  f"{out[f'{name}/{dtype}']['ops']:4d} ops {len(model) / 1e6:9.2f} MB", flush=True)  # fmt: skip
+                  f"{out[f'{name}/{dtype}']['ops']:4d} ops {len(model) / 1e6:9.2f} MB", flush=True)
     return out
 
 
@@ -118,7 +118,7 @@ def main() -> int:
         w = fig["warm"]
         print(f"mobilenet_v2_like 224 {dtype:8s} cold {fig['cold']['first_build_s']:.2f} s "
               f"(+{fig['cold']['import_s']:.2f} s import)  warm min {w['min_s']:.2f} s "
-              f"median {w['median_s']:.2f} s  {w['ops']} ops  {w['bytes'] / 1e6:.1f} MB")  # fmt: skip
+              f"median {w['median_s']:.2f} s  {w['ops']} ops  {w['bytes'] / 1e6:.1f} MB")
     if args.all:
         print("default-size recipes:")
         result["recipes"] = all_recipes()

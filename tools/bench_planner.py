@@ -72,10 +72,19 @@ def _partial_row(graph, prof, kind: str, size: int, repeat: int) -> dict:
         new = replan(graph, old, gone, c, STRATEGIES["throughput"])
         best = min(best, time.perf_counter() - t)
     mode = new.notes["replan"]["mode"]
-    print(f"{'partial':13s} {kind:5s} {size:7d} {best:8.3f} {new.predicted['latency_s'] * 1e3:11.2f} "
-          f"{new.predicted['throughput_fps']:8.2f} {len(new.stages):6d}  {{'mode': {mode!r}, 'vanished': {victim!r}}}")
-    return {"strategy": "partial", "fleet": kind, "devices": size, "ops": len(graph.ops), "plan_s": best,
-            "mode": mode, "vanished": victim}
+    print(
+        f"{'partial':13s} {kind:5s} {size:7d} {best:8.3f} {new.predicted['latency_s'] * 1e3:11.2f} "
+        f"{new.predicted['throughput_fps']:8.2f} {len(new.stages):6d}  {{'mode': {mode!r}, 'vanished': {victim!r}}}"
+    )
+    return {
+        "strategy": "partial",
+        "fleet": kind,
+        "devices": size,
+        "ops": len(graph.ops),
+        "plan_s": best,
+        "mode": mode,
+        "vanished": victim,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,8 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     graph = ModelGraph(recipes.random_dag(0, args.ops, input_size=32), f"random_dag(0, {args.ops})")
     rows = []
     print(f"model {graph.source}: {len(graph.ops)} ops; best of {args.repeat}")
-    print(f"{'strategy':13s} {'fleet':5s} {'devices':>7s} {'plan s':>8s} {'latency ms':>11s} {'fps':>8s} "
-          f"{'stages':>6s}  notes")
+    print(
+        f"{'strategy':13s} {'fleet':5s} {'devices':>7s} {'plan s':>8s} {'latency ms':>11s} {'fps':>8s} "
+        f"{'stages':>6s}  notes"
+    )
     for size in args.sizes:
         for kind in ("lan", "wan"):
             prof = fleet(size, kind)
@@ -110,11 +121,22 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"{name:13s} {kind:5s} {size:7d}  error: {err}")
                     else:
                         pr = plan.predicted
-                        note = {k: plan.notes[k] for k in ("optimal", "method", "branches") if k in plan.notes}
-                        rec.update(plan_s=best, latency_s=pr["latency_s"], throughput_fps=pr["throughput_fps"],
-                                   stages=len(plan.stages), notes=note)
-                        print(f"{name:13s} {kind:5s} {size:7d} {best:8.3f} {pr['latency_s'] * 1e3:11.2f} "
-                              f"{pr['throughput_fps']:8.2f} {len(plan.stages):6d}  {note}")
+                        note = {
+                            k: plan.notes[k]
+                            for k in ("optimal", "method", "branches")
+                            if k in plan.notes
+                        }
+                        rec.update(
+                            plan_s=best,
+                            latency_s=pr["latency_s"],
+                            throughput_fps=pr["throughput_fps"],
+                            stages=len(plan.stages),
+                            notes=note,
+                        )
+                        print(
+                            f"{name:13s} {kind:5s} {size:7d} {best:8.3f} {pr['latency_s'] * 1e3:11.2f} "
+                            f"{pr['throughput_fps']:8.2f} {len(plan.stages):6d}  {note}"
+                        )
                     rows.append(rec)
             rows.append(_partial_row(graph, prof, kind, size, args.repeat))
     out = Path(args.output)

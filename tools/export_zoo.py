@@ -54,7 +54,11 @@ def _reinitialise(tf, model, seed: int) -> None:
         else:
             for w in weights:
                 if w.ndim >= 2:
-                    fan_in = int(np.prod(w.shape[:-1])) if name != "DepthwiseConv2D" else int(np.prod(w.shape[:2]))
+                    fan_in = (
+                        int(np.prod(w.shape[:-1]))
+                        if name != "DepthwiseConv2D"
+                        else int(np.prod(w.shape[:2]))
+                    )
                     new.append(rng.normal(0.0, np.sqrt(2.0 / max(fan_in, 1)), w.shape))
                 else:
                     new.append(rng.normal(0.0, 0.05, w.shape))
@@ -77,7 +81,9 @@ def build(tf, name: str, size: int, seed: int):
         base = apps.MobileNetV2(input_tensor=inp, weights=None)
         heads = []
         for k, layer_name in enumerate(EARLY_EXITS):
-            x = tf.keras.layers.GlobalAveragePooling2D(name=f"exit{k}_pool")(base.get_layer(layer_name).output)
+            x = tf.keras.layers.GlobalAveragePooling2D(name=f"exit{k}_pool")(
+                base.get_layer(layer_name).output
+            )
             heads.append(tf.keras.layers.Dense(1000, activation="softmax", name=f"exit{k}_fc")(x))
         model = tf.keras.Model(inp, [*heads, base.output], name=name)
     else:

@@ -450,7 +450,9 @@ def main(argv: list[str] | None = None) -> int:
             print(" ".join(cleanup(a.all)) or "nothing to clean")
         elif a.cmd == "list":
             for tag, pid in sorted(labs().items()):
-                print(f"{tag}\towner {pid or 'none'}{'' if pid == 0 or _pid_alive(pid) else ' (gone)'}")
+                print(
+                    f"{tag}\towner {pid or 'none'}{'' if pid == 0 or _pid_alive(pid) else ' (gone)'}"
+                )
         elif a.cmd == "exec":
             argv_ = a.argv[1:] if a.argv[:1] == ["--"] else a.argv
             if not argv_:

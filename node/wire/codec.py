@@ -61,7 +61,9 @@ def _convert(tp: Any, v: Any, where: str) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(args[0], x, f"{where}[{i}]") for i, x in enumerate(v))
         _check(len(v) == len(args), f"{where}: expected {len(args)} items")
-        return tuple(_convert(a, x, f"{where}[{i}]") for i, (a, x) in enumerate(zip(args, v, strict=True)))
+        return tuple(
+            _convert(a, x, f"{where}[{i}]") for i, (a, x) in enumerate(zip(args, v, strict=True))
+        )
     if origin is dict:
         _check(isinstance(v, dict), f"{where}: expected an object")
         args = typing.get_args(tp)

@@ -17,7 +17,12 @@ def print_table(headers: list[str], rows: list[list[object]]) -> None:
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for k, r in enumerate(cells):
-        print("  ".join(c.rjust(w) if c.replace(".", "").isdigit() else c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        print(
+            "  ".join(
+                c.rjust(w) if c.replace(".", "").isdigit() else c.ljust(w)
+                for c, w in zip(r, widths, strict=True)
+            ).rstrip()
+        )
         if k == 0:
             print("  ".join("-" * w for w in widths))
 

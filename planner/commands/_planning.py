@@ -32,18 +32,29 @@ def load_context(plan_path: str, model: str | None, profile: str | None, need: b
     plan = load_plan(plan_path)
     base = Path(plan_path).parent
     model_path = plan_model(plan, plan_path, model)
-    prof_path = Path(profile) if profile else (_resolve(plan.profile_file, base) if plan.profile_file else None)
+    prof_path = (
+        Path(profile)
+        if profile
+        else (_resolve(plan.profile_file, base) if plan.profile_file else None)
+    )
     prof = None if profile else plan.profile
-    if not need and (not model_path.exists() or (prof is None and (prof_path is None or not prof_path.exists()))):
+    if not need and (
+        not model_path.exists() or (prof is None and (prof_path is None or not prof_path.exists()))
+    ):
         return plan, None
     if prof is None and prof_path is None:
-        raise PlanError(f"{plan_path}: the plan neither embeds nor names a profile; pass --profile FILE")
+        raise PlanError(
+            f"{plan_path}: the plan neither embeds nor names a profile; pass --profile FILE"
+        )
     graph = ModelGraph.load(model_path)
     if prof is None:
         prof = load_profile(prof_path)
     check_plan(plan, graph, prof.devices)
     if prof.sha256() != plan.profile_sha256:
-        print(f"tilefleet: note: {prof_path} differs from the profile the plan was made with", file=sys.stderr)
+        print(
+            f"tilefleet: note: {prof_path} differs from the profile the plan was made with",
+            file=sys.stderr,
+        )
     return plan, CostModel(graph, _with_ends(prof, plan))
 
 

@@ -25,7 +25,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise PlanError("explain --png needs matplotlib: pip install 'tilefleet[plot]'") from None
+            raise PlanError(
+                "explain --png needs matplotlib: pip install 'tilefleet[plot]'"
+            ) from None
     plan, cm = load_context(args.plan, args.model, args.profile, need=bool(args.png))
     print(f"plan: strategy {plan.strategy}, objective {plan.objective}, model {plan.model_file} "
           f"({plan.model_sha256[:12]}), frames {plan.source} -> {plan.sink}")
@@ -36,15 +38,28 @@ def run(args: argparse.Namespace) -> int:
         secs = f"{max(cm.range_seconds(d, *s.ops) for d in s.devices) * 1e3:.3f}" if cm else "-"
         rows.append([s.id, f"[{s.ops[0]}, {s.ops[1]})", devs, secs])
     print_table(["stage", "ops", "device(s)", "compute ms"], rows)
-    print_table(["from", "to", "bytes", "tensors"],
-                [[r.src, r.dst, human_bytes(r.bytes), ", ".join(r.tensors[:3]) + (" ..." if len(r.tensors) > 3 else "")]
-                 for r in plan.routes])
+    print_table(
+        ["from", "to", "bytes", "tensors"],
+        [
+            [
+                r.src,
+                r.dst,
+                human_bytes(r.bytes),
+                ", ".join(r.tensors[:3]) + (" ..." if len(r.tensors) > 3 else ""),
+            ]
+            for r in plan.routes
+        ],
+    )
     pr = plan.predicted
     if pr:
-        print(f"predicted: latency {pr['latency_s'] * 1e3:.3f} ms, throughput {pr['throughput_fps']:.2f} fps, "
-              f"{human_bytes(pr['bytes_per_frame'])} on the network per frame, bottleneck {pr.get('bottleneck')}")
+        print(
+            f"predicted: latency {pr['latency_s'] * 1e3:.3f} ms, throughput {pr['throughput_fps']:.2f} fps, "
+            f"{human_bytes(pr['bytes_per_frame'])} on the network per frame, bottleneck {pr.get('bottleneck')}"
+        )
         for d, r in pr.get("devices", {}).items():
-            print(f"  {d}: busy {r['busy_s'] * 1e3:.3f} ms/frame, memory {human_bytes(mem.get(d, r['memory_bytes']))}")
+            print(
+                f"  {d}: busy {r['busy_s'] * 1e3:.3f} ms/frame, memory {human_bytes(mem.get(d, r['memory_bytes']))}"
+            )
     for k, v in plan.notes.items():
         print(f"  note {k}: {v}")
     if args.png:
@@ -62,11 +77,15 @@ def draw(plan, cm, path: str, frames: int) -> None:
 
     devices = plan.devices()
     colors = plt.get_cmap("tab10")
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 3 + 0.5 * len(devices) + 0.3 * len(devices) * 2))
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(11, 3 + 0.5 * len(devices) + 0.3 * len(devices) * 2)
+    )
     for s in plan.stages:
         for d in s.devices:
             y = devices.index(d)
-            top.barh(y, s.ops[1] - s.ops[0], left=s.ops[0], color=colors(s.id % 10), edgecolor="black")
+            top.barh(
+                y, s.ops[1] - s.ops[0], left=s.ops[0], color=colors(s.id % 10), edgecolor="black"
+            )
             top.text((s.ops[0] + s.ops[1]) / 2, y, f"S{s.id}", ha="center", va="center", fontsize=8)
     top.set_yticks(range(len(devices)), devices)
     top.set_xlabel("op index")

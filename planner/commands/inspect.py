@@ -30,9 +30,20 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for op, cut in zip(doc["ops"], doc["cuts"], strict=False):
         out = op["outputs"][0] if op["outputs"] else {"shape": []}
-        rows.append([op["index"], op["type"], "x".join(map(str, out["shape"])), op["macs"],
-                     human_bytes(op["weight_bytes"]), human_bytes(cut["bytes"]), len(cut["tensors"])])
+        rows.append(
+            [
+                op["index"],
+                op["type"],
+                "x".join(map(str, out["shape"])),
+                op["macs"],
+                human_bytes(op["weight_bytes"]),
+                human_bytes(cut["bytes"]),
+                len(cut["tensors"]),
+            ]
+        )
     print_table(["op", "type", "output", "macs", "weights", "cut before", "tensors"], rows)
     total = sum(o["macs"] for o in doc["ops"])
-    print(f"total {total / 1e6:.1f} M MACs, {human_bytes(sum(o['weight_bytes'] for o in doc['ops']))} weights")
+    print(
+        f"total {total / 1e6:.1f} M MACs, {human_bytes(sum(o['weight_bytes'] for o in doc['ops']))} weights"
+    )
     return 0

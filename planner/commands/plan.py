@@ -32,9 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-nodes", type=int)
     p.add_argument("--objective", choices=["latency", "throughput"])
     p.add_argument("--no-memory-check", action="store_true", help="ignore memory budgets")
-    p.add_argument("--partial-from", metavar="OLD_PLAN", help="re-plan moving only nearby boundaries")
+    p.add_argument(
+        "--partial-from", metavar="OLD_PLAN", help="re-plan moving only nearby boundaries"
+    )
     p.add_argument("--fleet", default="default", help="fleet name (with --broker)")
-    p.add_argument("--save-profile", metavar="FILE", help="with --broker: also write the measured profile")
+    p.add_argument(
+        "--save-profile", metavar="FILE", help="with --broker: also write the measured profile"
+    )
     p.set_defaults(func=run)
 
 
@@ -73,12 +77,16 @@ def make_plan(args: argparse.Namespace, graph: ModelGraph, profile, profile_file
                               pins=tuple(parse_pin(x) for x in args.pin),
                               exclude=tuple(args.exclude), max_nodes=args.max_nodes,
                               memory=not opt.get("no_memory_check"), objective=objective)
-    if opt.get("partial_from"):  # D3 partial adjustment of a running plan (planner/planning/partial.py)
+    # D3 partial adjustment of a running plan (planner/planning/partial.py)
+    if opt.get("partial_from"):
         from planner.planning.partial import replan
         from planner.planning.plan import load_plan
 
         plan = replan(graph, load_plan(args.partial_from), profile, constraints, fn)
-        print(f"replan: {plan.notes['replan']['mode']} ({plan.notes['replan']['reason']})", file=sys.stderr)
+        print(
+            f"replan: {plan.notes['replan']['mode']} ({plan.notes['replan']['reason']})",
+            file=sys.stderr,
+        )
     else:
         plan = fn(graph, profile, constraints)
     model_file = graph.source if graph.source.startswith("<") else str(Path(graph.source).resolve())
@@ -104,10 +112,19 @@ def print_summary(plan) -> None:
     pr = plan.predicted
     rows = []
     for s in plan.stages:
-        where = s.device if s.device else f"tiles {len(s.tiles.rows) - 1}x{len(s.tiles.cols) - 1}: " + ",".join(s.tiles.devices)
+        where = (
+            s.device
+            if s.device
+            else f"tiles {len(s.tiles.rows) - 1}x{len(s.tiles.cols) - 1}: "
+            + ",".join(s.tiles.devices)
+        )
         rows.append([s.id, f"[{s.ops[0]}, {s.ops[1]})", where])
-    print(f"strategy {plan.strategy}  objective {plan.objective}  {plan.source} -> ... -> {plan.sink}")
+    print(
+        f"strategy {plan.strategy}  objective {plan.objective}  {plan.source} -> ... -> {plan.sink}"
+    )
     print_table(["stage", "ops", "device"], rows)
     if pr:
-        print(f"predicted latency {pr['latency_s'] * 1e3:.2f} ms  throughput {pr['throughput_fps']:.2f} fps  "
-              f"network {human_bytes(pr['bytes_per_frame'])}/frame  bottleneck {pr.get('bottleneck')}")
+        print(
+            f"predicted latency {pr['latency_s'] * 1e3:.2f} ms  throughput {pr['throughput_fps']:.2f} fps  "
+            f"network {human_bytes(pr['bytes_per_frame'])}/frame  bottleneck {pr.get('bottleneck')}"
+        )

@@ -23,7 +23,9 @@ def _cut_points(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--at {text!r}: expected an op index (e.g. --at 12)") from None
+        raise argparse.ArgumentTypeError(
+            f"--at {text!r}: expected an op index (e.g. --at 12)"
+        ) from None
 
 
 def _grid(text: str) -> tuple[int, int, int]:

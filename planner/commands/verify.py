@@ -42,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_json())
     else:
-        print(f"{report.parts} parts, {report.tiles} tiles vs {report.model_file} ({report.runtime})")
+        print(
+            f"{report.parts} parts, {report.tiles} tiles vs {report.model_file} ({report.runtime})"
+        )
         print_table(["output", "shape", "dtype", "max abs diff", "identical"],
                     [[o.name, "x".join(map(str, o.shape)), o.dtype, f"{o.max_abs_diff:g}",
                       "yes" if o.identical else "NO"] for o in report.outputs])

@@ -167,7 +167,9 @@ class DataClient:
                tuple((n, a.dtype.str, a.shape) for n, a in inputs.items()))
         plan = self._plans.get(key)
         if plan is None:
-            groups: dict[tuple[str, str], tuple[list[TensorMeta], list[tuple[str, Region | None]]]] = {}
+            groups: dict[
+                tuple[str, str], tuple[list[TensorMeta], list[tuple[str, Region | None]]]
+            ] = {}
             for r in e.routes:
                 arr = inputs[r.tensor]
                 full = tuple(int(d) for d in arr.shape)

@@ -68,7 +68,9 @@ def tiny_part(shape: tuple[int, ...] = SMALL) -> bytes:
 class _Echo:
     """A throw-away deployment on one node and raw sockets to time round trips."""
 
-    def __init__(self, fleet: Fleet, node: NodeInfo, stages: tuple[m.StageSpec, ...], dep: str = "") -> None:
+    def __init__(
+        self, fleet: Fleet, node: NodeInfo, stages: tuple[m.StageSpec, ...], dep: str = ""
+    ) -> None:
         self.fleet, self.node = fleet, node
         self.dep = dep or f"_ovh-{fleet.control.client_id[-8:]}"
         fleet.control.command(node.name, m.Deploy, 30, deployment=self.dep, epoch=0, stages=stages)
@@ -94,7 +96,9 @@ class _Echo:
                 sent = time.perf_counter() - t
                 for _ in range(replies):
                     if not self.pull.poll(5000):
-                        raise FleetError(f"node {self.node.name!r}: no echo from stage {stage!r} within 5 s")
+                        raise FleetError(
+                            f"node {self.node.name!r}: no echo from stage {stage!r} within 5 s"
+                        )
                     self.pull.recv_multipart()
                 if k >= 3:  # the first rounds set up connections
                     rtts.append(time.perf_counter() - t)
@@ -118,8 +122,13 @@ def _rows(x: np.ndarray, n: int) -> list[Message]:
         return [((meta_for("x", x),), [x])]
     h = x.shape[1]
     cuts = [round(h * i / n) for i in range(n + 1)]
-    return [((meta_for("x", x[:, a:b], x.shape, (a, b, 0, x.shape[2])),), [np.ascontiguousarray(x[:, a:b])])
-            for a, b in zip(cuts, cuts[1:], strict=False)]
+    return [
+        (
+            (meta_for("x", x[:, a:b], x.shape, (a, b, 0, x.shape[2])),),
+            [np.ascontiguousarray(x[:, a:b])],
+        )
+        for a, b in zip(cuts, cuts[1:], strict=False)
+    ]
 
 
 def measure_chain(fleet: Fleet, node: NodeInfo, graph: ModelGraph, groups: list[tuple[int, int]],
@@ -145,14 +154,19 @@ def measure_chain(fleet: Fleet, node: NodeInfo, graph: ModelGraph, groups: list[
         ins = {graph.tensors[i].name: graph.tensors[i] for i in graph.inputs}
         arrs = {n: random_input(tuple(t.shape), np.dtype(t.dtype), rng) for n, t in ins.items()}
         first = w.entry[0].stage
-        msg = (tuple(meta_for(r.tensor, arrs[r.tensor]) for r in w.entry), [arrs[r.tensor] for r in w.entry])
+        msg = (
+            tuple(meta_for(r.tensor, arrs[r.tensor]) for r in w.entry),
+            [arrs[r.tensor] for r in w.entry],
+        )
         senders = {s.id for s in w.specs[node.name] for r in s.routes if r.to == CLIENT}
         # the lower quartile: the node's own cost per stage, not the contention of whatever
         # else runs on it (a joiner is profiled next to the live stream it may relieve)
         (rtt, _), = echo.rtts([(first, [msg])], rounds, replies=len(senders), quantile=0.25)
     finally:
         echo.close()
-    edge = sum(graph.tensors[i].nbytes for i in graph.inputs) + sum(graph.tensors[i].nbytes for i in graph.outputs)
+    edge = sum(graph.tensors[i].nbytes for i in graph.inputs) + sum(
+        graph.tensors[i].nbytes for i in graph.outputs
+    )
     hops = 2 * hop_s + edge / bandwidth
     return max((rtt - sum(invoke_s) - hops) / len(groups), 0.0)
 
@@ -169,8 +183,12 @@ def measure_node(fleet: Fleet, node: NodeInfo, graph: ModelGraph | None = None,
     invoke = fleet.control.command(node.name, m.Profile, 60, parts=(sha,),
                                    repetitions=20).median_s[sha]
 
-    def spec(sid: str, shape, pieces: int = 1, part_sha: str | None = None, out: str = "x") -> m.StageSpec:
-        return m.StageSpec(sid, part_sha, (m.InputSpec("x", "float32", shape, pieces),), (m.Route(out, CLIENT),))
+    def spec(
+        sid: str, shape, pieces: int = 1, part_sha: str | None = None, out: str = "x"
+    ) -> m.StageSpec:
+        return m.StageSpec(
+            sid, part_sha, (m.InputSpec("x", "float32", shape, pieces),), (m.Route(out, CLIENT),)
+        )
 
     stages = (spec("f", SMALL), spec("p", SMALL, part_sha=sha, out="y"), spec("g", SMALL, 4),
               spec("F", LARGE), spec("G", LARGE, 4))
@@ -178,9 +196,18 @@ def measure_node(fleet: Fleet, node: NodeInfo, graph: ModelGraph | None = None,
     try:
         small = np.ones(SMALL, np.float32)
         large = np.ones(LARGE, np.float32)
-        (fwd, send1_s), (run, _), (four_s, send4_s), (one_l, send1_l), (four_l, send4_l) = echo.rtts(
-            [("f", _rows(small, 1)), ("p", _rows(small, 1)), ("g", _rows(small, 4)), ("F", _rows(large, 1)),
-             ("G", _rows(large, 4))], rounds)
+        (fwd, send1_s), (run, _), (four_s, send4_s), (one_l, send1_l), (four_l, send4_l) = (
+            echo.rtts(
+                [
+                    ("f", _rows(small, 1)),
+                    ("p", _rows(small, 1)),
+                    ("g", _rows(small, 4)),
+                    ("F", _rows(large, 1)),
+                    ("G", _rows(large, 4)),
+                ],
+                rounds,
+            )
+        )
     finally:
         echo.close()
     one_s = fwd
@@ -202,11 +229,22 @@ def measure_node(fleet: Fleet, node: NodeInfo, graph: ModelGraph | None = None,
     piece = max(four_s - one_s - (send4_s - send1_s), 0.0) / 3
     extra_l = four_l - one_l - (send4_l - send1_l) - 3 * piece
     copy = max(extra_l, 0.0) / (large.nbytes - small.nbytes)
-    return {"stage_overhead_s": stage, "piece_overhead_s": piece, "copy_s_per_byte": copy,
-            "raw": {"forward_rtt_s": fwd, "part_rtt_s": run, "part_invoke_s": invoke, "chain_stage_s": chain,
-                    "loopback_bandwidth": bandwidth,
-                    "gather4_small_rtt_s": four_s, "whole_small_rtt_s": one_s,
-                    "gather4_large_rtt_s": four_l, "whole_large_rtt_s": one_l}}
+    return {
+        "stage_overhead_s": stage,
+        "piece_overhead_s": piece,
+        "copy_s_per_byte": copy,
+        "raw": {
+            "forward_rtt_s": fwd,
+            "part_rtt_s": run,
+            "part_invoke_s": invoke,
+            "chain_stage_s": chain,
+            "loopback_bandwidth": bandwidth,
+            "gather4_small_rtt_s": four_s,
+            "whole_small_rtt_s": one_s,
+            "gather4_large_rtt_s": four_l,
+            "whole_large_rtt_s": one_l,
+        },
+    }
 
 
 def measure_client(fleet: Fleet, node: NodeInfo, rounds: int = 100) -> dict[str, Any]:
@@ -215,14 +253,23 @@ def measure_client(fleet: Fleet, node: NodeInfo, rounds: int = 100) -> dict[str,
     Column pieces, as tile inputs usually are, so slicing copies (strided) like it will.
     """
     def stage(sid: str, shape: tuple[int, ...], pieces: int = 1) -> m.StageSpec:
-        return m.StageSpec(sid, None, (m.InputSpec("x", "float32", shape, pieces),), (m.Route("x", CLIENT),))
+        return m.StageSpec(
+            sid, None, (m.InputSpec("x", "float32", shape, pieces),), (m.Route("x", CLIENT),)
+        )
 
     def quarters(sid: str, shape: tuple[int, ...]) -> tuple[m.Route, ...]:
         w = shape[2]
-        return tuple(m.Route("x", to, sid, region=(0, shape[1], w * i // 4, w * (i + 1) // 4)) for i in range(4))
+        return tuple(
+            m.Route("x", to, sid, region=(0, shape[1], w * i // 4, w * (i + 1) // 4))
+            for i in range(4)
+        )
 
     to = node.data_endpoint
-    echo = _Echo(fleet, node, (stage("s", SMALL), stage("S", SMALL, 4), stage("l", LARGE), stage("L", LARGE, 4)))
+    echo = _Echo(
+        fleet,
+        node,
+        (stage("s", SMALL), stage("S", SMALL, 4), stage("l", LARGE), stage("L", LARGE, 4)),
+    )
     cases = [((m.Route("x", to, "s"),), SMALL), (quarters("S", SMALL), SMALL),
              ((m.Route("x", to, "l"),), LARGE), (quarters("L", LARGE), LARGE)]
     cpu = []
@@ -231,7 +278,9 @@ def measure_client(fleet: Fleet, node: NodeInfo, rounds: int = 100) -> dict[str,
             inp = {"x": np.ones(shape, np.float32)}
             tracker = Tracker()
             tracker.set_results(0, {"x": {"dtype": "float32", "shape": list(shape), "pieces": 1}})
-            client = DataClient(lambda routes=routes: Entry(echo.dep, 0, routes), local_address_towards(to), tracker)
+            client = DataClient(
+                lambda routes=routes: Entry(echo.dep, 0, routes), local_address_towards(to), tracker
+            )
             try:
                 for _ in range(5):
                     client.submit(inp).result(10)
@@ -245,16 +294,26 @@ def measure_client(fleet: Fleet, node: NodeInfo, rounds: int = 100) -> dict[str,
         echo.close()
     piece = max(cpu[1] - cpu[0], 0.0) / 3
     copy = max(cpu[3] - cpu[2] - 3 * piece, 0.0) / (nbytes(LARGE) - nbytes(SMALL))
-    return {"stage_overhead_s": cpu[0], "piece_overhead_s": piece, "copy_s_per_byte": copy,
-            "raw": {"cpu_whole_small_s": cpu[0], "cpu_4_small_s": cpu[1], "cpu_whole_large_s": cpu[2],
-                    "cpu_4_large_s": cpu[3]}}
+    return {
+        "stage_overhead_s": cpu[0],
+        "piece_overhead_s": piece,
+        "copy_s_per_byte": copy,
+        "raw": {
+            "cpu_whole_small_s": cpu[0],
+            "cpu_4_small_s": cpu[1],
+            "cpu_whole_large_s": cpu[2],
+            "cpu_4_large_s": cpu[3],
+        },
+    }
 
 
 def nbytes(shape: tuple[int, ...]) -> int:
     return int(np.prod(shape)) * 4
 
 
-def client_device(fleet: Fleet, node: NodeInfo | None, cache: Path, max_age_s: float, fresh: bool = False) -> Device:
+def client_device(
+    fleet: Fleet, node: NodeInfo | None, cache: Path, max_age_s: float, fresh: bool = False
+) -> Device:
     """The non-computing `client` on this host, its per-frame costs measured against `node`
     (cached per host; without a node, only what is cached)."""
     host = host_identity()

@@ -109,9 +109,13 @@ def prior_device(node: NodeInfo) -> Device:
     """The node's board file as a prior (tier, speed), with its announced memory budget."""
     path = config_dir() / f"{node.board}.toml"
     base = board_device(node.name, path) if path.exists() else Device(node.name, node.board)
-    return replace(base, cores=max(1, node.cores),
-                   memory_bytes=node.memory_budget_bytes or base.memory_bytes,
-                   host=str(node.resources.get("host") or ""), host_cores=int(node.resources.get("host_cores") or 0))
+    return replace(
+        base,
+        cores=max(1, node.cores),
+        memory_bytes=node.memory_budget_bytes or base.memory_bytes,
+        host=str(node.resources.get("host") or ""),
+        host_cores=int(node.resources.get("host_cores") or 0),
+    )
 
 
 def measure(fleet: Fleet, node: NodeInfo, parts: list[Part], repetitions: int = 5,
@@ -186,9 +190,13 @@ def profile_fleet(fleet: Fleet, graph: ModelGraph, nodes: list[str] | None = Non
         secs = known[keys[n]]["op_seconds"]
         dev = prior_device(online[n])
         speed = macs / sum(secs) if sum(secs) > 0 and macs else dev.speed
-        ovh = {k: float(v) for k, v in known[keys[n]].get("overheads", {}).items() if k in NODE_KEYS}
+        ovh = {
+            k: float(v) for k, v in known[keys[n]].get("overheads", {}).items() if k in NODE_KEYS
+        }
         devices[n] = replace(dev, speed=speed, op_seconds={graph.sha256: tuple(secs)}, **ovh)
-    devices["client"] = client_device(fleet, online[names[0]] if probe else None, cache, max_age_s, fresh)
+    devices["client"] = client_device(
+        fleet, online[names[0]] if probe else None, cache, max_age_s, fresh
+    )
     links = probe_links(fleet, [online[n] for n in names]) if probe else {}
     return Profile(devices, links, source="client", sink="client")
 
@@ -238,9 +246,14 @@ def hop_latencies(fleet: Fleet, nodes: list[NodeInfo], rounds: int = 50
     try:
         for a in nodes:
             stages = [m.StageSpec("back", None, inp, (m.Route("x", CLIENT),))]
-            stages += [m.StageSpec(f"to:{b.name}", None, inp, (m.Route("x", b.data_endpoint, "back"),))
-                       for b in nodes if b.name != a.name]
-            fleet.control.command(a.name, m.Deploy, 30, deployment=dep, epoch=0, stages=tuple(stages))
+            stages += [
+                m.StageSpec(f"to:{b.name}", None, inp, (m.Route("x", b.data_endpoint, "back"),))
+                for b in nodes
+                if b.name != a.name
+            ]
+            fleet.control.command(
+                a.name, m.Deploy, 30, deployment=dep, epoch=0, stages=tuple(stages)
+            )
             loaded.append(a)
         pull.linger = 0
         local = all(n.data_endpoint.startswith("tcp://127.") for n in nodes)

@@ -5,5 +5,20 @@ from planner.live.policy import JOIN, Trigger, adjust_profile, decide, moved_sta
 from planner.live.replanner import Replan, plan_next
 from planner.live.watcher import ReplanPolicy, Watcher, enable_replanning, watch
 
-__all__ = ["JOIN", "Drift", "DriftRule", "History", "Replan", "ReplanPolicy", "Sample", "Trigger",
-           "Watcher", "adjust_profile", "enable_replanning", "decide", "moved_stages", "plan_next", "watch"]
+__all__ = [
+    "JOIN",
+    "Drift",
+    "DriftRule",
+    "History",
+    "Replan",
+    "ReplanPolicy",
+    "Sample",
+    "Trigger",
+    "Watcher",
+    "adjust_profile",
+    "enable_replanning",
+    "decide",
+    "moved_stages",
+    "plan_next",
+    "watch",
+]

@@ -51,7 +51,9 @@ def cut_range(graph: ModelGraph, start: int, end: int) -> Part:
     _refuse_unsupported(graph)
     n = len(graph.ops)
     if not (0 <= start < end <= n):
-        raise CutError(f"{graph.source}: cannot cut ops [{start}, {end}): need 0 <= start < end <= {n}")
+        raise CutError(
+            f"{graph.source}: cannot cut ops [{start}, {end}): need 0 <= start < end <= {n}"
+        )
     derived = graph.const_derived
     outs = set(graph.outputs)
     # Const-derived ops are recomputed wherever needed instead of owned by one range,
@@ -138,7 +140,9 @@ def cut_between(graph: ModelGraph, input_names: list[str], output_names: list[st
         stack.extend(i for i in graph.ops[k].inputs if i >= 0)
     unused = [graph.tensors[t].name for t in in_ids if t not in used]
     if unused:
-        raise CutError(f"{graph.source}: part input(s) {unused} are not needed for outputs {list(output_names)}")
+        raise CutError(
+            f"{graph.source}: part input(s) {unused} are not needed for outputs {list(output_names)}"
+        )
     ops = sorted(needed)
     _check_variables(graph, ops, set(ops))
     real = [k for k in ops if not folds_constants(graph, k)] or ops
@@ -213,8 +217,10 @@ def _check_variables(graph: ModelGraph, ops: list[int], owned: set[int]) -> None
             if t >= 0 and graph.tensors[t].is_variable:
                 outside = [c for c in graph.consumers.get(t, ()) if c not in owned]
                 if outside:
-                    raise CutError(f"{graph.source}: variable tensor {graph.tensors[t].name!r} is used "
-                                   f"by op {k} and op {outside[0]}, which would be in different parts")
+                    raise CutError(
+                        f"{graph.source}: variable tensor {graph.tensors[t].name!r} is used "
+                        f"by op {k} and op {outside[0]}, which would be in different parts"
+                    )
 
 
 def _lookup(graph: ModelGraph, name: str, what: str) -> int:

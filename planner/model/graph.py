@@ -134,8 +134,12 @@ class ModelGraph:
             self.ops = self._read_ops()
         except (IndexError, TypeError, AttributeError, ValueError) as exc:
             raise ModelError(f"{source}: inconsistent TFLite model ({exc})") from None
-        self.inputs = tuple(int(i) for i in (self.subgraph.inputs if self.subgraph.inputs is not None else []))
-        self.outputs = tuple(int(i) for i in (self.subgraph.outputs if self.subgraph.outputs is not None else []))
+        self.inputs = tuple(
+            int(i) for i in (self.subgraph.inputs if self.subgraph.inputs is not None else [])
+        )
+        self.outputs = tuple(
+            int(i) for i in (self.subgraph.outputs if self.subgraph.outputs is not None else [])
+        )
         self.by_name = {t.name: t.index for t in self.tensors}
 
     @classmethod
@@ -158,8 +162,10 @@ class ModelGraph:
             return memoryview(np.ascontiguousarray(buf.data)).cast("B")
         if buf.offset > 1 and buf.size > 0:
             if buf.offset + buf.size > len(self.data):  # a silent short slice would corrupt weights
-                raise ModelError(f"{self.source}: buffer {buffer_index} lies outside the file "
-                                 f"(bytes {buf.offset}..{buf.offset + buf.size} of {len(self.data)}; truncated?)")
+                raise ModelError(
+                    f"{self.source}: buffer {buffer_index} lies outside the file "
+                    f"(bytes {buf.offset}..{buf.offset + buf.size} of {len(self.data)}; truncated?)"
+                )
             return memoryview(self.data)[buf.offset : buf.offset + buf.size]
         return None
 
@@ -178,8 +184,14 @@ class ModelGraph:
             shape = tuple(int(d) for d in (t.shape if t.shape is not None else []))
             dtype = _dtype_name(t.type)
             q = t.quantization
-            scale = tuple(float(s) for s in q.scale) if q is not None and q.scale is not None else ()
-            zp = tuple(int(z) for z in q.zeroPoint) if q is not None and q.zeroPoint is not None else ()
+            scale = (
+                tuple(float(s) for s in q.scale) if q is not None and q.scale is not None else ()
+            )
+            zp = (
+                tuple(int(z) for z in q.zeroPoint)
+                if q is not None and q.zeroPoint is not None
+                else ()
+            )
             qdim = int(q.quantizedDimension) if q is not None else 0
             const = self.buffer_bytes(int(t.buffer)) is not None
             out.append(
@@ -188,7 +200,9 @@ class ModelGraph:
                     name=name,
                     shape=shape,
                     dtype=dtype,
-                    nbytes=int(np.prod(shape, dtype=np.int64)) * _itemsize(dtype) if shape else _itemsize(dtype),
+                    nbytes=int(np.prod(shape, dtype=np.int64)) * _itemsize(dtype)
+                    if shape
+                    else _itemsize(dtype),
                     scale=scale,
                     zero_point=zp,
                     quantized_dimension=qdim,
@@ -205,7 +219,9 @@ class ModelGraph:
             outs = tuple(int(i) for i in (op.outputs if op.outputs is not None else []))
             for t in ins + outs:
                 if t >= len(self.tensors) or t < -1:
-                    raise ModelError(f"{self.source}: op {k} refers to tensor {t}, which does not exist")
+                    raise ModelError(
+                        f"{self.source}: op {k} refers to tensor {t}, which does not exist"
+                    )
             ops.append((k, op_type_name(self.model, op.opcodeIndex), ins, outs))
         self._const_derived = self._find_const_derived(ops)
         result = []
@@ -217,7 +233,11 @@ class ModelGraph:
             acts = sum(t.nbytes for t in tin + tout if not self.is_static(t.index))
             opts = self.subgraph.operators[k].builtinOptions
             window = getattr(opts, "filterHeight", 0) * getattr(opts, "filterWidth", 0) or None
-            macs = 0 if folded else op_macs(typ, [t.shape for t in tin], [t.shape for t in tout], window)
+            macs = (
+                0
+                if folded
+                else op_macs(typ, [t.shape for t in tin], [t.shape for t in tout], window)
+            )
             result.append(OpInfo(k, typ, ins, outs, macs, weights, acts))
         return result
 
@@ -329,7 +349,12 @@ class ModelGraph:
             return [self.tensors[t].describe() for t in ids if t >= 0]
 
         return {
-            "model": {"file": self.source, "sha256": self.sha256, "inputs": tl(self.inputs), "outputs": tl(self.outputs)},
+            "model": {
+                "file": self.source,
+                "sha256": self.sha256,
+                "inputs": tl(self.inputs),
+                "outputs": tl(self.outputs),
+            },
             "ops": [
                 {
                     "index": op.index,
@@ -342,7 +367,11 @@ class ModelGraph:
                 for op in self.ops
             ],
             "cuts": [
-                {"at": i, "bytes": self.cut_bytes(i), "tensors": [self.tensors[t].name for t in self.live_at(i)]}
+                {
+                    "at": i,
+                    "bytes": self.cut_bytes(i),
+                    "tensors": [self.tensors[t].name for t in self.live_at(i)],
+                }
                 for i in range(len(self.ops) + 1)
             ],
         }

@@ -140,8 +140,11 @@ def part_io(graph: ModelGraph, start: int, end: int) -> tuple[list[int], list[in
                     inputs.append(t)
         produced.update(t for t in op.outputs if not graph.is_static(t))
     outputs = [
-        t for op in graph.ops[start:end] for t in op.outputs
-        if t in produced and (t in graph.outputs or any(c >= end for c in graph.consumers.get(t, [])))
+        t
+        for op in graph.ops[start:end]
+        for t in op.outputs
+        if t in produced
+        and (t in graph.outputs or any(c >= end for c in graph.consumers.get(t, [])))
     ]
     return inputs, outputs
 
@@ -184,7 +187,9 @@ def _pads(graph: ModelGraph, i: int) -> tuple[Win, Win]:
         raise TileError(f"{op_label(graph, i)} has non-constant paddings and cannot be tiled")
     pads = pads.reshape(-1, 2)
     if pads.shape[0] != 4 or (pads < 0).any():
-        raise TileError(f"{op_label(graph, i)} has paddings {pads.tolist()}; tiles need NHWC pads >= 0")
+        raise TileError(
+            f"{op_label(graph, i)} has paddings {pads.tolist()}; tiles need NHWC pads >= 0"
+        )
     (t0, t1), (l0, l1) = pads[1], pads[2]
     return Win(p0=int(t0), p1=int(t1)), Win(p0=int(l0), p1=int(l1))
 
@@ -195,7 +200,10 @@ def _resize(graph: ModelGraph, i: int) -> tuple[Win, Win]:
     if opts is not None and opts.alignCorners:
         raise TileError(f"{op_label(graph, i)} cannot be tiled: align_corners maps pixels by "
                         "the image size, which a tile does not have")
-    (_, h, w, _), (_, oh, ow, _) = graph.tensors[op.inputs[0]].shape, graph.tensors[op.outputs[0]].shape
+    (_, h, w, _), (_, oh, ow, _) = (
+        graph.tensors[op.inputs[0]].shape,
+        graph.tensors[op.outputs[0]].shape,
+    )
     if oh % h or ow % w or oh < h or ow < w:
         raise TileError(f"{op_label(graph, i)} cannot be tiled: it scales {h}x{w} to {oh}x{ow}, "
                         "not by integers; a tile boundary would not land on an input pixel")
@@ -243,21 +251,32 @@ def _make_step(graph: ModelGraph, i: int) -> Step | None:
     consts = [t for t in op.inputs if t >= 0 and graph.is_static(t)]
     outs = tuple(op.outputs)
     if not outs or not acts or (len(outs) != 1 and op.type not in SPLITS):
-        raise TileError(f"{op_label(graph, i)} cannot be tiled: expected one output and an activation input")
+        raise TileError(
+            f"{op_label(graph, i)} cannot be tiled: expected one output and an activation input"
+        )
     for t in acts + outs:
         if len(graph.tensors[t].shape) != 4:
-            raise TileError(f"{op_label(graph, i)} cannot be tiled: tensor {graph.tensors[t].name!r} "
-                            f"has shape {list(graph.tensors[t].shape)}, tiles need NHWC")
+            raise TileError(
+                f"{op_label(graph, i)} cannot be tiled: tensor {graph.tensors[t].name!r} "
+                f"has shape {list(graph.tensors[t].shape)}, tiles need NHWC"
+            )
     if op.type in WINDOWED | PADS | RESIZE:
         if acts != (op.inputs[0],):
-            raise TileError(f"{op_label(graph, i)} cannot be tiled: its only activation must be input 0")
-        kind, make = {"PAD": ("pad", _pads), "PADV2": ("pad", _pads),
-                      "RESIZE_NEAREST_NEIGHBOR": ("resize", _resize)}.get(op.type, ("window", _window))
+            raise TileError(
+                f"{op_label(graph, i)} cannot be tiled: its only activation must be input 0"
+            )
+        kind, make = {
+            "PAD": ("pad", _pads),
+            "PADV2": ("pad", _pads),
+            "RESIZE_NEAREST_NEIGHBOR": ("resize", _resize),
+        }.get(op.type, ("window", _window))
         if kind == "resize" and not graph.is_static(op.inputs[1]):
             raise TileError(f"{op_label(graph, i)} cannot be tiled: its size is not a constant")
         return Step(i, kind, acts, outs, *make(graph, i))
     if op.type == "CONCATENATION" and (graph.options(i) is None or graph.options(i).axis % 4 != 3):
-        raise TileError(f"{op_label(graph, i)} cannot be tiled: it concatenates along a non-channel axis")
+        raise TileError(
+            f"{op_label(graph, i)} cannot be tiled: it concatenates along a non-channel axis"
+        )
     if op.type in SPLITS:
         if len(acts) != 1 or _split_axis(graph, i) != 3:
             raise TileError(f"{op_label(graph, i)} cannot be tiled: it splits along a non-channel "
@@ -265,12 +284,18 @@ def _make_step(graph: ModelGraph, i: int) -> Step | None:
         consts = []  # the axis and the split sizes are not broadcast operands
     for t in consts:
         if _spatial_const(graph, t):
-            raise TileError(f"{op_label(graph, i)} cannot be tiled: constant {graph.tensors[t].name!r} "
-                            f"has spatial extent {list(graph.tensors[t].shape)}")
+            raise TileError(
+                f"{op_label(graph, i)} cannot be tiled: constant {graph.tensors[t].name!r} "
+                f"has spatial extent {list(graph.tensors[t].shape)}"
+            )
     if op.type in UNARY and len(acts) != 1:
-        raise TileError(f"{op_label(graph, i)} cannot be tiled: it has {len(acts)} activation inputs")
+        raise TileError(
+            f"{op_label(graph, i)} cannot be tiled: it has {len(acts)} activation inputs"
+        )
     if len({graph.tensors[t].shape[1:3] for t in acts + outs}) != 1:
-        raise TileError(f"{op_label(graph, i)} cannot be tiled: its activations differ in H, W (broadcast)")
+        raise TileError(
+            f"{op_label(graph, i)} cannot be tiled: its activations differ in H, W (broadcast)"
+        )
     return Step(i, "point", acts, outs, Win(), Win())
 
 

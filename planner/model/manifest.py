@@ -110,11 +110,16 @@ class _Reader:
         value = obj[key]
         # bool is an int in Python; never accept it where a number is meant.
         if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
-            raise self.fail(f"{path}.{key}" if path else key, f"expected {_kind_name(kind)}, got {type(value).__name__}")
+            raise self.fail(
+                f"{path}.{key}" if path else key,
+                f"expected {_kind_name(kind)}, got {type(value).__name__}",
+            )
         return value
 
     def ints(self, value: Any, path: str, length: int | None = None) -> tuple[int, ...]:
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
             raise self.fail(path, "expected a list of integers")
         if length is not None and len(value) != length:
             raise self.fail(path, f"expected {length} integers, got {len(value)}")
@@ -165,7 +170,10 @@ class _Reader:
     def manifest(self, doc: Any) -> Manifest:
         version = self.get(doc, "version", "", int)
         if version != MANIFEST_VERSION:
-            raise self.fail("version", f"unsupported version {version} (this tilefleet reads {MANIFEST_VERSION})")
+            raise self.fail(
+                "version",
+                f"unsupported version {version} (this tilefleet reads {MANIFEST_VERSION})",
+            )
         m = self.get(doc, "model", "", dict)
         names = [self.get(m, k, "model", list) for k in ("inputs", "outputs")]
         for k, lst in zip(("inputs", "outputs"), names, strict=True):
@@ -176,7 +184,9 @@ class _Reader:
         parts = self.get(doc, "parts", "", list)
         if not parts:
             raise self.fail("parts", "no parts")
-        return Manifest(model, tuple(self.part(p, f"parts[{i}]") for i, p in enumerate(parts)), version)
+        return Manifest(
+            model, tuple(self.part(p, f"parts[{i}]") for i, p in enumerate(parts)), version
+        )
 
 
 def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -212,15 +222,19 @@ def load_manifest(path: str | Path) -> Manifest:
     return parse_manifest(doc, str(p))
 
 
-def check_chain(manifest: Manifest, model_inputs: Iterable[str], source: str = "<manifest>") -> None:
+def check_chain(
+    manifest: Manifest, model_inputs: Iterable[str], source: str = "<manifest>"
+) -> None:
     """Check the chain can be followed by name: every part input is a model input or an
     earlier part's output, and every model output is produced by some part."""
     known = set(model_inputs)
     for k, part in enumerate(manifest.parts):
         for spec in part.inputs:
             if spec.name not in known:
-                raise ManifestError(f"{source}: parts[{k}].inputs: {spec.name!r} is neither a model "
-                                    f"input nor an output of an earlier part")
+                raise ManifestError(
+                    f"{source}: parts[{k}].inputs: {spec.name!r} is neither a model "
+                    f"input nor an output of an earlier part"
+                )
         known.update(spec.name for spec in part.outputs)
     for name in manifest.model.outputs:
         if name not in known:

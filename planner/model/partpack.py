@@ -53,7 +53,9 @@ def pack_part(graph: ModelGraph, ops: list[int], in_ids: list[int], out_ids: lis
     for k in ops:
         op = sg.operators[k]
         tensor_ids.update(t for t in graph.ops[k].inputs + graph.ops[k].outputs if t >= 0)
-        tensor_ids.update(int(t) for t in (op.intermediates if op.intermediates is not None else ()) if t >= 0)
+        tensor_ids.update(
+            int(t) for t in (op.intermediates if op.intermediates is not None else ()) if t >= 0
+        )
     t_map = {t: i for i, t in enumerate(sorted(tensor_ids))}
 
     buffers: list[_Buffer] = [_Buffer(None)]  # buffer 0: the empty placeholder
@@ -141,7 +143,9 @@ def _copy_metadata(graph: ModelGraph, buffer_for, buffers: list[_Buffer]) -> lis
     return out or None
 
 
-def _signature(graph: ModelGraph, in_ids: list[int], out_ids: list[int], t_map: dict) -> list | None:
+def _signature(
+    graph: ModelGraph, in_ids: list[int], out_ids: list[int], t_map: dict
+) -> list | None:
     """Rewrite the model's signature to the part's boundary (a stale one maps wrong tensors)."""
     sigs = [s for s in graph.model.signatureDefs or [] if int(s.subgraphIndex) == 0]
     if not sigs:

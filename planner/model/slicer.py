@@ -35,7 +35,10 @@ class TileRequest:
             return value
         if isinstance(value, tuple) and len(value) == 2:
             rows, cols = value
-            return cls(rows if isinstance(rows, int) else tuple(rows), cols if isinstance(cols, int) else tuple(cols))
+            return cls(
+                rows if isinstance(rows, int) else tuple(rows),
+                cols if isinstance(cols, int) else tuple(cols),
+            )
         raise TileError(f"tile request {value!r}: expected (rows, cols)")
 
 
@@ -86,13 +89,17 @@ def slice_model(
     layouts: dict[int, tuple[TileSpec, ...]] = {}
     for k, req in sorted((tiles or {}).items()):
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(parts):
-            raise CutError(f"{graph.source}: cannot tile part {k}: the slice has parts 0..{len(parts) - 1}")
+            raise CutError(
+                f"{graph.source}: cannot tile part {k}: the slice has parts 0..{len(parts) - 1}"
+            )
         try:
             layouts[k] = tile_part(graph, parts[k], TileRequest.of(req))
             parts[k] = tile_ready_part(graph, parts[k])
         except TileError as exc:
             start, end = parts[k].span
-            raise TileError(f"{graph.source}: cannot tile part {k} (ops [{start}, {end})): {exc}") from None
+            raise TileError(
+                f"{graph.source}: cannot tile part {k} (ops [{start}, {end})): {exc}"
+            ) from None
 
     out = Path(out_dir)
     try:

@@ -95,11 +95,16 @@ def trace(graph: ModelGraph, prog: Program, axis: int, a: int | Mapping[int, Int
     for st in prog.steps:
         w = st.y if axis == 1 else st.x
         src = spans[st.inputs[0]]
-        full_in, full_out = graph.tensors[st.inputs[0]].shape[axis], graph.tensors[st.output].shape[axis]
+        full_in, full_out = (
+            graph.tensors[st.inputs[0]].shape[axis],
+            graph.tensors[st.output].shape[axis],
+        )
         if st.kind == "window":
             n = w.out_size(src.n)
             if n < 1:
-                raise TileError(f"tile {windows} on axis {axis} is too small for {op_label(graph, st.op)}")
+                raise TileError(
+                    f"tile {windows} on axis {axis} is too small for {op_label(graph, st.op)}"
+                )
             offset = src.p - w.pad_before(src.n) + w.pad_before(full_in)
             p = offset // w.s
             taps = np.arange(n)[:, None] * w.s - w.pad_before(src.n) + np.arange(w.k)[None, :] * w.d
@@ -118,8 +123,12 @@ def trace(graph: ModelGraph, prog: Program, axis: int, a: int | Mapping[int, Int
         else:
             ins = [spans[t] for t in st.inputs]
             if len({(s.p, s.n) for s in ins}) != 1:
-                raise _Mismatch(f"tile {windows} on axis {axis}: inputs of {op_label(graph, st.op)} "
-                                f"differ in extent {[(s.p, s.n) for s in ins]}", st, ins)
+                raise _Mismatch(
+                    f"tile {windows} on axis {axis}: inputs of {op_label(graph, st.op)} "
+                    f"differ in extent {[(s.p, s.n) for s in ins]}",
+                    st,
+                    ins,
+                )
             n, p = src.n, src.p
             valid = np.logical_and.reduce([s.valid for s in ins])
         q = p + np.arange(n)
@@ -135,7 +144,9 @@ def split_by_weights(total: int, weights: Sequence[float], multiple: int = 1) ->
         raise TileError(f"split total must be an int >= 0, got {total!r}")
     if not isinstance(multiple, int) or multiple < 1:
         raise TileError(f"split multiple must be an int >= 1, got {multiple!r}")
-    if not weights or not all(isinstance(w, (int, float)) and math.isfinite(w) and w > 0 for w in weights):
+    if not weights or not all(
+        isinstance(w, (int, float)) and math.isfinite(w) and w > 0 for w in weights
+    ):
         raise TileError(f"split weights must be finite numbers > 0, got {list(weights)!r}")
     units, rest = divmod(total, multiple)
     ideal = [units * w / sum(weights) for w in weights]
@@ -201,9 +212,11 @@ def _axis_info(graph: ModelGraph, prog: Program, axis: int) -> _Axis:
         qs = {r[t][ref][0] / r[t][u][0] for t in prog.inputs if ref in r[t] and u in r[t]}
         same = graph.tensors[u].shape[axis] == graph.tensors[ref].shape[axis]
         if len(qs) > 1 or (not qs and not same):
-            raise TileError(f"ops [{prog.start}, {prog.end}): outputs {graph.tensors[ref].name!r} and "
-                            f"{graph.tensors[u].name!r} are not on one grid (no common input fixes "
-                            "their stride ratio)")
+            raise TileError(
+                f"ops [{prog.start}, {prog.end}): outputs {graph.tensors[ref].name!r} and "
+                f"{graph.tensors[u].name!r} are not on one grid (no common input fixes "
+                "their stride ratio)"
+            )
         ratio[u] = qs.pop() if qs else Fraction(1)
     return _Axis(r, mods, sizes, ratio)
 
@@ -309,9 +322,13 @@ def _fit(graph: ModelGraph, prog: Program, ax: _Axis, axis: int, outs: Mapping[i
     base = {t: _initial(ax, t, outs) for t in prog.inputs}
     for grow in range(0, max(ax.sizes[t] // ax.mods[t] for t in prog.inputs) + 2):
         for sides in [(0, 0)] if grow == 0 else [(1, 0), (0, 1), (1, 1)]:
-            ivs = {t: (max(a - sides[0] * grow * ax.mods[t], 0), min(b + sides[1] * grow * ax.mods[t],
-                                                                   ax.sizes[t]))
-                   for t, (a, b) in base.items()}
+            ivs = {
+                t: (
+                    max(a - sides[0] * grow * ax.mods[t], 0),
+                    min(b + sides[1] * grow * ax.mods[t], ax.sizes[t]),
+                )
+                for t, (a, b) in base.items()
+            }
             settled = _settle(graph, prog, ax, axis, ivs)
             if settled is None:
                 continue
@@ -365,12 +382,17 @@ def tile_macs(graph: ModelGraph, start: int, end: int, layout: TileLayout) -> li
     prog = program(graph, start, end)
     result = []
     for tile in layout.tiles:
-        ys, xs = trace(graph, prog, 1, _windows(prog, tile, 1)), trace(graph, prog, 2, _windows(prog, tile, 2))
+        ys, xs = (
+            trace(graph, prog, 1, _windows(prog, tile, 1)),
+            trace(graph, prog, 2, _windows(prog, tile, 2)),
+        )
         total = 0
         for st in prog.steps:
             shape = graph.tensors[st.output].shape
             # Per-op MACs scale with output pixels (conv, pool and element-wise alike).
-            total += graph.ops[st.op].macs * ys[st.output].n * xs[st.output].n // (shape[1] * shape[2])
+            total += (
+                graph.ops[st.op].macs * ys[st.output].n * xs[st.output].n // (shape[1] * shape[2])
+            )
         result.append(total)
     return result
 
@@ -379,7 +401,9 @@ def _area(r: Region) -> int:
     return (r[1] - r[0]) * (r[3] - r[2])
 
 
-def tile_io_bytes(graph: ModelGraph, start: int, end: int, layout: TileLayout) -> list[tuple[int, int]]:
+def tile_io_bytes(
+    graph: ModelGraph, start: int, end: int, layout: TileLayout
+) -> list[tuple[int, int]]:
     """(input bytes sent, cropped output bytes returned) per tile, every crossing tensor."""
     prog = program(graph, start, end)
 

@@ -101,7 +101,9 @@ def read_part(slice_dir: Path, entry: PartEntry) -> bytes:
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read part file ({exc.strerror})") from None
     if hashlib.sha256(data).hexdigest() != entry.sha256:
-        raise ManifestError(f"{path}: sha256 does not match manifest.json (file changed or damaged)")
+        raise ManifestError(
+            f"{path}: sha256 does not match manifest.json (file changed or damaged)"
+        )
     return data
 
 
@@ -116,7 +118,9 @@ def run_part(data: bytes, entry: PartEntry, feeds: dict[str, np.ndarray],
     details = interp.get_input_details()
     names = [d["name"] for d in details]
     # Match by name (the cutter writes unique names); fall back to position otherwise.
-    order = names if set(names) == {s.name for s in entry.inputs} else [s.name for s in entry.inputs]
+    order = (
+        names if set(names) == {s.name for s in entry.inputs} else [s.name for s in entry.inputs]
+    )
     for det, name in zip(details, order, strict=True):
         interp.set_tensor(det["index"], feeds[name])
     interp.invoke()
@@ -124,7 +128,9 @@ def run_part(data: bytes, entry: PartEntry, feeds: dict[str, np.ndarray],
     out_names = [d["name"] for d in out_details]
     if set(out_names) != {s.name for s in entry.outputs}:
         out_names = [s.name for s in entry.outputs]
-    return {n: interp.get_tensor(d["index"]).copy() for n, d in zip(out_names, out_details, strict=True)}
+    return {
+        n: interp.get_tensor(d["index"]).copy() for n, d in zip(out_names, out_details, strict=True)
+    }
 
 
 def run_tiled_part(data: bytes, entry: PartEntry, feeds: dict[str, np.ndarray],
@@ -198,8 +204,15 @@ def _diff(name: str, got: np.ndarray, want: np.ndarray) -> OutputDiff:
 
 def find_model(manifest: Manifest, slice_dir: Path, override: str | Path | None) -> Path:
     """The whole-model file: --model, else the manifest's path, else its name in the slice dir."""
-    candidates = [Path(override)] if override else [
-        Path(manifest.model.file), slice_dir / manifest.model.file, slice_dir / Path(manifest.model.file).name]
+    candidates = (
+        [Path(override)]
+        if override
+        else [
+            Path(manifest.model.file),
+            slice_dir / manifest.model.file,
+            slice_dir / Path(manifest.model.file).name,
+        ]
+    )
     for c in candidates:
         if c.is_file():
             return c
@@ -214,7 +227,9 @@ def verify_slice(slice_dir: str | Path, model: str | Path | None = None,
     path = find_model(manifest, d, model)
     graph = ModelGraph.load(path)
     if graph.sha256 != manifest.model.sha256:
-        raise ModelError(f"{path}: not the model this slice was cut from (sha256 differs from manifest.json)")
+        raise ModelError(
+            f"{path}: not the model this slice was cut from (sha256 differs from manifest.json)"
+        )
     inputs = model_inputs(graph, seed)
     # Check everything that can be checked before running anything, so bad input gives
     # one error line rather than runtime log lines followed by an error.

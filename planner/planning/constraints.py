@@ -58,10 +58,14 @@ def check_constraints(c: Constraints, n_ops: int, device_names) -> None:
     names = set(device_names)
     for label, node in (("source", c.source), ("sink", c.sink)):
         if node is not None and node not in names:
-            raise PlanError(f"--{label}: unknown node {node!r} (profile has: {', '.join(sorted(names))})")
+            raise PlanError(
+                f"--{label}: unknown node {node!r} (profile has: {', '.join(sorted(names))})"
+            )
     for node in c.exclude:
         if node not in names:
-            raise PlanError(f"--exclude: unknown node {node!r} (profile has: {', '.join(sorted(names))})")
+            raise PlanError(
+                f"--exclude: unknown node {node!r} (profile has: {', '.join(sorted(names))})"
+            )
     for p in c.pins:
         if p.node not in names:
             raise PlanError(f"--pin {p.start}:{p.end}@{p.node}: unknown node {p.node!r}")
@@ -72,8 +76,10 @@ def check_constraints(c: Constraints, n_ops: int, device_names) -> None:
     for a in c.pins:
         for b in c.pins:
             if a is not b and a.start < b.end and b.start < a.end and a.node != b.node:
-                raise PlanError(f"--pin: ops [{max(a.start, b.start)}, {min(a.end, b.end)}) pinned to "
-                                f"both {a.node!r} and {b.node!r}")
+                raise PlanError(
+                    f"--pin: ops [{max(a.start, b.start)}, {min(a.end, b.end)}) pinned to "
+                    f"both {a.node!r} and {b.node!r}"
+                )
     if c.max_nodes is not None and c.max_nodes < 1:
         raise PlanError(f"--max-nodes must be >= 1, got {c.max_nodes}")
     if c.objective not in OBJECTIVES:

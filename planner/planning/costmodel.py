@@ -40,8 +40,13 @@ class CostModel:
         self.graph = graph
         self.profile = profile
         self.n = len(graph.ops)
-        self.times = {name: np.asarray(op_seconds(d, graph), dtype=float) for name, d in profile.devices.items()}
-        self.prefix = {name: np.concatenate(([0.0], np.cumsum(t))) for name, t in self.times.items()}
+        self.times = {
+            name: np.asarray(op_seconds(d, graph), dtype=float)
+            for name, d in profile.devices.items()
+        }
+        self.prefix = {
+            name: np.concatenate(([0.0], np.cumsum(t))) for name, t in self.times.items()
+        }
 
     # ---- compute ---------------------------------------------------------------------------
     def range_seconds(self, device: str, a: int, b: int) -> float:
@@ -53,7 +58,9 @@ class CostModel:
         """Busy seconds per frame of a layer-range stage: its ops plus the device's stage overhead."""
         return self.range_seconds(device, a, b) + self.profile.devices[device].stage_overhead_s
 
-    def overhead(self, device: str, extra_pieces: int = 0, copy_bytes: float = 0.0, fixed: bool = True) -> float:
+    def overhead(
+        self, device: str, extra_pieces: int = 0, copy_bytes: float = 0.0, fixed: bool = True
+    ) -> float:
         """Seconds a stage spends per frame outside its interpreter: the fixed stage overhead,
         the region pieces it gathers or slices beyond the first of each tensor, and the
         bytes it stitches or slices."""
@@ -63,7 +70,12 @@ class CostModel:
 
     def shared_hosts(self) -> dict[str, tuple[str, int]]:
         """device -> (host, cores) on hosts with fewer cores than devices (the others never wait)."""
-        return {d: (h, c) for h, (c, names) in self.profile.hosts().items() if c < len(names) for d in names}
+        return {
+            d: (h, c)
+            for h, (c, names) in self.profile.hosts().items()
+            if c < len(names)
+            for d in names
+        }
 
     def host_bound(self, busy: dict[str, float], sends=()) -> dict[str, float]:
         """Seconds per frame each shared host needs: its devices' busy seconds plus the
@@ -96,8 +108,10 @@ class CostModel:
     def cut_bytes(self) -> np.ndarray:
         """cut_bytes[c] = bytes crossing a boundary before op c (c = 0: the model inputs)."""
         g = self.graph
-        return np.array([sum(g.tensors[t].nbytes for t in self.cut_tensors(c)) for c in range(self.n + 1)],
-                        dtype=float)
+        return np.array(
+            [sum(g.tensors[t].nbytes for t in self.cut_tensors(c)) for c in range(self.n + 1)],
+            dtype=float,
+        )
 
     def outputs_in(self, a: int, b: int) -> list[int]:
         """Graph outputs produced by ops [a, b) (they go to the sink from that stage)."""
@@ -158,8 +172,13 @@ class CostModel:
         d = self.profile.devices[device]
         ok = self.range_memory_table <= d.memory_bytes - d.overhead_bytes
         # Memory only grows with b, so the feasible b form a prefix [a+1, reach].
-        counts = np.cumprod(np.where(np.arange(self.n + 1)[None, :] > np.arange(self.n + 1)[:, None], ok, True),
-                            axis=1).sum(axis=1) - 1
+        counts = (
+            np.cumprod(
+                np.where(np.arange(self.n + 1)[None, :] > np.arange(self.n + 1)[:, None], ok, True),
+                axis=1,
+            ).sum(axis=1)
+            - 1
+        )
         return np.minimum(counts, self.n)
 
     # ---- tile stages -------------------------------------------------------------------------
@@ -191,8 +210,13 @@ class CostModel:
 
     def tile_stage_seconds(self, a: int, b: int, rows, cols, devices, src: str, dst: str) -> float:
         """Tile stage time: max over tiles of scatter from src + compute + overhead + gather to dst."""
-        return max(self.transfer(src, t.device, t.in_bytes) + t.seconds + self.overhead(t.device)
-                   + self.transfer(t.device, dst, t.out_bytes) for t in self.tile_tasks(a, b, rows, cols, devices))
+        return max(
+            self.transfer(src, t.device, t.in_bytes)
+            + t.seconds
+            + self.overhead(t.device)
+            + self.transfer(t.device, dst, t.out_bytes)
+            for t in self.tile_tasks(a, b, rows, cols, devices)
+        )
 
     def tile_memory(self, a: int, b: int, share: float, device: str) -> int:
         """Memory of a tile of ops [a, b) holding `share` of the activations."""

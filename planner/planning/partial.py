@@ -65,7 +65,12 @@ def detect_changes(old: Plan, cm: CostModel, names: list[str]) -> tuple[set[str]
         elif not s.tiles and s.device not in vanished:
             busy[s.device] = busy.get(s.device, 0.0) + cm.range_seconds(s.device, *s.ops)
     # Devices sharing a tile stage with a vanished one cannot be compared: they are re-split anyway.
-    blind = {d for s in old.stages if s.tiles and set(s.tiles.devices) & vanished for d in s.tiles.devices}
+    blind = {
+        d
+        for s in old.stages
+        if s.tiles and set(s.tiles.devices) & vanished
+        for d in s.tiles.devices
+    }
     changed = {d for d, b in busy.items()
                if d not in blind and (d not in before or _differs(before[d].get("busy_s", 0.0), b))}
     return changed, vanished
@@ -158,7 +163,9 @@ def adjust(cm: CostModel, old: Plan, names: list[str], ok: np.ndarray, changed: 
             cuts = _window(cm, ok, names, [s.device for s in win], a, b, objective)
             if cuts is None:
                 raise PlanError(f"ops [{a}, {b}) do not fit their devices after the change")
-            win = [Stage(s.id, (x, y), s.device) for s, x, y in zip(win, cuts, cuts[1:], strict=False)]
+            win = [
+                Stage(s.id, (x, y), s.device) for s, x, y in zip(win, cuts, cuts[1:], strict=False)
+            ]
         out.extend(win)
         k = j + 1
     return [replace(s, id=i) for i, s in enumerate(out)]
@@ -173,9 +180,16 @@ def _movable(left: Stage, right: Stage, touched: set[str]) -> bool:
 
 def moved(old: Plan, new: Plan) -> list[int]:
     """Ids of new stages that are not an old stage unchanged (same ops, devices, splits)."""
-    keep = {(s.ops, s.devices, s.tiles.rows if s.tiles else (), s.tiles.cols if s.tiles else ()) for s in old.stages}
-    return [s.id for s in new.stages
-            if (s.ops, s.devices, s.tiles.rows if s.tiles else (), s.tiles.cols if s.tiles else ()) not in keep]
+    keep = {
+        (s.ops, s.devices, s.tiles.rows if s.tiles else (), s.tiles.cols if s.tiles else ())
+        for s in old.stages
+    }
+    return [
+        s.id
+        for s in new.stages
+        if (s.ops, s.devices, s.tiles.rows if s.tiles else (), s.tiles.cols if s.tiles else ())
+        not in keep
+    ]
 
 
 def replan(graph, old: Plan, profile: Profile, constraints: Constraints, full_fn,
@@ -209,9 +223,14 @@ def replan(graph, old: Plan, profile: Profile, constraints: Constraints, full_fn
         record["partial_figure"] = fb
         gap = (fb - ff) / abs(ff) if ff else 0.0
         if gap <= tolerance + 1e-12:
-            record.update(mode="partial", moved_stages=moved(old, best),
-                          reason=f"adjusted plan within {gap:+.1%} of the full re-plan (tolerance {tolerance:.0%})")
+            record.update(
+                mode="partial",
+                moved_stages=moved(old, best),
+                reason=f"adjusted plan within {gap:+.1%} of the full re-plan (tolerance {tolerance:.0%})",
+            )
             return replace(best, notes={**best.notes, "replan": record})
-        why = f"adjusted plan {gap:+.1%} from the full re-plan, beyond the {tolerance:.0%} tolerance"
+        why = (
+            f"adjusted plan {gap:+.1%} from the full re-plan, beyond the {tolerance:.0%} tolerance"
+        )
     record.update(mode="full", moved_stages=moved(old, full), reason=why)
     return replace(full, notes={**full.notes, "replan": record})

@@ -135,7 +135,9 @@ def _need(rec: dict, key: str, kind: type | tuple, where: str):
 
 
 def _ints(value: object, where: str, n: int | None = None) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
         raise PlanError(f"{where}: must be a list of integers")
     if n is not None and len(value) != n:
         raise PlanError(f"{where}: must have {n} entries, got {len(value)}")
@@ -154,16 +156,24 @@ def _stage(rec: object, i: int, where: str) -> Stage:
         cols = _ints(_need(t, "cols", list, f"{w}.tiles"), f"{w}.tiles.cols")
         devs = _need(t, "devices", list, f"{w}.tiles")
         for axis, pts in (("rows", rows), ("cols", cols)):
-            if len(pts) < 2 or pts[0] != 0 or any(b <= a for a, b in zip(pts, pts[1:], strict=False)):
+            if (
+                len(pts) < 2
+                or pts[0] != 0
+                or any(b <= a for a, b in zip(pts, pts[1:], strict=False))
+            ):
                 raise PlanError(f"{w}.tiles.{axis}: split points must start at 0 and increase")
-        if len(devs) != (len(rows) - 1) * (len(cols) - 1) or not all(isinstance(d, str) for d in devs):
+        if len(devs) != (len(rows) - 1) * (len(cols) - 1) or not all(
+            isinstance(d, str) for d in devs
+        ):
             raise PlanError(f"{w}.tiles.devices: need one device name per tile "
                             f"({(len(rows) - 1) * (len(cols) - 1)}), got {devs!r}")
         regions = t.get("regions", [])
         if not isinstance(regions, list) or (regions and len(regions) != len(devs)):
             raise PlanError(f"{w}.tiles.regions: need one record per tile")
         try:
-            tiles = tuple(TileSpec.from_json(r, f"{w}.tiles.regions[{k}]") for k, r in enumerate(regions))
+            tiles = tuple(
+                TileSpec.from_json(r, f"{w}.tiles.regions[{k}]") for k, r in enumerate(regions)
+            )
         except ValueError as exc:
             raise PlanError(str(exc)) from None
         return Stage(sid, (start, end), None, TileGrid(rows, cols, tuple(devs), tiles))
@@ -171,7 +181,9 @@ def _stage(rec: object, i: int, where: str) -> Stage:
 
 
 def _endpoint(value: object, ids: set[int], w: str) -> Endpoint:
-    if value in (SOURCE, SINK) or (isinstance(value, int) and not isinstance(value, bool) and value in ids):
+    if value in (SOURCE, SINK) or (
+        isinstance(value, int) and not isinstance(value, bool) and value in ids
+    ):
         return value
     raise PlanError(f"{w}: {value!r} is neither a stage id nor 'source'/'sink'")
 
@@ -195,8 +207,14 @@ def plan_from_json(doc: object, where: str = "<plan>") -> Plan:
         names = _need(r, "tensors", list, w)
         if not all(isinstance(n, str) for n in names):
             raise PlanError(f"{w}.tensors: must be a list of tensor names")
-        routes.append(Route(_endpoint(r.get("from"), ids, f"{w}.from"), _endpoint(r.get("to"), ids, f"{w}.to"),
-                            tuple(names), _need(r, "bytes", int, w)))
+        routes.append(
+            Route(
+                _endpoint(r.get("from"), ids, f"{w}.from"),
+                _endpoint(r.get("to"), ids, f"{w}.to"),
+                tuple(names),
+                _need(r, "bytes", int, w),
+            )
+        )
     profile = None
     if doc.get("profile") is not None:
         try:
@@ -204,14 +222,22 @@ def plan_from_json(doc: object, where: str = "<plan>") -> Plan:
         except ProfileError as exc:
             raise PlanError(str(exc)) from None
     return Plan(
-        model_file=_need(model, "file", str, f"{where}: model"), model_sha256=_need(model, "sha256", str, f"{where}: model"),
-        profile_sha256=_need(doc, "profile_sha256", str, where), strategy=_need(doc, "strategy", str, where),
-        objective=_need(doc, "objective", str, where), source=_need(doc, "source", str, where),
-        sink=_need(doc, "sink", str, where), stages=stages, routes=tuple(routes),
+        model_file=_need(model, "file", str, f"{where}: model"),
+        model_sha256=_need(model, "sha256", str, f"{where}: model"),
+        profile_sha256=_need(doc, "profile_sha256", str, where),
+        strategy=_need(doc, "strategy", str, where),
+        objective=_need(doc, "objective", str, where),
+        source=_need(doc, "source", str, where),
+        sink=_need(doc, "sink", str, where),
+        stages=stages,
+        routes=tuple(routes),
         predicted=doc.get("predicted", {}) if isinstance(doc.get("predicted", {}), dict) else {},
         notes=doc.get("notes", {}) if isinstance(doc.get("notes", {}), dict) else {},
-        profile_file=doc.get("profile_file", "") if isinstance(doc.get("profile_file", ""), str) else "",
-        profile=profile)
+        profile_file=doc.get("profile_file", "")
+        if isinstance(doc.get("profile_file", ""), str)
+        else "",
+        profile=profile,
+    )
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -238,7 +264,9 @@ def check_plan(plan: Plan, graph, device_names) -> None:
 def check_model(plan: Plan, graph) -> None:
     """PlanError unless the plan was made for this model file (same sha256)."""
     if plan.model_sha256 != graph.sha256:
-        raise PlanError(f"plan is for model {plan.model_sha256[:12]}, not {graph.sha256[:12]} ({graph.source})")
+        raise PlanError(
+            f"plan is for model {plan.model_sha256[:12]}, not {graph.sha256[:12]} ({graph.source})"
+        )
 
 
 def check_coverage(stages: Sequence[Stage], n_ops: int) -> tuple[Stage, ...]:
@@ -251,7 +279,9 @@ def check_coverage(stages: Sequence[Stage], n_ops: int) -> tuple[Stage, ...]:
     for s in stages:
         start, end = s.ops
         if start != pos:
-            raise PlanError(f"plan stages leave ops [{pos}, {start}) unassigned or overlap at op {start}")
+            raise PlanError(
+                f"plan stages leave ops [{pos}, {start}) unassigned or overlap at op {start}"
+            )
         pos = end
     if pos != n_ops:
         raise PlanError(f"plan stages end at op {pos}, the model has {n_ops} ops")

@@ -23,7 +23,9 @@ from planner.planning.simulate import plan_memory, simulate
 def _route(cm: CostModel, src, dst, tensors) -> Route:
     g = cm.graph
     ts = sorted(set(tensors))
-    return Route(src, dst, tuple(g.tensors[t].name for t in ts), int(sum(g.tensors[t].nbytes for t in ts)))
+    return Route(
+        src, dst, tuple(g.tensors[t].name for t in ts), int(sum(g.tensors[t].nbytes for t in ts))
+    )
 
 
 def relay_routes(cm: CostModel, stages: list[Stage]) -> list[Route]:
@@ -71,7 +73,10 @@ def _sink_routes(cm: CostModel, stages: list[Stage]) -> list[Route]:
 
 def ranges_to_stages(cuts: list[int], devices: list[str]) -> list[Stage]:
     """Stages from cut points [0, c1, ..., n] and one device per range."""
-    return [Stage(i, (a, b), d) for i, (a, b, d) in enumerate(zip(cuts, cuts[1:], devices, strict=False))]
+    return [
+        Stage(i, (a, b), d)
+        for i, (a, b, d) in enumerate(zip(cuts, cuts[1:], devices, strict=False))
+    ]
 
 
 def check_memory(plan: Plan, cm: CostModel) -> None:
@@ -88,11 +93,19 @@ def make_plan(cm: CostModel, stages: list[Stage], strategy: str, constraints: Co
     """A Plan with routes and predicted figures; memory is checked when constraints ask."""
     p = cm.profile
     routes = relay_routes(cm, stages) if routing == "relay" else direct_routes(cm, stages)
-    plan = Plan(model_file=cm.graph.source, model_sha256=cm.graph.sha256, profile_sha256=p.sha256(),
-                strategy=strategy, objective=constraints.objective,
-                source=constraints.source or p.source, sink=constraints.sink or p.sink,
-                stages=tuple(stages), routes=tuple(routes), notes={"routing": routing, **(notes or {})},
-                profile=p)  # embedded: simulate/explain need no profile file
+    plan = Plan(
+        model_file=cm.graph.source,
+        model_sha256=cm.graph.sha256,
+        profile_sha256=p.sha256(),
+        strategy=strategy,
+        objective=constraints.objective,
+        source=constraints.source or p.source,
+        sink=constraints.sink or p.sink,
+        stages=tuple(stages),
+        routes=tuple(routes),
+        notes={"routing": routing, **(notes or {})},
+        profile=p,
+    )  # embedded: simulate/explain need no profile file
     if constraints.memory:
         check_memory(plan, cm)
     return replace(plan, predicted=simulate(plan, cm, frames))

@@ -47,7 +47,8 @@ class Device:
     op_seconds: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     # Per-frame costs outside the interpreter (hand-off to the stage thread, message
     # encode/decode, gathering and slicing region pieces); 0 = not modelled.
-    stage_overhead_s: float = 0.0  # per stage and frame (on the source: the client's per-frame cost)
+    # per stage and frame (on the source: the client's per-frame cost)
+    stage_overhead_s: float = 0.0
     piece_overhead_s: float = 0.0  # per region piece beyond the first gathered or sliced
     copy_s_per_byte: float = 0.0  # stitching gathered pieces, slicing regions out
     host: str = ""  # machine identity: devices on one host share its host_cores ("" = its own)
@@ -75,7 +76,9 @@ class Profile:
     def device(self, name: str) -> Device:
         """The device called `name`; PlanError-free lookup with a ProfileError naming it."""
         if name not in self.devices:
-            raise ProfileError(f"unknown node {name!r} (profile has: {', '.join(sorted(self.devices))})")
+            raise ProfileError(
+                f"unknown node {name!r} (profile has: {', '.join(sorted(self.devices))})"
+            )
         return self.devices[name]
 
     def link(self, a: str, b: str) -> Link:
@@ -106,9 +109,17 @@ class Profile:
         """The version-1 JSON document."""
         devs = {}
         for n, d in self.devices.items():
-            rec = {"board": d.board, "tier": d.tier, "cores": d.cores, "memory_bytes": d.memory_bytes,
-                   "speed": d.speed, "bytes_per_s": d.bytes_per_s, "op_overhead_s": d.op_overhead_s,
-                   "overhead_bytes": d.overhead_bytes, "compute": d.compute}
+            rec = {
+                "board": d.board,
+                "tier": d.tier,
+                "cores": d.cores,
+                "memory_bytes": d.memory_bytes,
+                "speed": d.speed,
+                "bytes_per_s": d.bytes_per_s,
+                "op_overhead_s": d.op_overhead_s,
+                "overhead_bytes": d.overhead_bytes,
+                "compute": d.compute,
+            }
             for key, default in _OPTIONAL.items():  # written only when set: old hashes stay valid
                 if getattr(d, key) != default:
                     rec[key] = getattr(d, key)
@@ -117,9 +128,17 @@ class Profile:
             devs[n] = rec
         links = [{"from": a, "to": b, "bandwidth": ln.bandwidth, "latency": ln.latency}
                  for (a, b), ln in self.links.items()]
-        return {"version": VERSION, "devices": devs, "links": links,
-                "default_link": {"bandwidth": self.default_link.bandwidth, "latency": self.default_link.latency},
-                "source": self.source, "sink": self.sink}
+        return {
+            "version": VERSION,
+            "devices": devs,
+            "links": links,
+            "default_link": {
+                "bandwidth": self.default_link.bandwidth,
+                "latency": self.default_link.latency,
+            },
+            "source": self.source,
+            "sink": self.sink,
+        }
 
     def sha256(self) -> str:
         """Hash of the canonical JSON form; plans record it to detect a stale profile."""
@@ -150,7 +169,9 @@ _OPTIONAL = {"stage_overhead_s": 0.0, "piece_overhead_s": 0.0, "copy_s_per_byte"
 def analytic_op_seconds(device: Device, op_type: str, macs: int, activation_bytes: int) -> float:
     """Predicted seconds of one op on a device that was not measured for this model."""
     factor = OP_TYPE_FACTOR.get(op_type, 1.0)
-    return macs * factor / device.speed + activation_bytes / device.bytes_per_s + device.op_overhead_s
+    return (
+        macs * factor / device.speed + activation_bytes / device.bytes_per_s + device.op_overhead_s
+    )
 
 
 def op_seconds(device: Device, graph) -> list[float]:
@@ -158,14 +179,18 @@ def op_seconds(device: Device, graph) -> list[float]:
     measured = device.op_seconds.get(graph.sha256)
     if measured is not None:
         if len(measured) != len(graph.ops):
-            raise ProfileError(f"device {device.name!r}: op_seconds for model {graph.sha256[:12]} has "
-                               f"{len(measured)} entries, the model has {len(graph.ops)} ops")
+            raise ProfileError(
+                f"device {device.name!r}: op_seconds for model {graph.sha256[:12]} has "
+                f"{len(measured)} entries, the model has {len(graph.ops)} ops"
+            )
         return list(measured)
     return [analytic_op_seconds(device, op.type, op.macs, op.activation_bytes) for op in graph.ops]
 
 
 # ---- reading and validation ---------------------------------------------------------------
-def _num(rec: dict, key: str, where: str, default=None, positive: bool = True, integer: bool = False):
+def _num(
+    rec: dict, key: str, where: str, default=None, positive: bool = True, integer: bool = False
+):
     value = rec.get(key, default)
     if value is None:
         raise ProfileError(f"{where}: missing key {key!r}")
@@ -174,7 +199,9 @@ def _num(rec: dict, key: str, where: str, default=None, positive: bool = True, i
         ok = float(value).is_integer()
     if not ok or (positive and value <= 0) or value < 0:
         kind = "an integer" if integer else "a number"
-        raise ProfileError(f"{where}: key {key!r} must be {kind} {'> 0' if positive else '>= 0'}, got {value!r}")
+        raise ProfileError(
+            f"{where}: key {key!r} must be {kind} {'> 0' if positive else '>= 0'}, got {value!r}"
+        )
     return int(value) if integer else float(value)
 
 
@@ -191,24 +218,33 @@ def _device(name: str, rec: object, where: str) -> Device:
     measured = {}
     for sha, lst in secs.items():
         ok = isinstance(lst, list) and all(
-            isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s >= 0 for s in lst)
+            isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s >= 0
+            for s in lst
+        )
         if not ok:
             raise ProfileError(f"{w}: key 'op_seconds.{sha}' must be a list of numbers >= 0")
         measured[str(sha)] = tuple(float(s) for s in lst)
     base = Device(name)
     return Device(
-        name=name, board=str(rec.get("board", base.board)), tier=tier,
+        name=name,
+        board=str(rec.get("board", base.board)),
+        tier=tier,
         cores=_num(rec, "cores", w, base.cores, integer=True),
         memory_bytes=_num(rec, "memory_bytes", w, integer=True),
         speed=_num(rec, "speed", w, base.speed),
         bytes_per_s=_num(rec, "bytes_per_s", w, base.bytes_per_s),
         op_overhead_s=_num(rec, "op_overhead_s", w, base.op_overhead_s, positive=False),
-        overhead_bytes=_num(rec, "overhead_bytes", w, base.overhead_bytes, positive=False, integer=True),
-        compute=bool(rec.get("compute", True)), op_seconds=measured,
+        overhead_bytes=_num(
+            rec, "overhead_bytes", w, base.overhead_bytes, positive=False, integer=True
+        ),
+        compute=bool(rec.get("compute", True)),
+        op_seconds=measured,
         stage_overhead_s=_num(rec, "stage_overhead_s", w, 0.0, positive=False),
         piece_overhead_s=_num(rec, "piece_overhead_s", w, 0.0, positive=False),
         copy_s_per_byte=_num(rec, "copy_s_per_byte", w, 0.0, positive=False),
-        host=str(rec.get("host", "")), host_cores=_num(rec, "host_cores", w, 0, positive=False, integer=True))
+        host=str(rec.get("host", "")),
+        host_cores=_num(rec, "host_cores", w, 0, positive=False, integer=True),
+    )
 
 
 def _link(rec: object, where: str) -> Link:
@@ -239,7 +275,11 @@ def profile_from_json(doc: object, where: str = "<profile>") -> Profile:
             if rec.get(end) not in devices:
                 raise ProfileError(f"{w}: key {end!r} names unknown device {rec.get(end)!r}")
         links[(rec["from"], rec["to"])] = _link(rec, w)
-    default = _link(doc["default_link"], f"{where}: default_link") if "default_link" in doc else Link(*DEFAULT_LINK)
+    default = (
+        _link(doc["default_link"], f"{where}: default_link")
+        if "default_link" in doc
+        else Link(*DEFAULT_LINK)
+    )
     ends = {}
     for key in ("source", "sink"):
         ends[key] = doc.get(key, next(iter(devices)))
@@ -270,20 +310,36 @@ def board_device(name: str, board_file: str | Path, tier: str | None = None) -> 
     board, agent = doc.get("board", {}), doc.get("agent", {})
     where = f"{p}: board"
     prior = _num(board, "speed_prior", where, 1.0)
-    budget_mb = _num(agent, "memory_budget_mb", f"{p}: agent", None) if "memory_budget_mb" in agent \
+    budget_mb = (
+        _num(agent, "memory_budget_mb", f"{p}: agent", None)
+        if "memory_budget_mb" in agent
         else _num(board, "memory_mb", where) / 2
+    )
     guess = "cloud" if prior >= 20 else "edge" if prior >= 4 else "device"
-    return Device(name=name, board=str(board.get("name", p.stem)), tier=tier or guess,
-                  cores=_num(board, "cores", where, 1, integer=True), memory_bytes=int(budget_mb * 2**20),
-                  speed=REFERENCE_SPEED * prior, bytes_per_s=4e9 * prior ** 0.5)
+    return Device(
+        name=name,
+        board=str(board.get("name", p.stem)),
+        tier=tier or guess,
+        cores=_num(board, "cores", where, 1, integer=True),
+        memory_bytes=int(budget_mb * 2**20),
+        speed=REFERENCE_SPEED * prior,
+        bytes_per_s=4e9 * prior**0.5,
+    )
 
 
-def from_board_files(boards: Mapping[str, str | Path], links: Mapping[tuple[str, str], Link] | None = None,
-                     default_link: Link = Link(*DEFAULT_LINK), source: str | None = None,
-                     sink: str | None = None, client: bool = True) -> Profile:
+def from_board_files(
+    boards: Mapping[str, str | Path],
+    links: Mapping[tuple[str, str], Link] | None = None,
+    default_link: Link = Link(*DEFAULT_LINK),
+    source: str | None = None,
+    sink: str | None = None,
+    client: bool = True,
+) -> Profile:
     """A prior profile: node name -> board file; adds a non-computing "client" when asked."""
     devices = {n: board_device(n, f) for n, f in boards.items()}
     if client and "client" not in devices:
         devices["client"] = Device("client", board="laptop", compute=False)
     first = next(iter(devices))
-    return Profile(devices, dict(links or {}), default_link, source or first, sink or source or first)
+    return Profile(
+        devices, dict(links or {}), default_link, source or first, sink or source or first
+    )

@@ -73,7 +73,8 @@ class _Task:
 class _Run:
     hosts: dict[str, tuple[str, int]]  # device -> oversubscribed (host, cores)
     tasks: list[_Task] = field(default_factory=list)
-    last: dict[str, int] = field(default_factory=dict)  # resource -> its last task (served in order)
+    # resource -> its last task (served in order)
+    last: dict[str, int] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
 
     def add(self, when: When, resources: tuple[str, ...], **task) -> When:
@@ -161,7 +162,9 @@ def _tasks(plan: Plan, cm: CostModel) -> dict[int, list[TileTask]]:
     return out
 
 
-def _send(run: _Run, cm: CostModel, frame: int, tag, src: str, dst: str, nbytes: float, ready: When) -> When:
+def _send(
+    run: _Run, cm: CostModel, frame: int, tag, src: str, dst: str, nbytes: float, ready: When
+) -> When:
     """Queue one message on link src->dst (and, within a host, the ends' one-at-a-time ports)."""
     dur = cm.transfer(src, dst, nbytes)
     if dur == 0.0:
@@ -169,8 +172,18 @@ def _send(run: _Run, cm: CostModel, frame: int, tag, src: str, dst: str, nbytes:
     ports = (f"out:{src}", f"in:{dst}") if _same_host(cm, src, dst) else ()
     host = run.hosts.get(src)
     host = host if host is not None and host == run.hosts.get(dst) else None  # no wire: CPU work
-    return run.add(ready, (f"{src}->{dst}", *ports), frame=frame, resource=f"{src}->{dst}", kind="send",
-                   tag=tag, dur=dur, nbytes=int(nbytes), host=host, record=True)
+    return run.add(
+        ready,
+        (f"{src}->{dst}", *ports),
+        frame=frame,
+        resource=f"{src}->{dst}",
+        kind="send",
+        tag=tag,
+        dur=dur,
+        nbytes=int(nbytes),
+        host=host,
+        record=True,
+    )
 
 
 def _same_host(cm: CostModel, a: str, b: str) -> bool:
@@ -185,8 +198,15 @@ def _frame(plan: Plan, cm: CostModel, tasks, run: _Run, frame: int, release: flo
         by_dst.setdefault(r.dst, []).append(r)
     sliced = _sliced(plan, tasks)
     extra, nbytes = sliced.get((SOURCE, 0), (0, 0.0))
-    ready = _work(run, frame, plan.source, SOURCE, (release, ()), cm.overhead(plan.source, extra, nbytes),
-                  fifo=False)
+    ready = _work(
+        run,
+        frame,
+        plan.source,
+        SOURCE,
+        (release, ()),
+        cm.overhead(plan.source, extra, nbytes),
+        fifo=False,
+    )
     done: dict = {SOURCE: [(plan.source, ready, None)]}  # endpoint -> [(device, ready, tile)]
     order = sorted(plan.stages, key=lambda s: s.ops[0])
     for s in order:
@@ -197,7 +217,9 @@ def _frame(plan: Plan, cm: CostModel, tasks, run: _Run, frame: int, release: flo
             for k, t in enumerate(ts):
                 for dev, at, src_tile in done[r.src]:
                     nb = _bytes(r.bytes, src_tile, t, s)
-                    arrive[k] = _join(arrive[k], _send(run, cm, frame, r.src, dev, t.device, nb, at))
+                    arrive[k] = _join(
+                        arrive[k], _send(run, cm, frame, r.src, dev, t.device, nb, at)
+                    )
                     if len(done[r.src]) > 1:  # region pieces of one tensor: gathered and stitched
                         stitch[k] += nb
                 extra[k] += len(done[r.src]) - 1
@@ -205,7 +227,13 @@ def _frame(plan: Plan, cm: CostModel, tasks, run: _Run, frame: int, release: flo
         for k, t in enumerate(ts):
             n, nb = sliced.get((s.id, k), (0, 0.0))
             dur = t.seconds + cm.overhead(t.device, extra[k] + n, stitch[k] + nb)
-            outs.append((t.device, _work(run, frame, t.device, s.id, arrive[k], dur), t if s.tiles else None))
+            outs.append(
+                (
+                    t.device,
+                    _work(run, frame, t.device, s.id, arrive[k], dur),
+                    t if s.tiles else None,
+                )
+            )
         done[s.id] = outs
     finish: When = (release, ())
     extra, stitch = 0, 0.0
@@ -228,7 +256,10 @@ def _sliced(plan: Plan, tasks) -> dict:
             continue
         for k in [0] if r.src == SOURCE else range(len(tasks[r.src])):
             n, nb = out.get((r.src, k), (0, 0.0))
-            out[(r.src, k)] = (n + len(tasks[r.dst]) - 1, nb + sum(t.in_bytes for t in tasks[r.dst]))
+            out[(r.src, k)] = (
+                n + len(tasks[r.dst]) - 1,
+                nb + sum(t.in_bytes for t in tasks[r.dst]),
+            )
     return out
 
 
@@ -241,7 +272,9 @@ def _bytes(route_bytes: int, src_tile: TileTask | None, dst_tile: TileTask, dst:
     return route_bytes
 
 
-def run_frames(plan: Plan, cm: CostModel, frames: int, gap: float = 0.0) -> tuple[list[float], _Run]:
+def run_frames(
+    plan: Plan, cm: CostModel, frames: int, gap: float = 0.0
+) -> tuple[list[float], _Run]:
     """Completion time of each of `frames` frames released every `gap` seconds."""
     tasks = _tasks(plan, cm)
     run = _Run(hosts=cm.shared_hosts())

@@ -24,7 +24,9 @@ _OURS = ("node.cli", "mosquitto", "planner.testbed.linkshim", "planner.local.bro
 
 def _is_ours(pid: int) -> bool:
     try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        cmd = (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
     except OSError:
         return False
     return any(word in cmd for word in _OURS)

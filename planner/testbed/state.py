@@ -26,7 +26,9 @@ def state_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/run/tilefleet-testbed")
     run = os.environ.get("XDG_RUNTIME_DIR")
-    return Path(run) / "tilefleet-testbed" if run else Path.home() / ".cache" / "tilefleet" / "testbed"
+    return (
+        Path(run) / "tilefleet-testbed" if run else Path.home() / ".cache" / "tilefleet" / "testbed"
+    )
 
 
 def path_of(name: str, root: Path | None = None) -> Path:

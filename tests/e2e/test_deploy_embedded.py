@@ -22,7 +22,10 @@ def test_profile_tiles_and_chain_on_the_embedded_broker(env, tmp_path):
     profile = env.fleet.profile(g, cache_dir=tmp_path)
     assert set(profile.compute_devices()) == set(env.names)
     assert all(len(profile.devices[n].op_seconds[g.sha256]) == len(g.ops) for n in env.names)
-    assert ("client", env.names[0]) in profile.links and (env.names[0], env.names[1]) in profile.links
+    assert ("client", env.names[0]) in profile.links and (
+        env.names[0],
+        env.names[1],
+    ) in profile.links
     assert list(tmp_path.glob("*.json"))  # cached for the next deploy
     a, b, c = env.names
     stages = (tile_stage(g, 0, (0, 11), (0, 10, 16), 1, (a, b)), Stage(1, (11, len(g.ops)), c))

@@ -36,7 +36,9 @@ def _chain(agent: Agent, last_stage: str) -> object:
     for k, p in enumerate(chain.parts):
         last = k == len(chain.parts) - 1
         nxt = last_stage if k == 1 else f"s{k + 1}"
-        routes = tuple(M.Route(o, CLIENT if last else ep, "" if last else nxt) for o in p.output_names)
+        routes = tuple(
+            M.Route(o, CLIENT if last else ep, "" if last else nxt) for o in p.output_names
+        )
         stages.append(M.StageSpec(f"s{k}", p.sha256, tuple(M.InputSpec(t.name, t.dtype, t.shape)
                                                             for t in p.inputs), routes))
     agent.handle(M.Deploy("c1", "", "chain", 0, tuple(stages)))
@@ -53,7 +55,9 @@ def test_hand_off_between_stages_of_one_agent_skips_the_socket(agent, client):
         client.send(ep, "chain", "s0", {"input": x}, f"r{i}")
         h, arrs = client.recv()
         assert h.kind == "result" and h.src == "inproc/s2"
-        np.testing.assert_array_equal(arrs[0], run_whole(chain.model, [x], RuntimeSettings(threads=1))[0])
+        np.testing.assert_array_equal(
+            arrs[0], run_whole(chain.model, [x], RuntimeSettings(threads=1))[0]
+        )
     # 3 frames in from the client + 2 hand-offs each, all counted as received
     assert agent.dataplane.counters.snapshot()["frames_in"] - polled["frames_in"] == 9
     # a stage counts a frame after sending it on (the count carries the bytes sent), so

@@ -63,7 +63,10 @@ def reference(graph: ModelGraph, settings: RuntimeSettings, seed: int = 0) -> di
     key = (id(graph), settings, seed)
     if key not in _REFS:
         outs = run_whole(graph.data, list(inputs_for(graph, seed).values()), settings)
-        _REFS[key] = ({graph.tensors[t].name: y for t, y in zip(graph.outputs, outs, strict=True)}, graph)
+        _REFS[key] = (
+            {graph.tensors[t].name: y for t, y in zip(graph.outputs, outs, strict=True)},
+            graph,
+        )
     return _REFS[key][0]
 
 
@@ -73,4 +76,6 @@ def assert_chain_exact(graph: ModelGraph, parts: list[Part], settings: RuntimeSe
     for name, want in reference(graph, settings).items():
         got = env[name]
         assert got.dtype == want.dtype and got.shape == want.shape, name
-        assert np.array_equal(got, want), f"{name}: max abs diff {np.max(np.abs(got.astype(float) - want))}"
+        assert np.array_equal(got, want), (
+            f"{name}: max abs diff {np.max(np.abs(got.astype(float) - want))}"
+        )

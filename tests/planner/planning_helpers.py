@@ -19,9 +19,14 @@ def random_profile(seed: int, n_devices: int, memory: tuple[int, int] = (1 << 40
     rng = random.Random(seed)
     devices = {}
     for i in range(n_devices):
-        devices[f"d{i}"] = Device(f"d{i}", speed=rng.choice([1e6, 3e6, 1e7, 5e7]) * rng.uniform(0.5, 2),
-                                  bytes_per_s=rng.uniform(1e7, 1e9), op_overhead_s=rng.uniform(0, 1e-3),
-                                  memory_bytes=rng.randint(*memory), overhead_bytes=rng.randint(0, 2000))
+        devices[f"d{i}"] = Device(
+            f"d{i}",
+            speed=rng.choice([1e6, 3e6, 1e7, 5e7]) * rng.uniform(0.5, 2),
+            bytes_per_s=rng.uniform(1e7, 1e9),
+            op_overhead_s=rng.uniform(0, 1e-3),
+            memory_bytes=rng.randint(*memory),
+            overhead_bytes=rng.randint(0, 2000),
+        )
     names = list(devices)
     if client:
         devices["client"] = Device("client", compute=False)
@@ -29,7 +34,9 @@ def random_profile(seed: int, n_devices: int, memory: tuple[int, int] = (1 << 40
     everyone = list(devices)
     for a, b in itertools.permutations(everyone, 2):
         if rng.random() < 0.6:
-            links[(a, b)] = Link(rng.choice([1e5, 1e6, 1e7]) * rng.uniform(0.5, 2), rng.uniform(0, 5e-3))
+            links[(a, b)] = Link(
+                rng.choice([1e5, 1e6, 1e7]) * rng.uniform(0.5, 2), rng.uniform(0, 5e-3)
+            )
     src = "client" if client else rng.choice(names)
     sink = "client" if client else rng.choice(names)
     return Profile(devices, links, Link(2e6, 1e-3), src, sink)
@@ -49,7 +56,9 @@ def with_overheads(prof: Profile, seed: int, host: str = "", cores: int = 0, twi
     for n, d in prof.devices.items():
         if n == "client":
             on = host if client_on_host else ""
-            devs[n] = replace(d, stage_overhead_s=rng.choice([0.0, 5e-4]), host=on, host_cores=cores if on else 0)
+            devs[n] = replace(
+                d, stage_overhead_s=rng.choice([0.0, 5e-4]), host=on, host_cores=cores if on else 0
+            )
             continue
         base = replace(d0, name=n) if twins else d
         on = "" if n in away else host

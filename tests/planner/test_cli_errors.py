@@ -68,7 +68,9 @@ def test_verify_mismatch_exits_1(work: Path) -> None:
     assert tilefleet("slice", work / "vgg-seed1.tflite", "--at", "6", "-o", other).returncode == 0
     man = json.loads((out / "manifest.json").read_text())
     (out / "part_001.tflite").write_bytes((other / "part_001.tflite").read_bytes())
-    man["parts"][1]["sha256"] = json.loads((other / "manifest.json").read_text())["parts"][1]["sha256"]
+    man["parts"][1]["sha256"] = json.loads((other / "manifest.json").read_text())["parts"][1][
+        "sha256"
+    ]
     (out / "manifest.json").write_text(json.dumps(man))
     proc = tilefleet("verify", out, "--json")
     assert proc.returncode == 1
@@ -86,8 +88,13 @@ def test_bad_models(work: Path) -> None:
     }
     for name, (blob, words) in cases.items():
         (work / name).write_bytes(blob)
-        assert_bad_input(tilefleet("slice", work / name, "--at", "3", "-o", work / "x"), name, words)
-    assert_bad_input(tilefleet("slice", work / "missing.tflite", "--at", "3", "-o", work / "x"), "cannot read model")
+        assert_bad_input(
+            tilefleet("slice", work / name, "--at", "3", "-o", work / "x"), name, words
+        )
+    assert_bad_input(
+        tilefleet("slice", work / "missing.tflite", "--at", "3", "-o", work / "x"),
+        "cannot read model",
+    )
 
 
 @pytest.mark.parametrize("args, words", [

@@ -27,8 +27,12 @@ def test_cut_bytes_count_every_live_tensor_but_finished_outputs():
         cm = CostModel(g, prof())
         for c in range(len(g.ops) + 1):
             live = g.live_at(c)
-            dead_outputs = [t for t in live if t in g.outputs and all(k < c for k in g.consumers.get(t, []))]
-            assert cm.cut_bytes[c] == sum(g.tensors[t].nbytes for t in live) - sum(g.tensors[t].nbytes for t in dead_outputs)
+            dead_outputs = [
+                t for t in live if t in g.outputs and all(k < c for k in g.consumers.get(t, []))
+            ]
+            assert cm.cut_bytes[c] == sum(g.tensors[t].nbytes for t in live) - sum(
+                g.tensors[t].nbytes for t in dead_outputs
+            )
         assert cm.cut_bytes[0] == sum(g.tensors[t].nbytes for t in g.inputs)
         assert cm.out_bytes(0, len(g.ops)) == sum(g.tensors[t].nbytes for t in g.outputs)
 

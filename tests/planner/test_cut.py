@@ -43,7 +43,9 @@ def test_boundary_rules_and_order() -> None:
     live = {g.tensors[t].name for t in g.live_at(p)}
     assert set(first.output_names) == live == set(second.input_names) and len(live) >= 2
     # Outputs in production order; inputs in order of first use.
-    assert list(first.output_names) == [g.tensors[t].name for t in sorted(g.live_at(p), key=g.producer.get)]
+    assert list(first.output_names) == [
+        g.tensors[t].name for t in sorted(g.live_at(p), key=g.producer.get)
+    ]
     uses = {n: min(c for c in g.consumers[g.by_name[n]] if c >= p) for n in second.input_names}
     assert list(second.input_names) == sorted(second.input_names, key=uses.get)
     assert first.input_names == ("input",) and second.output_names == ("head/softmax",)
@@ -123,7 +125,10 @@ def test_shared_buffer_is_copied_once() -> None:
     g = ModelGraph(repack(m))
     part = cut_range(g, a.index, b.index + 1)
     pm = unpack(part.data)
-    wa, wb = (pm.subgraphs[0].tensors[op.inputs[1]] for op in pm.subgraphs[0].operators[:: b.index - a.index])
+    wa, wb = (
+        pm.subgraphs[0].tensors[op.inputs[1]]
+        for op in pm.subgraphs[0].operators[:: b.index - a.index]
+    )
     assert wa.buffer == wb.buffer != 0
     assert len(pm.buffers) == len({t.buffer for t in pm.subgraphs[0].tensors if t.buffer}) + 1
 
@@ -137,7 +142,9 @@ def test_signature_rewritten_to_part_boundary() -> None:
     sub = m.subgraphs[0]
     assert [t.name.decode() for t in sig.inputs] == list(part.input_names)
     assert [sub.tensors[t.tensorIndex].name.decode() for t in sig.inputs] == list(part.input_names)
-    assert [sub.tensors[t.tensorIndex].name.decode() for t in sig.outputs] == list(part.output_names)
+    assert [sub.tensors[t.tensorIndex].name.decode() for t in sig.outputs] == list(
+        part.output_names
+    )
     interp = make_interpreter(part.data)
     runner = interp.get_signature_runner("serving_default")
     env = {}
@@ -182,7 +189,9 @@ def test_float_boundaries_have_no_quantization() -> None:
 def offset_buffers(data: bytes) -> bytes:
     """The same model with every constant stored after the flatbuffer (offset/size)."""
     m = unpack(data)
-    blobs = [(i, bytes(b.data)) for i, b in enumerate(m.buffers) if b.data is not None and len(b.data)]
+    blobs = [
+        (i, bytes(b.data)) for i, b in enumerate(m.buffers) if b.data is not None and len(b.data)
+    ]
     for i, _ in blobs:
         m.buffers[i].data, m.buffers[i].offset, m.buffers[i].size = None, 2, 1  # placeholders
     head = len(repack(m))
@@ -243,10 +252,18 @@ def test_control_flow_is_refused() -> None:
         cut_at(g, [5])
 
 
-@pytest.mark.parametrize("points, message", [
-    ([0], "out of range"), ([23], "out of range"), ([-1], "out of range"), ([9, 4], "strictly increasing"),
-    ([4, 4], "strictly increasing"), (["3"], "not an op index"), ([True], "not an op index"),
-])
+@pytest.mark.parametrize(
+    "points, message",
+    [
+        ([0], "out of range"),
+        ([23], "out of range"),
+        ([-1], "out of range"),
+        ([9, 4], "strictly increasing"),
+        ([4, 4], "strictly increasing"),
+        (["3"], "not an op index"),
+        ([True], "not an op index"),
+    ],
+)
 def test_impossible_cut_points(points, message) -> None:
     g = graph_of("vgg", "float32")
     assert len(g.ops) == 23

@@ -29,7 +29,9 @@ def chains(draw, graph):
 @pytest.mark.parametrize("mode", sorted(SETTINGS))
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
 @pytest.mark.parametrize("name", MODELS)
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_random_chains_are_exact(name: str, dtype: str, mode: str, data) -> None:
     graph = graph_of(name, dtype)
@@ -89,14 +91,16 @@ def test_chain_exact_under_tflite_runtime() -> None:
     reason = _tflite_runtime_importable()
     if reason:
         pytest.skip(reason)
-    code = ("from planner.model.cut import cut_at\n"
-            "from tests.planner.cutkit import SETTINGS, assert_chain_exact, compute_ops, graph_of\n"
-            "for name in ('mobilenet', 'yolo'):\n"
-            "  for dt in ('float32', 'int8'):\n"
-            "    g = graph_of(name, dt); c = compute_ops(g)\n"
-            "    for mode in SETTINGS:\n"
-            "      assert_chain_exact(g, cut_at(g, [c[len(c) // 3], c[2 * len(c) // 3]]), SETTINGS[mode])\n"
-            "from node.runtime import runtime_name; assert runtime_name() == 'tflite_runtime'\n")
+    code = (
+        "from planner.model.cut import cut_at\n"
+        "from tests.planner.cutkit import SETTINGS, assert_chain_exact, compute_ops, graph_of\n"
+        "for name in ('mobilenet', 'yolo'):\n"
+        "  for dt in ('float32', 'int8'):\n"
+        "    g = graph_of(name, dt); c = compute_ops(g)\n"
+        "    for mode in SETTINGS:\n"
+        "      assert_chain_exact(g, cut_at(g, [c[len(c) // 3], c[2 * len(c) // 3]]), SETTINGS[mode])\n"
+        "from node.runtime import runtime_name; assert runtime_name() == 'tflite_runtime'\n"
+    )
     env = {**os.environ, "TILEFLEET_RUNTIME": "tflite_runtime"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -34,7 +34,10 @@ def test_spread_keeps_each_range_total_and_follows_cost(graph):
     for (a, b), s in zip(groups, secs, strict=True):
         assert sum(per_op[a:b]) == pytest.approx(s)
     convs = [k for k, op in enumerate(graph.ops) if op.type == "CONV_2D"]
-    big, small = max(convs, key=lambda k: graph.ops[k].macs), min(convs, key=lambda k: graph.ops[k].macs)
+    big, small = (
+        max(convs, key=lambda k: graph.ops[k].macs),
+        min(convs, key=lambda k: graph.ops[k].macs),
+    )
     same = next(g for g in groups if g[0] <= big < g[1])
     if same[0] <= small < same[1]:
         assert per_op[big] > per_op[small]

@@ -105,7 +105,9 @@ def test_an_attempt_that_could_not_leave_waits_within_the_budget_then_fails():
         assert t.unsent(req, "node gone", now=now) is None and req.attempts == 0
     t.sent(req, 3.0, now=2.0)
     assert t.unsent(req, "node gone", now=2.0) is req
-    with pytest.raises(RequestError, match="send_timeout.*could not be sent within 2.0 s: node gone"):
+    with pytest.raises(
+        RequestError, match="send_timeout.*could not be sent within 2.0 s: node gone"
+    ):
         req.future.result(0)
     assert t.stats.failed == 1 and not t.pending and t.stats.errors["unsent"] == 5
 

@@ -112,7 +112,9 @@ def test_truncated_model_raises_model_error() -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "planner.cli", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "planner.cli", *args], capture_output=True, text=True
+    )
 
 
 def test_inspect_json_follows_the_contract(tmp_path) -> None:
@@ -122,7 +124,9 @@ def test_inspect_json_follows_the_contract(tmp_path) -> None:
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert set(doc) == {"model", "ops", "cuts"}
-    assert doc["model"]["inputs"] == [{"name": "input", "shape": [1, 16, 16, 8], "dtype": "float32"}]
+    assert doc["model"]["inputs"] == [
+        {"name": "input", "shape": [1, 16, 16, 8], "dtype": "float32"}
+    ]
     assert [op["index"] for op in doc["ops"]] == [0, 1, 2, 3]
     assert {"index", "type", "inputs", "outputs", "macs", "weight_bytes"} <= set(doc["ops"][0])
     assert doc["cuts"][2]["at"] == 2 and sorted(doc["cuts"][2]["tensors"]) == ["a", "b"]

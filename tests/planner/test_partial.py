@@ -26,7 +26,10 @@ def fleet(n: int) -> Profile:
 
 
 def slowed(p: Profile, name: str, factor: float = 0.5) -> Profile:
-    return replace(p, devices={**p.devices, name: replace(p.devices[name], speed=p.devices[name].speed * factor)})
+    return replace(
+        p,
+        devices={**p.devices, name: replace(p.devices[name], speed=p.devices[name].speed * factor)},
+    )
 
 
 def without(p: Profile, name: str) -> Profile:
@@ -38,7 +41,11 @@ def deep_model(blocks: int = 75) -> bytes:
     layers = []
     for b in range(blocks):
         s = 2 if b in (2, 10, 30, 50) else 1
-        layers += [StackLayer("conv", kernel=1), StackLayer("depthwise", stride=s), StackLayer("conv", kernel=1)]
+        layers += [
+            StackLayer("conv", kernel=1),
+            StackLayer("depthwise", stride=s),
+            StackLayer("conv", kernel=1),
+        ]
         if s == 1:
             layers.append(StackLayer("add", skip=2))
     return recipes.conv_stack(128, 16, layers)
@@ -123,10 +130,29 @@ def test_cli_partial_from(graph, tmp_path):
     model.write_bytes(graph.data)
     victim = next(d for d in reversed(old.devices()) if d != p.source)
     (tmp_path / "p.json").write_text(json.dumps(without(p, victim).to_json()))
-    r = subprocess.run([sys.executable, "-m", "planner.cli", "plan", str(model), "--profile", str(tmp_path / "p.json"),
-                        "--strategy", "throughput", "--partial-from", str(tmp_path / "old.json"),
-                        "-o", str(tmp_path / "new.json"), "--json"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "planner.cli",
+            "plan",
+            str(model),
+            "--profile",
+            str(tmp_path / "p.json"),
+            "--strategy",
+            "throughput",
+            "--partial-from",
+            str(tmp_path / "old.json"),
+            "-o",
+            str(tmp_path / "new.json"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["notes"]["replan"]["mode"] in ("partial", "full") and doc["notes"]["replan"]["reason"]
+    assert (
+        doc["notes"]["replan"]["mode"] in ("partial", "full") and doc["notes"]["replan"]["reason"]
+    )
     assert victim in doc["notes"]["replan"]["vanished"]

@@ -26,10 +26,23 @@ from .planning_helpers import random_profile
 
 
 def sample() -> Plan:
-    return Plan("m.tflite", "ab" * 32, "cd" * 32, "hand", "latency", "client", "client",
-                (Stage(0, (0, 3), None, TileGrid((0, 4, 8), (0, 8), ("a", "b"))), Stage(1, (3, 6), "c")),
-                (Route("source", 0, ("in",), 12), Route(0, 1, ("x", "y"), 40), Route(1, "sink", ("out",), 4)),
-                {"latency_s": 0.1}, {"problem": "test"})
+    return Plan(
+        "m.tflite",
+        "ab" * 32,
+        "cd" * 32,
+        "hand",
+        "latency",
+        "client",
+        "client",
+        (Stage(0, (0, 3), None, TileGrid((0, 4, 8), (0, 8), ("a", "b"))), Stage(1, (3, 6), "c")),
+        (
+            Route("source", 0, ("in",), 12),
+            Route(0, 1, ("x", "y"), 40),
+            Route(1, "sink", ("out",), 4),
+        ),
+        {"latency_s": 0.1},
+        {"problem": "test"},
+    )
 
 
 def test_round_trip(tmp_path):
@@ -68,6 +81,8 @@ def test_check_plan_against_model_and_devices():
         check_plan(plan, other, prof.devices)
     doc = plan.to_json()
     doc["stages"] = doc["stages"][:1]
-    doc["routes"] = [r for r in doc["routes"] if r["from"] in ("source", 0) and r["to"] in ("sink", 0)]
+    doc["routes"] = [
+        r for r in doc["routes"] if r["from"] in ("source", 0) and r["to"] in ("sink", 0)
+    ]
     with pytest.raises(PlanError, match="stages end at op"):
         check_plan(plan_from_json(doc), g, prof.devices)

@@ -45,19 +45,34 @@ def test_links_symmetric_unless_both_directions_given():
     assert p.link("srv", "cam") == Link(1e6, 0.01)
     assert p.transfer_seconds("cam", "cam", 10**6) == 0.0
     assert p.transfer_seconds("cam", "srv", 10**6) == pytest.approx(1.01)
-    doc = {**DOC, "links": DOC["links"] + [{"from": "srv", "to": "cam", "bandwidth": 2e6, "latency": 0}]}
+    doc = {
+        **DOC,
+        "links": DOC["links"] + [{"from": "srv", "to": "cam", "bandwidth": 2e6, "latency": 0}],
+    }
     assert profile_from_json(doc).transfer_seconds("srv", "cam", 2e6) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.pop("version"), "key 'version'"),
-    (lambda d: d["devices"]["cam"].pop("memory_bytes"), "devices.cam: missing key 'memory_bytes'"),
-    (lambda d: d["devices"]["cam"].update(speed=-1), "devices.cam: key 'speed' must be a number > 0"),
-    (lambda d: d["devices"]["srv"].update(tier="moon"), "devices.srv: key 'tier'"),
-    (lambda d: d["links"][0].update(to="nowhere"), "links[0]: key 'to' names unknown device 'nowhere'"),
-    (lambda d: d.update(source="ghost"), "key 'source' names unknown device 'ghost'"),
-    (lambda d: d["devices"]["cam"].update(op_seconds={"abc": [1, "x"]}), "op_seconds.abc"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.pop("version"), "key 'version'"),
+        (
+            lambda d: d["devices"]["cam"].pop("memory_bytes"),
+            "devices.cam: missing key 'memory_bytes'",
+        ),
+        (
+            lambda d: d["devices"]["cam"].update(speed=-1),
+            "devices.cam: key 'speed' must be a number > 0",
+        ),
+        (lambda d: d["devices"]["srv"].update(tier="moon"), "devices.srv: key 'tier'"),
+        (
+            lambda d: d["links"][0].update(to="nowhere"),
+            "links[0]: key 'to' names unknown device 'nowhere'",
+        ),
+        (lambda d: d.update(source="ghost"), "key 'source' names unknown device 'ghost'"),
+        (lambda d: d["devices"]["cam"].update(op_seconds={"abc": [1, "x"]}), "op_seconds.abc"),
+    ],
+)
 def test_validation_names_file_and_key(tmp_path, mutate, message):
     doc = json.loads(json.dumps(DOC))
     mutate(doc)
@@ -90,7 +105,9 @@ def test_analytic_times_and_measured_merge():
 
 
 def test_priors_from_board_files():
-    p = from_board_files({"pi4": BOARDS / "rpi4.toml", "edge": BOARDS / "edge_server.toml"}, source="pi4")
+    p = from_board_files(
+        {"pi4": BOARDS / "rpi4.toml", "edge": BOARDS / "edge_server.toml"}, source="pi4"
+    )
     assert p.devices["edge"].speed == pytest.approx(8 * p.devices["pi4"].speed)
     assert p.devices["edge"].tier == "edge" and p.devices["pi4"].tier == "device"
     assert p.devices["pi4"].memory_bytes == 2048 * 2**20

@@ -36,8 +36,17 @@ def test_chain_latency_and_bytes_by_hand():
     inp = g.tensors[g.inputs[0]].nbytes
     cut = sum(g.tensors[t].nbytes for t in g.live_at(5))
     out = sum(g.tensors[t].nbytes for t in g.outputs)
-    ta = sum(op.macs * {"DEPTHWISE_CONV_2D": 3.0, "MAX_POOL_2D": 1.5, "AVERAGE_POOL_2D": 1.5}.get(op.type, 1.0)
-             for op in g.ops[:5]) / 1e8 + sum(op.activation_bytes for op in g.ops[:5]) / 1e12
+    ta = (
+        sum(
+            op.macs
+            * {"DEPTHWISE_CONV_2D": 3.0, "MAX_POOL_2D": 1.5, "AVERAGE_POOL_2D": 1.5}.get(
+                op.type, 1.0
+            )
+            for op in g.ops[:5]
+        )
+        / 1e8
+        + sum(op.activation_bytes for op in g.ops[:5]) / 1e12
+    )
     tb = cm.range_seconds("b", 5, n)
     expected = send(inp) + ta + send(cut) + tb + send(out)
     sim = simulate(plan, cm)
@@ -50,7 +59,9 @@ def test_chain_latency_and_bytes_by_hand():
 
 def test_residual_cut_sends_every_live_tensor():
     g = ModelGraph(recipes.random_dag(2, 8))
-    c = next(i for i in range(1, 8) if len(g.live_at(i)) >= 2 and not set(g.live_at(i)) & set(g.outputs))
+    c = next(
+        i for i in range(1, 8) if len(g.live_at(i)) >= 2 and not set(g.live_at(i)) & set(g.outputs)
+    )
     cm = CostModel(g, profile(a=1e8, b=1e8))
     plan = make_plan(cm, ranges_to_stages([0, c, 8], ["a", "b"]), "test", Constraints())
     route = next(r for r in plan.routes if r.src == 0 and r.dst == 1)
@@ -62,7 +73,10 @@ def test_residual_cut_sends_every_live_tensor():
     expected = (send(cm.cut_bytes[0]) + cm.range_seconds("a", 0, c) + send(route.bytes)
                 + cm.range_seconds("b", c, 8) + send(cm.out_bytes(c, 8)))
     if outs_a:  # early outputs leave from a; the frame ends when the last output arrives
-        expected = max(expected, send(cm.cut_bytes[0]) + cm.range_seconds("a", 0, c) + send(route.bytes) + send(outs_a))
+        expected = max(
+            expected,
+            send(cm.cut_bytes[0]) + cm.range_seconds("a", 0, c) + send(route.bytes) + send(outs_a),
+        )
     assert sim["latency_s"] == pytest.approx(expected, rel=1e-12)
 
 
@@ -71,8 +85,15 @@ def test_pipelined_throughput_reaches_the_bottleneck_bound():
     cm = CostModel(g, profile(a=1e8, b=2e8, c=5e7))
     n = len(g.ops)
     plan = make_plan(cm, ranges_to_stages([0, 4, 9, n], ["a", "b", "c"]), "test", Constraints())
-    busy = [cm.range_seconds("a", 0, 4), cm.range_seconds("b", 4, 9), cm.range_seconds("c", 9, n),
-            send(cm.cut_bytes[0]), send(cm.cut_bytes[4]), send(cm.cut_bytes[9]), send(cm.out_bytes(0, n))]
+    busy = [
+        cm.range_seconds("a", 0, 4),
+        cm.range_seconds("b", 4, 9),
+        cm.range_seconds("c", 9, n),
+        send(cm.cut_bytes[0]),
+        send(cm.cut_bytes[4]),
+        send(cm.cut_bytes[9]),
+        send(cm.out_bytes(0, n)),
+    ]
     sim = simulate(plan, cm, frames=64)
     assert sim["throughput_bound_fps"] == pytest.approx(1 / max(busy), rel=1e-12)
     assert sim["throughput_fps"] == pytest.approx(1 / max(busy), rel=1e-9)
@@ -100,7 +121,9 @@ def test_tile_stack_with_halo_overhead():
     expected = max(per_tile) + cm.range_seconds("c", k, n) + send(cm.out_bytes(k, n))
     sim = simulate(plan, cm)
     assert sim["latency_s"] == pytest.approx(expected, rel=1e-12)
-    assert cm.tile_stage_seconds(0, k, rows, layout.col_splits, ("a", "b"), "client", "c") == pytest.approx(max(per_tile))
+    assert cm.tile_stage_seconds(
+        0, k, rows, layout.col_splits, ("a", "b"), "client", "c"
+    ) == pytest.approx(max(per_tile))
 
 
 @pytest.mark.parametrize("name", ["latency", "throughput"])
@@ -111,5 +134,9 @@ def test_simulator_agrees_with_the_dp(name):
     if name == "latency":
         assert plan.predicted["latency_s"] == pytest.approx(plan.notes["dp_latency_s"], rel=1e-12)
     else:
-        assert plan.predicted["throughput_bound_fps"] == pytest.approx(plan.notes["dp_throughput_fps"], rel=1e-12)
-        assert plan.predicted["throughput_fps"] == pytest.approx(plan.notes["dp_throughput_fps"], rel=1e-6)
+        assert plan.predicted["throughput_bound_fps"] == pytest.approx(
+            plan.notes["dp_throughput_fps"], rel=1e-12
+        )
+        assert plan.predicted["throughput_fps"] == pytest.approx(
+            plan.notes["dp_throughput_fps"], rel=1e-6
+        )

@@ -34,7 +34,13 @@ def g() -> ModelGraph:
 
 
 def profile(devices: dict[str, Device], client: Device | None = None, link: Link = LINK) -> Profile:
-    return Profile({**devices, "client": client or Device("client", compute=False)}, {}, link, "client", "client")
+    return Profile(
+        {**devices, "client": client or Device("client", compute=False)},
+        {},
+        link,
+        "client",
+        "client",
+    )
 
 
 def test_stage_overhead_in_a_chain(g):
@@ -44,12 +50,28 @@ def test_stage_overhead_in_a_chain(g):
     cm = CostModel(g, profile(devs, Device("client", compute=False, stage_overhead_s=5e-5)))
     plan = make_plan(cm, ranges_to_stages([0, 5, n], ["a", "b"]), "test", Constraints())
     ta, tb = cm.range_seconds("a", 0, 5), cm.range_seconds("b", 5, n)
-    expected = 5e-5 + send(cm.cut_bytes[0]) + ta + 2e-4 + send(cm.cut_bytes[5]) + tb + 3e-4 + send(cm.out_bytes(0, n))
+    expected = (
+        5e-5
+        + send(cm.cut_bytes[0])
+        + ta
+        + 2e-4
+        + send(cm.cut_bytes[5])
+        + tb
+        + 3e-4
+        + send(cm.out_bytes(0, n))
+    )
     sim = simulate(plan, cm, frames=64)
     assert sim["latency_s"] == pytest.approx(expected, rel=1e-12)
     assert chain_latency(cm, [0, 5, n], ["a", "b"]) == pytest.approx(expected, rel=1e-12)
     assert sim["devices"]["a"]["busy_s"] == pytest.approx(ta + 2e-4, rel=1e-12)
-    busy = [5e-5, ta + 2e-4, tb + 3e-4, send(cm.cut_bytes[0]), send(cm.cut_bytes[5]), send(cm.out_bytes(0, n))]
+    busy = [
+        5e-5,
+        ta + 2e-4,
+        tb + 3e-4,
+        send(cm.cut_bytes[0]),
+        send(cm.cut_bytes[5]),
+        send(cm.out_bytes(0, n)),
+    ]
     assert sim["throughput_bound_fps"] == pytest.approx(1 / max(busy), rel=1e-12)
     assert chain_period(cm, [0, 5, n], ["a", "b"]) == pytest.approx(max(busy), rel=1e-12)
 
@@ -59,12 +81,16 @@ def test_gather_and_slicing_of_a_tile_stage(g):
     k = max(i for i in range(2, 8) if len(g.live_at(i)) == 1)
     devs = {x: Device(x, speed=1e8, bytes_per_s=1e12, op_overhead_s=0.0, stage_overhead_s=1e-4,
                       piece_overhead_s=4e-4, copy_s_per_byte=1e-9) for x in "abc"}
-    client = Device("client", compute=False, stage_overhead_s=5e-5, piece_overhead_s=2e-4, copy_s_per_byte=2e-9)
+    client = Device(
+        "client", compute=False, stage_overhead_s=5e-5, piece_overhead_s=2e-4, copy_s_per_byte=2e-9
+    )
     cm = CostModel(g, profile(devs, client))
     layout = tile_layout(g, 0, k, 2, 1)
     io = tile_io_bytes(g, 0, k, layout)
     tiles = TileGrid(tuple(layout.row_splits), tuple(layout.col_splits), ("a", "b"))
-    plan = make_plan(cm, [Stage(0, (0, k), None, tiles), Stage(1, (k, n), "c")], "test", Constraints())
+    plan = make_plan(
+        cm, [Stage(0, (0, k), None, tiles), Stage(1, (k, n), "c")], "test", Constraints()
+    )
     tasks = cm.tile_tasks(0, k, layout.row_splits, layout.col_splits, ("a", "b"))
     # The client slices 2 regions (1 extra piece) and copies their bytes; c gathers 2 pieces.
     slice_in = 5e-5 + 2e-4 + 2e-9 * sum(i for i, _ in io)
@@ -73,7 +99,9 @@ def test_gather_and_slicing_of_a_tile_stage(g):
     expected = slice_in + tile + cm.range_seconds("c", k, n) + gather + send(cm.out_bytes(k, n))
     sim = simulate(plan, cm)
     assert sim["latency_s"] == pytest.approx(expected, rel=1e-12)
-    assert sim["devices"]["c"]["busy_s"] == pytest.approx(cm.range_seconds("c", k, n) + gather, rel=1e-12)
+    assert sim["devices"]["c"]["busy_s"] == pytest.approx(
+        cm.range_seconds("c", k, n) + gather, rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("host", ["h", ""])
@@ -87,7 +115,9 @@ def test_scatter_and_gather_within_a_host_go_one_message_at_a_time(g, host):
     cm = CostModel(g, profile(devs, Device("client", compute=False, host=host, host_cores=8)))
     layout = tile_layout(g, 0, k, 2, 1)
     tiles = TileGrid(tuple(layout.row_splits), tuple(layout.col_splits), ("a", "b"))
-    plan = make_plan(cm, [Stage(0, (0, k), None, tiles), Stage(1, (k, n), "c")], "test", Constraints())
+    plan = make_plan(
+        cm, [Stage(0, (0, k), None, tiles), Stage(1, (k, n), "c")], "test", Constraints()
+    )
     sends = [e for e in timeline(plan, cm, 1) if e.kind == "send"]
     scatter = sorted((e for e in sends if e.resource.startswith("client->")), key=lambda e: e.start)
     gather = sorted((e for e in sends if e.resource.endswith("->c")), key=lambda e: e.start)
@@ -121,7 +151,8 @@ def test_three_devices_share_a_hosts_cores(g, cores, period):
     assert sim["latency_s"] == pytest.approx(3 * MS, rel=1e-9)  # one frame alone never waits
     assert 1 / sim["throughput_bound_fps"] == pytest.approx(period, rel=1e-9)
     assert 1 / sim["throughput_fps"] == pytest.approx(period, rel=0.02)
-    finish, _ = run_frames(plan, cm, 40)  # on 2 cores the gaps alternate 1 ms, 2 ms: average an even count
+    # on 2 cores the gaps alternate 1 ms, 2 ms: average an even count
+    finish, _ = run_frames(plan, cm, 40)
     assert (finish[39] - finish[19]) / 20 == pytest.approx(period, rel=1e-6)
     events = [e for e in timeline(plan, cm, 12) if e.kind == "compute"]
     for e in events:  # never more computes at once than the host has cores
@@ -135,7 +166,9 @@ def test_transfers_within_a_shared_host_take_a_core(g):
     plan = make_plan(cm, ranges_to_stages(cuts, list("abc")), "test", Constraints(), frames=64)
     # The client is not on the host: only a->b and b->c are CPU work of host h.
     hops = sum(link.latency + cm.cut_bytes[c] / link.bandwidth for c in cuts[1:3])
-    assert 1 / plan.predicted["throughput_bound_fps"] == pytest.approx((3 * MS + hops) / 2, rel=1e-9)
+    assert 1 / plan.predicted["throughput_bound_fps"] == pytest.approx(
+        (3 * MS + hops) / 2, rel=1e-9
+    )
     assert plan.predicted["bottleneck"] == "host:h"
     assert chain_period(cm, cuts, list("abc")) == pytest.approx((3 * MS + hops) / 2, rel=1e-9)
     assert 1 / plan.predicted["throughput_fps"] == pytest.approx((3 * MS + hops) / 2, rel=0.05)
@@ -151,21 +184,39 @@ def test_throughput_strategy_uses_fewer_stages_on_a_shared_host(g):
     assert len(plan.stages) == 2
     assert plan.notes["dp_period_s"] == pytest.approx(1.9 * MS, rel=1e-9)
     assert plan.predicted["throughput_bound_fps"] == pytest.approx(1 / (1.9 * MS), rel=1e-9)
-    assert plan.notes["optimal"] is True and plan.notes["method"] == "dp-host-work"  # one shared host
+    # one shared host
+    assert plan.notes["optimal"] is True and plan.notes["method"] == "dp-host-work"
 
 
 def test_new_fields_round_trip_and_old_profiles_keep_their_hash():
     old = {"version": 1, "devices": {"a": {"memory_bytes": 1000}}}
     p = profile_from_json(old)
     assert p.devices["a"].stage_overhead_s == 0.0 and p.devices["a"].host == ""
-    assert "host" not in p.to_json()["devices"]["a"]  # defaults are not written: same hash as before
-    new = {"version": 1, "devices": {"a": {"memory_bytes": 1000, "stage_overhead_s": 1e-4, "piece_overhead_s": 2e-5,
-                                           "copy_s_per_byte": 3e-10, "host": "h1", "host_cores": 2},
-                                     "b": {"memory_bytes": 1000, "host": "h1"}}}
+    # defaults are not written: same hash as before
+    assert "host" not in p.to_json()["devices"]["a"]
+    new = {
+        "version": 1,
+        "devices": {
+            "a": {
+                "memory_bytes": 1000,
+                "stage_overhead_s": 1e-4,
+                "piece_overhead_s": 2e-5,
+                "copy_s_per_byte": 3e-10,
+                "host": "h1",
+                "host_cores": 2,
+            },
+            "b": {"memory_bytes": 1000, "host": "h1"},
+        },
+    }
     q = profile_from_json(new)
     assert profile_from_json(q.to_json()) == q
     assert q.hosts() == {"h1": (2, ["a", "b"])}
-    assert q.sha256() != profile_from_json({**new, "devices": {**new["devices"], "b": {"memory_bytes": 1000}}}).sha256()
+    assert (
+        q.sha256()
+        != profile_from_json(
+            {**new, "devices": {**new["devices"], "b": {"memory_bytes": 1000}}}
+        ).sha256()
+    )
 
 
 def test_a_shared_host_core_never_idles_while_the_next_frame_waits():

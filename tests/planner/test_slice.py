@@ -42,7 +42,11 @@ def test_manifest_format(tmp_path: Path) -> None:
     assert doc["version"] == 1
     assert doc["model"] == {"file": str((tmp_path / "model.tflite").resolve()), "sha256": g.sha256,
                             "inputs": ["input"], "outputs": ["head1/detect", "head2/detect"]}
-    assert [p["file"] for p in doc["parts"]] == ["part_000.tflite", "part_001.tflite", "part_002.tflite"]
+    assert [p["file"] for p in doc["parts"]] == [
+        "part_000.tflite",
+        "part_001.tflite",
+        "part_002.tflite",
+    ]
     assert [p["ops"] for p in doc["parts"]] == [[0, points[0]], points, [points[1], len(g.ops)]]
     for p, part in zip(doc["parts"], cut_at(g, points), strict=True):
         assert set(p) == PART_KEYS and p["tiles"] == []
@@ -69,7 +73,9 @@ def test_tiled_part_matches_untiled(tmp_path: Path) -> None:
 
 def test_untileable_part_is_refused_before_writing(tmp_path: Path) -> None:
     g = write_model(tmp_path, graph_of("vgg", "float32"))
-    with pytest.raises(TileError, match=r"part 1 .*op \d+ \((RESHAPE|FULLY_CONNECTED|SOFTMAX|MEAN)\)"):
+    with pytest.raises(
+        TileError, match=r"part 1 .*op \d+ \((RESHAPE|FULLY_CONNECTED|SOFTMAX|MEAN)\)"
+    ):
         slice_model(g, [5], tmp_path / "never", {1: (2, 2)})
     assert not (tmp_path / "never").exists()
     with pytest.raises(CutError, match="cannot tile part 2"):
@@ -89,16 +95,25 @@ def _doc(tmp_path: Path) -> dict:
     return json.loads((tmp_path / "s" / "manifest.json").read_text())
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d.pop("version"), r"version: missing"),
-    (lambda d: d.update(version=2), r"version: unsupported version 2"),
-    (lambda d: d["model"].pop("sha256"), r"model\.sha256: missing"),
-    (lambda d: d["parts"][1].update(ops=[3]), r"parts\[1\]\.ops: expected 2 integers"),
-    (lambda d: d["parts"][0]["outputs"][0].update(shape="1x2"), r"parts\[0\]\.outputs\[0\]\.shape: expected a list"),
-    (lambda d: d["parts"][0]["tiles"][1].pop("crop"), r"parts\[0\]\.tiles\[1\]\.crop: missing"),
-    (lambda d: d["parts"][0]["inputs"][0].update(zero_point=True), r"zero_point: expected an integer or null"),
-    (lambda d: d.update(parts=[]), r"parts: no parts"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.pop("version"), r"version: missing"),
+        (lambda d: d.update(version=2), r"version: unsupported version 2"),
+        (lambda d: d["model"].pop("sha256"), r"model\.sha256: missing"),
+        (lambda d: d["parts"][1].update(ops=[3]), r"parts\[1\]\.ops: expected 2 integers"),
+        (
+            lambda d: d["parts"][0]["outputs"][0].update(shape="1x2"),
+            r"parts\[0\]\.outputs\[0\]\.shape: expected a list",
+        ),
+        (lambda d: d["parts"][0]["tiles"][1].pop("crop"), r"parts\[0\]\.tiles\[1\]\.crop: missing"),
+        (
+            lambda d: d["parts"][0]["inputs"][0].update(zero_point=True),
+            r"zero_point: expected an integer or null",
+        ),
+        (lambda d: d.update(parts=[]), r"parts: no parts"),
+    ],
+)
 def test_manifest_errors_name_the_key(tmp_path: Path, edit, message) -> None:
     doc = _doc(tmp_path)
     edit(doc)

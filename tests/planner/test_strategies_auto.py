@@ -47,7 +47,9 @@ def profiles(draw) -> Profile:
                    source="d0", sink=draw(st.sampled_from(list(devs))))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(profile=profiles(), model=st.sampled_from(sorted(MODELS)),
        objective=st.sampled_from(["latency", "throughput"]))
 def test_auto_never_worse_than_any_strategy(graphs, profile, model, objective):

@@ -44,7 +44,9 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 def _setup(inst):
     mseed, n_ops, nd, pseed, mem, links = inst
     g = graph(mseed, n_ops)
-    prof = random_profile(pseed, nd, memory=(1 << 40, 1 << 40) if mem == "loose" else (20_000, 150_000))
+    prof = random_profile(
+        pseed, nd, memory=(1 << 40, 1 << 40) if mem == "loose" else (20_000, 150_000)
+    )
     if links != "random":
         prof = replace(prof, links={})
     if links == "twins":
@@ -142,7 +144,10 @@ def test_dads_min_cut_never_worse_than_neurosurgeon_on_a_chain_estimate():
     prof = random_profile(11, 2)
     prof = replace(prof, source="d0", sink="d0")
     d = STRATEGIES["dads"](g, prof, Constraints())
-    assert d.notes["cut_value_s"] <= STRATEGIES["neurosurgeon"](g, prof, Constraints()).predicted["latency_s"] + 1e-12
+    assert (
+        d.notes["cut_value_s"]
+        <= STRATEGIES["neurosurgeon"](g, prof, Constraints()).predicted["latency_s"] + 1e-12
+    )
 
 
 def test_memory_failure_names_device_and_bytes():

@@ -38,7 +38,9 @@ def _close(a: float, b: float) -> bool:
     return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
 
 
-instances = st.tuples(st.integers(0, 30), st.integers(2, 10), st.integers(1, 4), st.integers(0, 10_000))
+instances = st.tuples(
+    st.integers(0, 30), st.integers(2, 10), st.integers(1, 4), st.integers(0, 10_000)
+)
 
 
 @SETTINGS
@@ -48,12 +50,22 @@ def test_latency_and_throughput_stay_exact_with_stage_overheads(inst):
     cm = CostModel(graph(mseed, n_ops), with_overheads(random_profile(pseed, nd), pseed))
     names = [f"d{i}" for i in range(nd)]
     val, cuts, devs, _, optimal = latency.solve(cm, names, Constraints())
-    assert optimal and _close(val, best_latency(cm, names)) and _close(chain_latency(cm, cuts, devs), val)
+    assert (
+        optimal
+        and _close(val, best_latency(cm, names))
+        and _close(chain_latency(cm, cuts, devs), val)
+    )
     per, cuts, devs, optimal, _ = throughput.solve(cm, names, Constraints())
-    assert optimal and _close(per, best_period(cm, names)) and _close(chain_period(cm, cuts, devs), per)
+    assert (
+        optimal
+        and _close(per, best_period(cm, names))
+        and _close(chain_period(cm, cuts, devs), per)
+    )
     plan = make_plan(cm, ranges_to_stages(cuts, devs), "t", Constraints())
     assert _close(plan.predicted["throughput_bound_fps"], 1 / per)
-    lat_plan = make_plan(cm, ranges_to_stages(*latency.solve(cm, names, Constraints())[1:3]), "t", Constraints())
+    lat_plan = make_plan(
+        cm, ranges_to_stages(*latency.solve(cm, names, Constraints())[1:3]), "t", Constraints()
+    )
     assert _close(lat_plan.predicted["latency_s"], val)
 
 
@@ -73,7 +85,9 @@ def test_throughput_is_exact_for_alike_devices_on_one_host_with_free_transfers(i
 @given(instances, st.integers(1, 3))
 def test_shared_host_plan_is_exact_and_never_worse_than_ignoring_the_host(inst, cores):
     mseed, n_ops, nd, pseed = inst
-    cm = CostModel(graph(mseed, n_ops), with_overheads(random_profile(pseed, nd), pseed, "h", cores))
+    cm = CostModel(
+        graph(mseed, n_ops), with_overheads(random_profile(pseed, nd), pseed, "h", cores)
+    )
     names = [f"d{i}" for i in range(nd)]
     if math.isinf(best_period(cm, names)):
         with pytest.raises(PlanError):
@@ -93,7 +107,9 @@ def test_shared_host_plan_is_exact_and_never_worse_than_ignoring_the_host(inst, 
 def test_shared_host_search_too_big_falls_back_to_the_per_stage_count_heuristic(monkeypatch):
     from planner.planning.strategies import _hostpipe
 
-    cm = CostModel(graph(3, 10), with_overheads(random_profile(7, 3), 7, "h", 2, client_on_host=True))
+    cm = CostModel(
+        graph(3, 10), with_overheads(random_profile(7, 3), 7, "h", 2, client_on_host=True)
+    )
     names = ["d0", "d1", "d2"]
     exact = throughput.solve(cm, names, Constraints())
     monkeypatch.setattr(_hostpipe, "WORK_LIMIT", 0)

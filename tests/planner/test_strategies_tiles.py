@@ -23,8 +23,13 @@ from planner.planning.strategies import STRATEGIES
 TILE_STRATEGIES = ("tiles", "hybrid", "ftp")
 
 
-def fleet(edges: int = 4, cam_speed: float = 2e8, edge_speed: float = 4e9, bandwidth: float = 1.25e8,
-          cloud: bool = False) -> Profile:
+def fleet(
+    edges: int = 4,
+    cam_speed: float = 2e8,
+    edge_speed: float = 4e9,
+    bandwidth: float = 1.25e8,
+    cloud: bool = False,
+) -> Profile:
     """A slow camera (source and sink), equal edge nodes, optionally a cloud server."""
     devs = {"cam": Device("cam", tier="device", speed=cam_speed, memory_bytes=512 << 20)}
     for i in range(edges):
@@ -62,8 +67,10 @@ def assert_valid(plan, graph: ModelGraph, profile: Profile) -> None:
 def best_single(graph: ModelGraph, profile: Profile) -> float:
     """Latency of the best plan that runs the whole model on one device."""
     cm = CostModel(graph, profile)
-    return min(make_plan(cm, [Stage(0, (0, cm.n), d)], "single", Constraints()).predicted["latency_s"]
-               for d in profile.compute_devices())
+    return min(
+        make_plan(cm, [Stage(0, (0, cm.n), d)], "single", Constraints()).predicted["latency_s"]
+        for d in profile.compute_devices()
+    )
 
 
 @pytest.mark.parametrize("name", ["stack", "mobilenet", "yolo"])
@@ -119,7 +126,10 @@ def test_hybrid_uses_device_tier_when_uplink_is_slow(models):
     plan = STRATEGIES["hybrid"](graph, profile, Constraints())
     assert_valid(plan, graph, profile)
     assert plan.stages[0].device == "cam" and plan.notes["head_ops"][1] > 0
-    assert plan.predicted["latency_s"] <= STRATEGIES["tiles"](graph, profile, Constraints()).predicted["latency_s"] * 1.05
+    assert (
+        plan.predicted["latency_s"]
+        <= STRATEGIES["tiles"](graph, profile, Constraints()).predicted["latency_s"] * 1.05
+    )
 
 
 def test_constraints_pins_and_max_nodes(models):
@@ -148,9 +158,23 @@ def test_untileable_first_op_is_named():
 def test_untileable_cli_exit_2(tmp_path):
     (tmp_path / "m.tflite").write_bytes(fc_first())
     (tmp_path / "p.json").write_text(json.dumps(fleet(2).to_json()))
-    r = subprocess.run([sys.executable, "-m", "planner.cli", "plan", str(tmp_path / "m.tflite"), "--profile",
-                        str(tmp_path / "p.json"), "--strategy", "tiles", "-o", str(tmp_path / "x.json")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "planner.cli",
+            "plan",
+            str(tmp_path / "m.tflite"),
+            "--profile",
+            str(tmp_path / "p.json"),
+            "--strategy",
+            "tiles",
+            "-o",
+            str(tmp_path / "x.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     line = r.stderr.strip().splitlines()
     assert len(line) == 1 and "op 0" in line[0] and "FULLY_CONNECTED" in line[0], r.stderr

@@ -39,8 +39,14 @@ def instance(f: dict) -> tuple[ModelGraph, Profile]:
     memory = (20_000, 150_000) if f["tight"] else (1 << 40, 1 << 40)
     prof = random_profile(f["seed"], f["devices"], memory=memory)
     host = "h" if f["cores"] else ""
-    prof = with_overheads(prof, f["seed"], host, f["cores"], client_on_host=f["client_on_host"] and bool(host),
-                          off_host=min(f["off_host"], f["devices"] - 1))
+    prof = with_overheads(
+        prof,
+        f["seed"],
+        host,
+        f["cores"],
+        client_on_host=f["client_on_host"] and bool(host),
+        off_host=min(f["off_host"], f["devices"] - 1),
+    )
     return _GRAPHS[key], prof
 
 
@@ -90,7 +96,11 @@ def test_auto_is_never_beaten_by_any_strategy_on_shared_hosts(f, objective):
         except TilefleetError:
             continue
         assert best is not None, name
-        assert figure(best) <= figure(other) + 1e-12 * abs(figure(other)), (name, figure(best), figure(other))
+        assert figure(best) <= figure(other) + 1e-12 * abs(figure(other)), (
+            name,
+            figure(best),
+            figure(other),
+        )
 
 
 def test_three_local_agents_on_two_cores_throughput_beats_even():
@@ -112,6 +122,16 @@ def test_three_local_agents_on_two_cores_throughput_beats_even():
 
 
 def test_the_registry_names_every_strategy_once_and_auto_compares_all_others():
-    assert NAMES == ("auto", "latency", "throughput", "tiles", "hybrid", "neurosurgeon", "dads", "ftp",
-                     "even", "memory")
+    assert NAMES == (
+        "auto",
+        "latency",
+        "throughput",
+        "tiles",
+        "hybrid",
+        "neurosurgeon",
+        "dads",
+        "ftp",
+        "even",
+        "memory",
+    )
     assert sorted(m.NAME for m in auto.CANDIDATES) == sorted(set(NAMES) - {"auto"})

@@ -18,19 +18,48 @@ from tests.planner.tile_models import build_stack, random_input, run_tiled_all
 
 STACKS = {
     "same_s1": [("conv", 3, 1, "SAME", 1, "RELU")] * 3,
-    "same_s2": [("conv", 3, 1, "SAME", 1, "RELU"), ("conv", 3, 2, "SAME", 1, "NONE"),
-                ("conv", 3, 1, "SAME", 1, "RELU6"), ("conv", 3, 2, "SAME", 1, "NONE")],
-    "valid": [("conv", 3, 1, "VALID", 1, "RELU"), ("conv", 3, 2, "VALID", 1, "NONE"),
-              ("conv", 5, 1, "VALID", 1, "NONE")],
-    "dilated": [("conv", 3, 1, "SAME", 2, "RELU"), ("dw", 3, 1, "VALID", 2),
-                ("conv", 3, 2, "SAME", 1, "NONE"), ("dw", 5, 1, "SAME", 3)],
-    "pad": [("pad", 0, 1, 0, 1), ("dw", 3, 2, "VALID", 1), ("pad", 1, 1, 2, 0),
-            ("conv", 3, 1, "VALID", 1, "RELU6"), ("pad", 2, 0, 0, 3), ("conv", 2, 2, "VALID", 1, "NONE")],
+    "same_s2": [
+        ("conv", 3, 1, "SAME", 1, "RELU"),
+        ("conv", 3, 2, "SAME", 1, "NONE"),
+        ("conv", 3, 1, "SAME", 1, "RELU6"),
+        ("conv", 3, 2, "SAME", 1, "NONE"),
+    ],
+    "valid": [
+        ("conv", 3, 1, "VALID", 1, "RELU"),
+        ("conv", 3, 2, "VALID", 1, "NONE"),
+        ("conv", 5, 1, "VALID", 1, "NONE"),
+    ],
+    "dilated": [
+        ("conv", 3, 1, "SAME", 2, "RELU"),
+        ("dw", 3, 1, "VALID", 2),
+        ("conv", 3, 2, "SAME", 1, "NONE"),
+        ("dw", 5, 1, "SAME", 3),
+    ],
+    "pad": [
+        ("pad", 0, 1, 0, 1),
+        ("dw", 3, 2, "VALID", 1),
+        ("pad", 1, 1, 2, 0),
+        ("conv", 3, 1, "VALID", 1, "RELU6"),
+        ("pad", 2, 0, 0, 3),
+        ("conv", 2, 2, "VALID", 1, "NONE"),
+    ],
     "residual": [("res", 3, 1), ("conv", 3, 2, "SAME", 1, "RELU6"), ("res", 3, 2), ("relu6",)],
-    "concat_pool": [("cat", 3), ("max", 3, 1, "SAME"), ("avg", 2, 2, "VALID"), ("cat", 5),
-                    ("max", 2, 2, "SAME"), ("avg", 3, 1, "SAME")],
-    "mixed": [("conv", 5, 2, "SAME", 1, "NONE"), ("leaky",), ("dw", 3, 2, "SAME", 1),
-              ("hswish",), ("res", 1, 1), ("conv", 1, 1, "VALID", 1, "NONE")],
+    "concat_pool": [
+        ("cat", 3),
+        ("max", 3, 1, "SAME"),
+        ("avg", 2, 2, "VALID"),
+        ("cat", 5),
+        ("max", 2, 2, "SAME"),
+        ("avg", 3, 1, "SAME"),
+    ],
+    "mixed": [
+        ("conv", 5, 2, "SAME", 1, "NONE"),
+        ("leaky",),
+        ("dw", 3, 2, "SAME", 1),
+        ("hswish",),
+        ("res", 1, 1),
+        ("conv", 1, 1, "VALID", 1, "NONE"),
+    ],
 }
 GRIDS = [(1, 2), (2, 1), (2, 2), (3, 3), (4, 4), ("uneven", "uneven")]
 
@@ -61,8 +90,10 @@ def assert_tiles_exact(data: bytes, start: int, end: int, rows, cols,
     for u, ref, got in zip(prog.outputs, refs, gots, strict=True):
         assert got.dtype == ref.dtype and got.shape == ref.shape
         bad = np.argwhere(got != ref)
-        assert bad.size == 0, (f"output {graph.tensors[u].name!r}: {len(bad)} wrong values, first at "
-                               f"{bad[0].tolist()}; layout {layout}")
+        assert bad.size == 0, (
+            f"output {graph.tensors[u].name!r}: {len(bad)} wrong values, first at "
+            f"{bad[0].tolist()}; layout {layout}"
+        )
     return layout
 
 
@@ -98,7 +129,9 @@ def test_middle_range_cut_from_a_model(dtype: str) -> None:
         assert_tiles_exact(data, start, end, 2, 3)
 
 
-@pytest.mark.parametrize(("dtype", "build"), [("int8", {"io": "float"}), ("float32", {"fp16_weights": True})])
+@pytest.mark.parametrize(
+    ("dtype", "build"), [("int8", {"io": "float"}), ("float32", {"fp16_weights": True})]
+)
 def test_quantize_dequantize_and_fp16_weights(dtype: str, build: dict) -> None:
     # io="float": QUANTIZE first and DEQUANTIZE last; fp16 weights: DEQUANTIZE ops that only
     # compute constants (skipped by the analysis, copied by the cutter).
@@ -113,12 +146,27 @@ def test_quantize_dequantize_and_fp16_weights(dtype: str, build: dict) -> None:
 
 
 LAYER = st.one_of(
-    st.tuples(st.just("conv"), st.sampled_from([1, 2, 3, 5]), st.sampled_from([1, 2]),
-              st.sampled_from(["SAME", "VALID"]), st.sampled_from([1, 2]), st.sampled_from(["NONE", "RELU"])),
-    st.tuples(st.just("dw"), st.sampled_from([2, 3]), st.sampled_from([1, 2]),
-              st.sampled_from(["SAME", "VALID"]), st.sampled_from([1, 2])),
-    st.tuples(st.sampled_from(["max", "avg"]), st.sampled_from([2, 3]), st.sampled_from([1, 2]),
-              st.sampled_from(["SAME", "VALID"])),
+    st.tuples(
+        st.just("conv"),
+        st.sampled_from([1, 2, 3, 5]),
+        st.sampled_from([1, 2]),
+        st.sampled_from(["SAME", "VALID"]),
+        st.sampled_from([1, 2]),
+        st.sampled_from(["NONE", "RELU"]),
+    ),
+    st.tuples(
+        st.just("dw"),
+        st.sampled_from([2, 3]),
+        st.sampled_from([1, 2]),
+        st.sampled_from(["SAME", "VALID"]),
+        st.sampled_from([1, 2]),
+    ),
+    st.tuples(
+        st.sampled_from(["max", "avg"]),
+        st.sampled_from([2, 3]),
+        st.sampled_from([1, 2]),
+        st.sampled_from(["SAME", "VALID"]),
+    ),
     st.tuples(st.just("pad"), *[st.integers(0, 2)] * 4),
     st.tuples(st.just("res"), st.sampled_from([1, 3]), st.sampled_from([1, 2])),
     st.tuples(st.just("cat"), st.sampled_from([1, 3])),

@@ -63,7 +63,9 @@ def _shrunk_tile(data: bytes, g: ModelGraph, side: str) -> bool:
     assert not span.valid[max(c0, 0):c1].all() or c0 < 0 or c1 > span.n  # the trace agrees
     x = random_input(h.in_shape, "float32", seed=3)
     ref = run_untiled(data, x)[:, o0:o1]
-    piece = TileRunner(data).run(slice_region(x, (y0, y1, x0, x1)), (max(c0, 0), min(c1, span.n), 0, ref.shape[2]))
+    piece = TileRunner(data).run(
+        slice_region(x, (y0, y1, x0, x1)), (max(c0, 0), min(c1, span.n), 0, ref.shape[2])
+    )
     return piece.shape != ref.shape or not np.array_equal(piece, ref)
 
 
@@ -158,7 +160,9 @@ def test_tile_json_round_trip() -> None:
         assert all(isinstance(v, list) and len(v) == 4 for v in record.values())
         assert tile_from_json(record) == t
     with pytest.raises(TileError, match="crop"):
-        tile_from_json({"input_region": [0, 1, 0, 1], "output_region": [0, 1, 0, 1], "crop": [0, 1]})
+        tile_from_json(
+            {"input_region": [0, 1, 0, 1], "output_region": [0, 1, 0, 1], "crop": [0, 1]}
+        )
 
 
 def test_macs_and_io_bytes() -> None:

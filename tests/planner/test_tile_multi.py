@@ -113,7 +113,9 @@ def test_split_points_must_map_to_whole_pixels_of_every_output() -> None:
     graph = ModelGraph(route_model("float32"))
     n = len(graph.ops)
     # Row 3 of the stride-2 output is row 1.5 of the stride-4 one: refused, named.
-    with pytest.raises(TileError, match=r"fall inside one.*head_p4/detect|head_p4/detect.*fall inside"):
+    with pytest.raises(
+        TileError, match=r"fall inside one.*head_p4/detect|head_p4/detect.*fall inside"
+    ):
         tile_layout(graph, 0, n, [0, 3, 32], 1)
     layout = tile_layout(graph, 0, n, [0, 4, 32], 3)  # even rows; counts pick even splits
     assert [t.output_regions[1][:2] for t in layout.tiles[::3]] == [(0, 2), (2, 16)]
@@ -155,7 +157,9 @@ def test_channel_split_inside_a_stack(kind: str, dtype: str) -> None:
     for grid in GRIDS:
         assert_tiles_exact(data, 0, n, *grid)  # 1 input, 2 outputs at two strides
         assert_tiles_exact(data, 3, n, *grid)  # from the split on
-    with pytest.raises(TileError, match=rf"op 3 \({kind}\) cannot be tiled: it splits along a non-channel"):
+    with pytest.raises(
+        TileError, match=rf"op 3 \({kind}\) cannot be tiled: it splits along a non-channel"
+    ):
         tile_layout(ModelGraph(split_model(dtype, kind, axis=1)), 0, n, 2, 2)
 
 

@@ -14,7 +14,9 @@ from tests.planner.test_tile_exact import assert_tiles_exact
 
 BUILDS = {
     "conv_stack": lambda dtype: recipes.conv_stack(64, channels=8, dtype=dtype),
-    "mobilenet_v2": lambda dtype: recipes.mobilenet_v2_like(64, width=0.35, num_classes=10, dtype=dtype),
+    "mobilenet_v2": lambda dtype: recipes.mobilenet_v2_like(
+        64, width=0.35, num_classes=10, dtype=dtype
+    ),
     "resnet": lambda dtype: recipes.resnet_like(64, width=0.25, num_classes=10, dtype=dtype),
     "yolo": lambda dtype: recipes.yolo_like(64, width=0.25, num_classes=4, dtype=dtype),
 }

@@ -31,14 +31,23 @@ def _classifier(tail: str) -> ModelGraph:
     return ModelGraph(g.build("float32"))
 
 
-@pytest.mark.parametrize(("tail", "message"), [
-    ("mean", r"op 2 \(MEAN\) cannot be tiled"),
-    ("reshape", r"op 2 \(RESHAPE\) cannot be tiled"),
-    ("resize", r"op 2 \(RESIZE_NEAREST_NEIGHBOR\) cannot be tiled: it scales 8x8 to 12x12, "
-               "not by integers"),
-    ("resize_xy", r"op 2 \(RESIZE_NEAREST_NEIGHBOR\) cannot be tiled: its scales differ"),
-    ("concat_h", r"op 3 \(CONCATENATION\) cannot be tiled: it concatenates along a non-channel axis"),
-])
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        ("mean", r"op 2 \(MEAN\) cannot be tiled"),
+        ("reshape", r"op 2 \(RESHAPE\) cannot be tiled"),
+        (
+            "resize",
+            r"op 2 \(RESIZE_NEAREST_NEIGHBOR\) cannot be tiled: it scales 8x8 to 12x12, "
+            "not by integers",
+        ),
+        ("resize_xy", r"op 2 \(RESIZE_NEAREST_NEIGHBOR\) cannot be tiled: its scales differ"),
+        (
+            "concat_h",
+            r"op 3 \(CONCATENATION\) cannot be tiled: it concatenates along a non-channel axis",
+        ),
+    ],
+)
 def test_untileable_ops_are_named(tail: str, message: str) -> None:
     g = _classifier(tail)
     with pytest.raises(TileError, match=message):
@@ -77,7 +86,9 @@ def _retype(data: bytes, op_index: int, new_type: int) -> ModelGraph:
 
 def test_transpose_conv_is_refused_with_the_reason() -> None:
     g = _retype(stack("same_s1", 16, "float32"), 2, schema.BuiltinOperator.TRANSPOSE_CONV)
-    with pytest.raises(TileError, match=r"op 2 \(TRANSPOSE_CONV\) cannot be tiled: its output shape"):
+    with pytest.raises(
+        TileError, match=r"op 2 \(TRANSPOSE_CONV\) cannot be tiled: its output shape"
+    ):
         check_tileable(g, 0, len(g.ops))
     assert tileable_prefix(g, 0) == 2
 

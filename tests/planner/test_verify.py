@@ -29,9 +29,14 @@ def make_slice(tmp_path: Path, name: str, dtype: str, n_points: int = 2, **optio
     return out
 
 
-@pytest.mark.parametrize("settings", [RuntimeSettings(1, True), RuntimeSettings(1, False), RuntimeSettings(2, True)],
-                         ids=["xnnpack", "builtin", "xnnpack-2threads"])
-@pytest.mark.parametrize("name, dtype", [("yolo", "int8"), ("early_exit", "float32"), ("resnet", "int8")])
+@pytest.mark.parametrize(
+    "settings",
+    [RuntimeSettings(1, True), RuntimeSettings(1, False), RuntimeSettings(2, True)],
+    ids=["xnnpack", "builtin", "xnnpack-2threads"],
+)
+@pytest.mark.parametrize(
+    "name, dtype", [("yolo", "int8"), ("early_exit", "float32"), ("resnet", "int8")]
+)
 def test_verify_identical(tmp_path: Path, name: str, dtype: str, settings: RuntimeSettings) -> None:
     report = verify_slice(make_slice(tmp_path, name, dtype), settings=settings)
     assert report.identical and report.max_abs_diff == 0.0
@@ -77,9 +82,13 @@ def test_different_weights_are_detected(tmp_path: Path) -> None:
     other_model = tmp_path / "seed1.tflite"
     other_model.write_bytes(model_bytes("vgg", "float32", seed=1))
     man = json.loads((out / "manifest.json").read_text())
-    slice_model(ModelGraph.load(other_model), [man["parts"][1]["ops"][0], man["parts"][2]["ops"][0]], other)
+    slice_model(
+        ModelGraph.load(other_model), [man["parts"][1]["ops"][0], man["parts"][2]["ops"][0]], other
+    )
     shutil.copy(other / "part_001.tflite", out / "part_001.tflite")
-    man["parts"][1]["sha256"] = json.loads((other / "manifest.json").read_text())["parts"][1]["sha256"]
+    man["parts"][1]["sha256"] = json.loads((other / "manifest.json").read_text())["parts"][1][
+        "sha256"
+    ]
     (out / "manifest.json").write_text(json.dumps(man))
     report = verify_slice(out)
     assert not report.identical and report.max_abs_diff > 0

@@ -68,7 +68,9 @@ def run_tiled(part: bytes, layout: TileLayout, x: np.ndarray,
               settings: RuntimeSettings | None = None) -> np.ndarray:
     """Run a part tile by tile with one re-resized interpreter and stitch the crops."""
     runner = TileRunner(for_tiles(part), settings)
-    pieces = [(t.output_region, runner.run(slice_region(x, t.input_region), t.crop)) for t in layout.tiles]
+    pieces = [
+        (t.output_region, runner.run(slice_region(x, t.input_region), t.crop)) for t in layout.tiles
+    ]
     return stitch(layout.halo.out_shape, runner.output_dtype, pieces)
 
 
@@ -80,8 +82,9 @@ def run_tiled_all(part: bytes, layout: TileLayout, xs: list[np.ndarray],
     runner = TileRunner(for_tiles(part), settings)
     pieces: list[list] = [[] for _ in out_shapes]
     for t in layout.tiles:
-        outs = runner.run_all([slice_region(x, r) for x, r in zip(xs, t.input_regions, strict=True)],
-                              t.crops)
+        outs = runner.run_all(
+            [slice_region(x, r) for x, r in zip(xs, t.input_regions, strict=True)], t.crops
+        )
         for k, (region, out) in enumerate(zip(t.output_regions, outs, strict=True)):
             pieces[k].append((region, out))
     return [stitch(shape, dtype, ps)
@@ -142,19 +145,31 @@ def split_model(dtype: str, kind: str = "SPLIT", size: int = 24, axis: int = 3) 
     op.opcodeIndex, op.outputs = len(model.operatorCodes) - 1, halves
     if kind == "SPLIT":
         op.inputs = [const([axis], []), i_s]
-        op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.SplitOptions, schema.SplitOptionsT()
+        op.builtinOptionsType, op.builtinOptions = (
+            schema.BuiltinOptions.SplitOptions,
+            schema.SplitOptionsT(),
+        )
         op.builtinOptions.numSplits = 2
     else:
         op.inputs = [i_s, const([4, 4], [2]), const([axis - 4], [])]
-        op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.SplitVOptions, schema.SplitVOptionsT()
+        op.builtinOptionsType, op.builtinOptions = (
+            schema.BuiltinOptions.SplitVOptions,
+            schema.SplitVOptionsT(),
+        )
         op.builtinOptions.numSplits = 2
     at = next(k for k, o in enumerate(sub.operators) if i_s in list(o.outputs)) + 1
     for o in sub.operators[at:]:  # the consumers after the concat read the split halves
         o.inputs = [{ia: halves[0], ib: halves[1]}.get(int(t), int(t)) for t in o.inputs]
     sub.operators.insert(at, op)
     model.signatureDefs = None
-    model.buffers = [_Buffer(memoryview(np.ascontiguousarray(b.data)).cast("B")
-                             if b.data is not None and len(b.data) else None) for b in model.buffers]
+    model.buffers = [
+        _Buffer(
+            memoryview(np.ascontiguousarray(b.data)).cast("B")
+            if b.data is not None and len(b.data)
+            else None
+        )
+        for b in model.buffers
+    ]
     builder = flatbuffers.Builder(1 << 16)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
@@ -171,8 +186,14 @@ def with_half_pixel_centers(data: bytes) -> bytes:
     for op in model.subgraphs[0].operators:
         if op_type_name(model, op.opcodeIndex) == "RESIZE_NEAREST_NEIGHBOR":
             op.builtinOptions.halfPixelCenters = True
-    model.buffers = [_Buffer(memoryview(np.ascontiguousarray(b.data)).cast("B")
-                             if b.data is not None and len(b.data) else None) for b in model.buffers]
+    model.buffers = [
+        _Buffer(
+            memoryview(np.ascontiguousarray(b.data)).cast("B")
+            if b.data is not None and len(b.data)
+            else None
+        )
+        for b in model.buffers
+    ]
     builder = flatbuffers.Builder(len(data) + 65536)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())

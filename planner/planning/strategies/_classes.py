@@ -42,7 +42,9 @@ class Classes:
         return np.where(cut_bytes > 0, ln.latency + cut_bytes / ln.bandwidth, 0.0)
 
 
-def device_classes(cm: CostModel, names: list[str], ok: np.ndarray, constraints: Constraints) -> Classes:
+def device_classes(
+    cm: CostModel, names: list[str], ok: np.ndarray, constraints: Constraints
+) -> Classes:
     """Group candidates by (op times, memory, overheads, host, pin, source/sink links), then keep a
     grouping only if links between classes are constant; otherwise one class per device."""
     p = cm.profile
@@ -51,9 +53,21 @@ def device_classes(cm: CostModel, names: list[str], ok: np.ndarray, constraints:
     def local(d: str):
         dev = p.devices[d]
         pin = d if d in pins else None
-        return (cm.times[d].tobytes(), dev.memory_bytes, dev.overhead_bytes, dev.stage_overhead_s,
-                dev.piece_overhead_s, dev.copy_s_per_byte, dev.host, pin, d == p.source, d == p.sink,
-                p.link(p.source, d), p.link(d, p.sink), ok[:, names.index(d)].tobytes())
+        return (
+            cm.times[d].tobytes(),
+            dev.memory_bytes,
+            dev.overhead_bytes,
+            dev.stage_overhead_s,
+            dev.piece_overhead_s,
+            dev.copy_s_per_byte,
+            dev.host,
+            pin,
+            d == p.source,
+            d == p.sink,
+            p.link(p.source, d),
+            p.link(d, p.sink),
+            ok[:, names.index(d)].tobytes(),
+        )
 
     groups: dict = {}
     for d in names:
@@ -62,14 +76,18 @@ def device_classes(cm: CostModel, names: list[str], ok: np.ndarray, constraints:
     if not _constant_links(p, members):
         members = [[d] for d in names]
     k = len(members)
-    links = tuple(tuple(_link_between(p, members[i], members[j]) for j in range(k)) for i in range(k))
+    links = tuple(
+        tuple(_link_between(p, members[i], members[j]) for j in range(k)) for i in range(k)
+    )
     allowed = np.stack([ok[:, names.index(m[0])] for m in members], axis=1)
     spans = []
     for m in members:
         mine = [q for q in constraints.pins if q.node == m[0]]
         spans.append((min(q.start for q in mine), max(q.end for q in mine)) if mine else None)
     distinct = {p.link(a, b) for a in names for b in names if a != b}
-    return Classes(tuple(tuple(m) for m in members), links, allowed, tuple(spans), len(distinct) <= 1)
+    return Classes(
+        tuple(tuple(m) for m in members), links, allowed, tuple(spans), len(distinct) <= 1
+    )
 
 
 def _link_between(p, a_members: list[str], b_members: list[str]) -> Link | None:

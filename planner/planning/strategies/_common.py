@@ -15,7 +15,9 @@ from planner.planning.profile import Profile
 def setup(graph, profile: Profile, constraints: Constraints) -> CostModel:
     """Check the constraints and build the cost model with their source and sink applied."""
     check_constraints(constraints, len(graph.ops), profile.devices)
-    profile = replace(profile, source=constraints.source or profile.source, sink=constraints.sink or profile.sink)
+    profile = replace(
+        profile, source=constraints.source or profile.source, sink=constraints.sink or profile.sink
+    )
     return CostModel(graph, profile)
 
 
@@ -55,8 +57,10 @@ def check_pins(stages, constraints: Constraints, strategy: str) -> None:
         for s in stages:
             a, b = s.ops
             if a < p.end and p.start < b and s.device != p.node:
-                raise PlanError(f"strategy {strategy!r} puts ops [{max(a, p.start)}, {min(b, p.end)}) on "
-                                f"{s.device!r}, but they are pinned to {p.node!r}")
+                raise PlanError(
+                    f"strategy {strategy!r} puts ops [{max(a, p.start)}, {min(b, p.end)}) on "
+                    f"{s.device!r}, but they are pinned to {p.node!r}"
+                )
 
 
 def proportional_cuts(n: int, weights: list[float]) -> list[int]:
@@ -87,7 +91,9 @@ def device_and_servers(cm: CostModel, names: list[str]) -> tuple[str, list[str]]
     else:
         tiers = [d for d in names if p.devices[d].tier == "device"]
         dev = tiers[0] if tiers else min(names, key=lambda d: p.devices[d].speed)
-    servers = [d for d in names if d != dev and p.devices[d].tier != "device"] or [d for d in names if d != dev]
+    servers = [d for d in names if d != dev and p.devices[d].tier != "device"] or [
+        d for d in names if d != dev
+    ]
     return dev, servers
 
 

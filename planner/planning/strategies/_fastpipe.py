@@ -23,7 +23,9 @@ def _layers(counts: list[int], max_nodes: int):
     strides = [1] * k
     for j in range(k - 2, -1, -1):
         strides[j] = strides[j + 1] * (counts[j + 1] + 1)
-    vecs = np.array(list(itertools.product(*[range(c + 1) for c in counts])), dtype=int).reshape(-1, k)
+    vecs = np.array(list(itertools.product(*[range(c + 1) for c in counts])), dtype=int).reshape(
+        -1, k
+    )
     total = vecs.sum(axis=1)
     layers = []
     for s in range(1, max_nodes + 1):

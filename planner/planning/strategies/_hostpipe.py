@@ -42,13 +42,23 @@ class HostWork:
         src_host, src_w = weight(p.source)
         sink_host, _ = weight(p.sink)
         self.base = src_w * cm.overhead(p.source)
-        self.src_send = [w * cm.transfer(p.source, r, cm.cut_bytes[0]) if h is not None and h == src_host else 0.0
-                         for r, (h, w) in zip(cl.reps, self.host, strict=True)]
+        self.src_send = [
+            w * cm.transfer(p.source, r, cm.cut_bytes[0])
+            if h is not None and h == src_host
+            else 0.0
+            for r, (h, w) in zip(cl.reps, self.host, strict=True)
+        ]
         k = len(cl.reps)
         zero = np.zeros(n + 1)
-        self.send = [[self.host[i][1] * np.nan_to_num(cl.send_times(i, j, cm.cut_bytes), posinf=0.0)
-                      if self.host[i][0] is not None and self.host[i][0] == self.host[j][0] else zero
-                      for j in range(k)] for i in range(k)]
+        self.send = [
+            [
+                self.host[i][1] * np.nan_to_num(cl.send_times(i, j, cm.cut_bytes), posinf=0.0)
+                if self.host[i][0] is not None and self.host[i][0] == self.host[j][0]
+                else zero
+                for j in range(k)
+            ]
+            for i in range(k)
+        ]
         self.to_sink = [h is not None and h == sink_host for h, _ in self.host]
         self._stage: dict[int, np.ndarray] = {}
         self.spent = 0  # DP work so far, against WORK_LIMIT

@@ -31,18 +31,32 @@ INF = math.inf
 class Suffix:
     """F (cut, device) table and the argmins to rebuild the ranges behind each entry."""
 
-    def __init__(self, cm: CostModel, names: list[str], objective: str, ok: np.ndarray | None = None) -> None:
+    def __init__(
+        self, cm: CostModel, names: list[str], objective: str, ok: np.ndarray | None = None
+    ) -> None:
         self.cm, self.names, self.objective = cm, list(names), objective
         n, D, p = cm.n, len(names), cm.profile
         self.n = n
         ok = np.ones((n, D), dtype=bool) if ok is None else ok
         P = np.stack([cm.prefix[d] for d in names], axis=1) if D else np.zeros((n + 1, 0))
-        lat = np.array([[0.0 if a == b else p.link(a, b).latency for b in names] for a in names]).reshape(D, D)
-        inv = np.array([[0.0 if a == b else 1.0 / p.link(a, b).bandwidth for b in names] for a in names]).reshape(D, D)
+        lat = np.array(
+            [[0.0 if a == b else p.link(a, b).latency for b in names] for a in names]
+        ).reshape(D, D)
+        inv = np.array(
+            [[0.0 if a == b else 1.0 / p.link(a, b).bandwidth for b in names] for a in names]
+        ).reshape(D, D)
         sink = [p.link(d, p.sink) for d in names]
-        s_lat = np.array([0.0 if d == p.sink else s.latency for d, s in zip(names, sink, strict=True)])
-        s_inv = np.array([0.0 if d == p.sink else 1.0 / s.bandwidth for d, s in zip(names, sink, strict=True)])
-        reach = np.stack([cm.memory_reach(d) for d in names], axis=1) if D else np.zeros((n + 1, 0), int)
+        s_lat = np.array(
+            [0.0 if d == p.sink else s.latency for d, s in zip(names, sink, strict=True)]
+        )
+        s_inv = np.array(
+            [0.0 if d == p.sink else 1.0 / s.bandwidth for d, s in zip(names, sink, strict=True)]
+        )
+        reach = (
+            np.stack([cm.memory_reach(d) for d in names], axis=1)
+            if D
+            else np.zeros((n + 1, 0), int)
+        )
         # okrun[i, k]: last op end j such that ops [i, j) are all allowed on k.
         okrun = np.zeros((n + 1, D), dtype=int)
         okrun[n] = n
@@ -74,13 +88,17 @@ class Suffix:
             if i == 0:
                 continue
             hop = lat + cm.cut_bytes[i] * inv  # (D, D) k -> k'
-            cand = hop + F[i][None, :] if add else np.maximum(np.where(later, hop, INF), F[i][None, :])
+            cand = (
+                hop + F[i][None, :] if add else np.maximum(np.where(later, hop, INF), F[i][None, :])
+            )
             kb = np.argmin(cand, axis=1)
             G[i] = cand[np.arange(D), kb]
             self.kbest[i] = kb
         self.F, self.G = F, G
 
-    def best_from(self, i: int, holder: str | None, nbytes: float | None = None) -> tuple[float, int]:
+    def best_from(
+        self, i: int, holder: str | None, nbytes: float | None = None
+    ) -> tuple[float, int]:
         """(seconds, device index) to finish from cut i with its tensors on `holder`."""
         if i >= self.n:
             return 0.0, -1

@@ -93,7 +93,9 @@ def shapes(k: int, out_h: int, out_w: int) -> list[tuple[int, int]]:
     return [(r, k // r) for r in range(1, k + 1) if k % r == 0 and r <= out_h and k // r <= out_w]
 
 
-def grid(speeds: np.ndarray, r: int, c: int, out_h: int, out_w: int) -> tuple[list[int], list[int], np.ndarray]:
+def grid(
+    speeds: np.ndarray, r: int, c: int, out_h: int, out_w: int
+) -> tuple[list[int], list[int], np.ndarray]:
     """Row/col split points and the device order (row-major) for speeds sorted fastest first.
 
     Devices fill the grid column by column in a snake so every row gets a similar total
@@ -112,8 +114,12 @@ def grid(speeds: np.ndarray, r: int, c: int, out_h: int, out_w: int) -> tuple[li
 def _fractions(splits: list[int], stride: int, before: int, after: int, size: int) -> np.ndarray:
     """Each tile's input window along one axis as a share of the image (docs/tiling.md halo)."""
     extra = size % stride  # strides and halos are Fractions after an upsample: exact, then float
-    return np.array([float(min(b * stride + after + extra, size) - max(a * stride - before, 0)) / size
-                     for a, b in zip(splits, splits[1:], strict=False)])
+    return np.array(
+        [
+            float(min(b * stride + after + extra, size) - max(a * stride - before, 0)) / size
+            for a, b in zip(splits, splits[1:], strict=False)
+        ]
+    )
 
 
 class Search:
@@ -128,8 +134,12 @@ class Search:
         prof = cm.profile
         every = list(prof.devices)
         self.at = {d: i for i, d in enumerate(every)}
-        self.lat = np.array([[0.0 if a == b else prof.link(a, b).latency for b in every] for a in every])
-        self.inv = np.array([[0.0 if a == b else 1.0 / prof.link(a, b).bandwidth for b in every] for a in every])
+        self.lat = np.array(
+            [[0.0 if a == b else prof.link(a, b).latency for b in every] for a in every]
+        )
+        self.inv = np.array(
+            [[0.0 if a == b else 1.0 / prof.link(a, b).bandwidth for b in every] for a in every]
+        )
 
     def sends(self, src: list[str], dst: list[str], nbytes: np.ndarray) -> np.ndarray:
         """(len(src), len(dst)) seconds to send nbytes[i] from src[i] to each of dst."""
@@ -163,7 +173,8 @@ class Search:
         out_px = sum(cm.graph.tensors[t].nbytes for t in cm.graph.live_at(e)) / (out_h * out_w) \
             if e < cm.n else cm.out_bytes(c, e) / (out_h * out_w)
         secs = np.array([cm.range_seconds(d, c, e) for d in group])
-        ovh = np.array([cm.overhead(d) for d in group])  # per tile; gathering is left to the simulation
+        # per tile; gathering is left to the simulation
+        ovh = np.array([cm.overhead(d) for d in group])
         p = cm.profile
         for k in sizes:
             devs = group[:k]
@@ -193,8 +204,18 @@ class Search:
                 total = self._join(self._join(head_cost, stage), tail)
                 j = int(np.argmin(total))
                 if math.isfinite(total[j]):
-                    self.found.append(Candidate(float(total[j]), head, (c, e), tuple(rows), tuple(cols),
-                                                tuple(tdev), key, j if sfx is not None else -1))
+                    self.found.append(
+                        Candidate(
+                            float(total[j]),
+                            head,
+                            (c, e),
+                            tuple(rows),
+                            tuple(cols),
+                            tuple(tdev),
+                            key,
+                            j if sfx is not None else -1,
+                        )
+                    )
 
     def best(self, n: int = VERIFY) -> list[Candidate]:
         """The n best distinct candidates by closed-form score, and when some stacks end at a

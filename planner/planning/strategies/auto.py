@@ -46,7 +46,10 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
             tried[name] = {"error": str(exc)}
             log.info("auto: %s skipped: %s", name, exc)
             continue
-        tried[name] = {"latency_s": p.predicted.get("latency_s"), "throughput_fps": p.predicted.get("throughput_fps")}
+        tried[name] = {
+            "latency_s": p.predicted.get("latency_s"),
+            "throughput_fps": p.predicted.get("throughput_fps"),
+        }
         if best is None or tiles.figure(p) < tiles.figure(best):
             best = p
     if best is None:

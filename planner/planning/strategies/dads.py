@@ -68,8 +68,10 @@ def min_cut(cm: CostModel, dev: str, srv: str, constraints: Constraints) -> tupl
             elif pin.node == srv:
                 G.add_edge(v, t, capacity=INF)
             else:
-                raise PlanError(f"dads: op {v} is pinned to {pin.node!r}, which is neither the device "
-                                f"{dev!r} nor the server {srv!r}")
+                raise PlanError(
+                    f"dads: op {v} is pinned to {pin.node!r}, which is neither the device "
+                    f"{dev!r} nor the server {srv!r}"
+                )
     G.add_nodes_from([s, t])
     value, (side_s, _) = nx.minimum_cut(G, s, t)
     return value, {v for v in side_s if isinstance(v, int)}
@@ -101,4 +103,6 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     value, on_dev, srv = best
     notes = {"problem": "min s-t cut of the op DAG, device vs one server (DADS light load)",
              "device": dev, "server": srv, "cut_value_s": float(value), "device_ops": len(on_dev)}
-    return make_plan(cm, stages_of(cm.n, on_dev, dev, srv), NAME, constraints, routing="direct", notes=notes)
+    return make_plan(
+        cm, stages_of(cm.n, on_dev, dev, srv), NAME, constraints, routing="direct", notes=notes
+    )

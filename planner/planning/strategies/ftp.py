@@ -60,8 +60,10 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     if constraints.max_nodes:
         names = names[: constraints.max_nodes]
     if len(names) < 2:
-        raise PlanError(f"strategy {NAME!r} needs at least 2 nodes that compute, the profile offers "
-                        f"{len(names)} ({', '.join(names)})")
+        raise PlanError(
+            f"strategy {NAME!r} needs at least 2 nodes that compute, the profile offers "
+            f"{len(names)} ({', '.join(names)})"
+        )
     gate = gateway(cm, names)
     if gate not in names:
         gate = names[0]
@@ -75,13 +77,20 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     e = within[-1] if within else ends[0]
     h = halo(graph, 0, e)
     r, c = equal_grid(len(edge), h.out_shape[1], h.out_shape[2])
-    stack = tile_stage(cm, 0, (0, e), r, c, edge[: r * c]) if r * c > 1 else Stage(0, (0, e), edge[0])
+    stack = (
+        tile_stage(cm, 0, (0, e), r, c, edge[: r * c]) if r * c > 1 else Stage(0, (0, e), edge[0])
+    )
     stages = [stack] + ([Stage(1, (e, cm.n), gate)] if e < cm.n else [])
     for s in stages:
         if s.tiles and any(p.start < e for p in constraints.pins):
             raise PlanError(f"strategy {NAME!r} tiles ops [0, {e}) over several nodes, but some of "
                             "them are pinned to one node")
     check_pins([s for s in stages if not s.tiles], constraints, NAME)
-    notes = {"problem": "DeepThings FTP rule: equal grid, fixed fused depth, rest on the gateway (not optimised)",
-             "stack_ops": [0, e], "grid": [r, c], "gateway": gate, "optimal": False}
+    notes = {
+        "problem": "DeepThings FTP rule: equal grid, fixed fused depth, rest on the gateway (not optimised)",
+        "stack_ops": [0, e],
+        "grid": [r, c],
+        "gateway": gate,
+        "optimal": False,
+    }
     return make_plan(cm, stages, NAME, constraints, notes=notes)

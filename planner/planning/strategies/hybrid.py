@@ -64,7 +64,9 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     cap = constraints.max_nodes - (1 if head else 0) if constraints.max_nodes else None
     sizes = group_sizes(len(ranked), cap)
     if not sizes:
-        raise PlanError(f"strategy {NAME!r}: --max-nodes {constraints.max_nodes} leaves room for fewer than 2 tiles")
+        raise PlanError(
+            f"strategy {NAME!r}: --max-nodes {constraints.max_nodes} leaves room for fewer than 2 tiles"
+        )
     cuts, ok_ops = single_cuts(graph), tileable_ops(graph)
     hk = names.index(head) if head else -1
     # Device-tier cuts: ops [0, c) allowed on the head device and within its memory.
@@ -100,14 +102,22 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
         # Refine: every start and end near the best coarse pair.
         best = min(search.found, key=lambda x: x.score)
         c0, e0 = best.stack
-        near_c = [c for c in starts if c not in coarse and abs(starts.index(c) - starts.index(c0)) <= REFINE]
+        near_c = [
+            c
+            for c in starts
+            if c not in coarse and abs(starts.index(c) - starts.index(c0)) <= REFINE
+        ]
         for c in near_c + [c0]:
             ends = ends_of[c]
             pos = min(range(len(ends)), key=lambda i: abs(ends[i] - e0))
             run(c, ends[max(pos - REFINE, 0): pos + REFINE + 1])
-    notes = {"problem": f"min {objective}: ops [0, c) on the source (device tier), a fused-tile stack "
-                        "[c, e) on edge nodes (k, grid, speed-proportional splits), the rest as layer "
-                        "ranges on edge/cloud; c, e, k and grid searched jointly",
-             "device_tier": head, "edge_tier": ranked, "scored_candidates": len(search.found),
-             "optimal": False}
+    notes = {
+        "problem": f"min {objective}: ops [0, c) on the source (device tier), a fused-tile stack "
+        "[c, e) on edge nodes (k, grid, speed-proportional splits), the rest as layer "
+        "ranges on edge/cloud; c, e, k and grid searched jointly",
+        "device_tier": head,
+        "edge_tier": ranked,
+        "scored_candidates": len(search.found),
+        "optimal": False,
+    }
     return verify(search, cm, constraints, NAME, notes)

@@ -53,11 +53,17 @@ class _Model:
         self.lat, self.inv_bw = lat, 1.0 / bw
         self.same = np.eye(D, dtype=bool)
         # The source's own per-frame work (submitting) delays every first stage alike.
-        self.src_send = np.array([cm.transfer(p.source, d, cm.cut_bytes[0]) for d in names]) + cm.overhead(p.source)
+        self.src_send = np.array(
+            [cm.transfer(p.source, d, cm.cut_bytes[0]) for d in names]
+        ) + cm.overhead(p.source)
         self.ovh = np.array([p.devices[d].stage_overhead_s for d in names])
         sink = [p.link(d, p.sink) for d in names]
-        self.sink_lat = np.array([0.0 if d == p.sink else s.latency for d, s in zip(names, sink, strict=True)])
-        self.sink_inv_bw = np.array([0.0 if d == p.sink else 1.0 / s.bandwidth for d, s in zip(names, sink, strict=True)])
+        self.sink_lat = np.array(
+            [0.0 if d == p.sink else s.latency for d, s in zip(names, sink, strict=True)]
+        )
+        self.sink_inv_bw = np.array(
+            [0.0 if d == p.sink else 1.0 / s.bandwidth for d, s in zip(names, sink, strict=True)]
+        )
         self.reach = np.stack([cm.memory_reach(d) for d in names], axis=1)  # (n+1, D)
         self._sends: dict[int, np.ndarray] = {}
         self._cache = cm.n * cm.n * D <= 4_000_000  # bound-independent, reused by every pass
@@ -95,7 +101,8 @@ class _Model:
             src = g[k - 1] if layers else g[0]
             dst = g[k] if layers else g[0]
             for b in range(1, n + 1):
-                vals = src[:b] + (P[b][None, :] - P[:b]) + self.ovh[None, :]  # (b, D) finish of a stage [a, b)
+                # (b, D) finish of a stage [a, b)
+                vals = src[:b] + (P[b][None, :] - P[:b]) + self.ovh[None, :]
                 a_idx = np.arange(b)[:, None]
                 bad = (a_idx < first_ok[b][None, :]) | (self.reach[:b] < b)
                 out = self.sink_sends(b)
@@ -252,10 +259,14 @@ def no_fit_error(cm: CostModel, names: list[str]) -> PlanError:
         need = {d: cm.memory(d, i, i + 1) for d in names}
         if all(need[d] > cm.profile.devices[d].memory_bytes for d in names):
             d = min(names, key=lambda d: need[d] - cm.profile.devices[d].memory_bytes)
-            return PlanError(f"plan does not fit memory: op {i} alone needs {need[d]} bytes on {d!r}, "
-                             f"whose budget is {cm.profile.devices[d].memory_bytes} bytes (the largest fit)")
-    return PlanError(f"plan does not fit memory: the model needs more than the {len(names)} allowed "
-                     f"devices can hold ({', '.join(names)})")
+            return PlanError(
+                f"plan does not fit memory: op {i} alone needs {need[d]} bytes on {d!r}, "
+                f"whose budget is {cm.profile.devices[d].memory_bytes} bytes (the largest fit)"
+            )
+    return PlanError(
+        f"plan does not fit memory: the model needs more than the {len(names)} allowed "
+        f"devices can hold ({', '.join(names)})"
+    )
 
 
 def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
@@ -263,6 +274,10 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     cm = setup(graph, profile, constraints)
     names = candidates(cm, constraints)
     val, cuts, devs, branches, optimal = solve(cm, names, constraints)
-    notes = {"problem": "min single-frame latency, contiguous ranges on distinct devices, memory per device",
-             "dp_latency_s": float(val), "optimal": optimal, "branches": branches}
+    notes = {
+        "problem": "min single-frame latency, contiguous ranges on distinct devices, memory per device",
+        "dp_latency_s": float(val),
+        "optimal": optimal,
+        "branches": branches,
+    }
     return make_plan(cm, ranges_to_stages(cuts, devs), NAME, constraints, notes=notes)

@@ -25,4 +25,6 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     devices = order[:k]
     stages = ranges_to_stages(proportional_cuts(cm.n, [float(mem[d]) for d in devices]), devices)
     check_pins(stages, constraints, NAME)
-    return make_plan(cm, stages, NAME, constraints, notes={"problem": "ops proportional to memory (exo)"})
+    return make_plan(
+        cm, stages, NAME, constraints, notes={"problem": "ops proportional to memory (exo)"}
+    )

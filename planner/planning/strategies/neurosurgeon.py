@@ -47,7 +47,9 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
             if srv == dev and c < cm.n:
                 continue
             cuts = [x for x in (0, c, cm.n) if True]
-            stages = ranges_to_stages(sorted(set(cuts)), [d for d, (a, b) in ((dev, (0, c)), (srv, (c, cm.n))) if b > a])
+            stages = ranges_to_stages(
+                sorted(set(cuts)), [d for d, (a, b) in ((dev, (0, c)), (srv, (c, cm.n))) if b > a]
+            )
             try:
                 check_pins(stages, constraints, NAME)
             except PlanError:
@@ -58,7 +60,9 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
             if best is None or est < best[0]:
                 best = (est, stages, srv, c)
     if best is None:
-        raise PlanError(f"neurosurgeon: no single cut between {dev!r} and a server fits memory and pins")
+        raise PlanError(
+            f"neurosurgeon: no single cut between {dev!r} and a server fits memory and pins"
+        )
     est, stages, srv, c = best
     notes = {"problem": "best single cut device/server (chain estimate, as Neurosurgeon)",
              "device": dev, "server": srv, "cut": c, "estimate_s": float(est)}

@@ -73,7 +73,10 @@ def chain_period(cm: CostModel, cuts: list[int], devices: list[str]) -> float:
     for a, b, d in zip(cuts, cuts[1:], devices, strict=False):
         stage = cm.stage_seconds(d, a, b)
         busy[d] = busy.get(d, 0.0) + stage
-        sends += [(prev, d, cm.transfer(prev, d, cm.cut_bytes[a])), (d, p.sink, cm.transfer(d, p.sink, cm.out_bytes(a, b)))]
+        sends += [
+            (prev, d, cm.transfer(prev, d, cm.cut_bytes[a])),
+            (d, p.sink, cm.transfer(d, p.sink, cm.out_bytes(a, b))),
+        ]
         worst = max(worst, stage, sends[-2][2], sends[-1][2])
         prev = d
     return max([worst, *cm.host_bound(busy, sends).values()])
@@ -107,7 +110,9 @@ class _Ranges:
         ln = self.sink_link[i]
         if ln is not None:
             cap = -1.0 if t < ln.latency else (t - ln.latency) * ln.bandwidth
-            hi = np.minimum(hi, np.searchsorted(outp, outp + max(cap, 0.0) * (1 + _EPS), side="right") - 1)
+            hi = np.minimum(
+                hi, np.searchsorted(outp, outp + max(cap, 0.0) * (1 + _EPS), side="right") - 1
+            )
         lo = self.idx + 1
         pin = self.cl.pin_span[i]
         if pin is not None:
@@ -130,7 +135,10 @@ def _feasible(cm: CostModel, cl: Classes, rg: _Ranges, T: float, max_nodes: int,
     n, k = cm.n, len(cl.reps)
     t = T * (1 + _EPS) + 1e-15
     send_ok = [[cl.send_times(i, j, cm.cut_bytes) <= t for j in range(k)] for i in range(k)]
-    src_ok = [cm.transfer(cm.profile.source, r, cm.cut_bytes[0]) <= T * (1 + _EPS) + 1e-15 for r in cl.reps]
+    src_ok = [
+        cm.transfer(cm.profile.source, r, cm.cut_bytes[0]) <= T * (1 + _EPS) + 1e-15
+        for r in cl.reps
+    ]
     ivs = [rg.interval(i, T) for i in range(k)]
     layer: dict = {}
     start0 = np.zeros(n + 1, dtype=bool)
@@ -230,7 +238,10 @@ def _candidates(cm: CostModel, cl: Classes) -> np.ndarray:
     vals.append(np.array([cm.overhead(cm.profile.source)]))
     for r in cl.reps:
         P = cm.prefix[r]
-        vals.append((P[None, :] - P[:, None])[np.triu_indices(cm.n + 1, 1)] + cm.profile.devices[r].stage_overhead_s)
+        vals.append(
+            (P[None, :] - P[:, None])[np.triu_indices(cm.n + 1, 1)]
+            + cm.profile.devices[r].stage_overhead_s
+        )
         outp = cm.out_prefix
         out = np.unique((outp[None, :] - outp[:, None])[np.triu_indices(cm.n + 1, 1)])
         vals.append(np.array([cm.transfer(r, cm.profile.sink, x) for x in out]))
@@ -359,7 +370,11 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     cm = setup(graph, profile, constraints)
     names = candidates(cm, constraints)
     period, cuts, devs, optimal, method = solve(cm, names, constraints)
-    notes = {"problem": "min pipeline period, contiguous ranges on distinct devices, memory per device",
-             "dp_period_s": float(period), "dp_throughput_fps": 1.0 / period if period > 0 else math.inf,
-             "optimal": optimal, "method": method}
+    notes = {
+        "problem": "min pipeline period, contiguous ranges on distinct devices, memory per device",
+        "dp_period_s": float(period),
+        "dp_throughput_fps": 1.0 / period if period > 0 else math.inf,
+        "optimal": optimal,
+        "method": method,
+    }
     return make_plan(cm, ranges_to_stages(cuts, devs), NAME, constraints, notes=notes)

@@ -73,14 +73,20 @@ def suffix_devices(names: list[str], objective: str, max_nodes: int | None, head
     return pick
 
 
-def verify(search: Search, cm: CostModel, constraints: Constraints, strategy: str, notes: dict) -> Plan:
+def verify(
+    search: Search, cm: CostModel, constraints: Constraints, strategy: str, notes: dict
+) -> Plan:
     """Build and simulate the best-scored candidates; the best simulated plan wins."""
     best, reasons = None, []
     for cand in search.best():
         try:
             stages = search.stages(cand)
-            extra = {"stack_ops": list(cand.stack), "grid": [len(cand.rows) - 1, len(cand.cols) - 1],
-                     "head_ops": [0, cand.head[0]], "closed_form_s": cand.score}
+            extra = {
+                "stack_ops": list(cand.stack),
+                "grid": [len(cand.rows) - 1, len(cand.cols) - 1],
+                "head_ops": [0, cand.head[0]],
+                "closed_form_s": cand.score,
+            }
             plan = make_plan(cm, stages, strategy, constraints, notes={**notes, **extra})
         except (PlanError, TileError) as exc:
             reasons.append(str(exc))
@@ -110,14 +116,23 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     cap = constraints.max_nodes - (1 if head else 0) if constraints.max_nodes else None
     sizes = group_sizes(len(ranked), cap)
     if not sizes:
-        raise PlanError(f"strategy {NAME!r}: --max-nodes {constraints.max_nodes} leaves room for fewer than 2 tiles")
+        raise PlanError(
+            f"strategy {NAME!r}: --max-nodes {constraints.max_nodes} leaves room for fewer than 2 tiles"
+        )
     search = Search(cm, objective, ok, names)
     holder = head or cm.profile.source
-    head_cost = (cm.transfer(cm.profile.source, head, cm.cut_bytes[0]) + cm.stage_seconds(head, 0, c)) if head else 0.0
+    head_cost = (
+        (cm.transfer(cm.profile.source, head, cm.cut_bytes[0]) + cm.stage_seconds(head, 0, c))
+        if head
+        else 0.0
+    )
     pick = suffix_devices(names, objective, constraints.max_nodes, head)
     for e in thin(ends, MAX_ENDS):
         search.score((c, head), head_cost, holder, e, ranked, sizes, pick)
-    notes = {"problem": f"min {objective}: fused-tile stack from op {c} over the k fastest nodes "
-                        "(depth, k, grid r x c and speed-proportional splits searched), rest as layer ranges",
-             "scored_candidates": len(search.found), "optimal": False}
+    notes = {
+        "problem": f"min {objective}: fused-tile stack from op {c} over the k fastest nodes "
+        "(depth, k, grid r x c and speed-proportional splits searched), rest as layer ranges",
+        "scored_candidates": len(search.found),
+        "optimal": False,
+    }
     return verify(search, cm, constraints, NAME, notes)
