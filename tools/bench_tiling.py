@@ -4,7 +4,7 @@
 
 On a MobileNetV2-like model (float32, random weights) for fused-tile stacks from the
 input to several depths and grids 2x2, 3x3, 4x4:
-- `macs`: the tiles' MACs (halo recomputation included, `planner.model.tile.tile_macs`)
+- `macs`: the tiles' MACs (halo recomputation included, `planner.model.tilecost.tile_macs`)
   over the untiled range's;
 - `time`: the sum of the tiles' median invoke times over the untiled range's (one
   interpreter thread, XNNPACK, each tile its own interpreter resized to the tile);
@@ -40,7 +40,8 @@ from node.runtime import (  # noqa: E402
 )
 from planner.model.cut import cut_range  # noqa: E402
 from planner.model.graph import ModelGraph, load_model  # noqa: E402
-from planner.model.tile import tile_layout, tile_macs  # noqa: E402
+from planner.model.tile import tile_layout  # noqa
+from planner.model.tilecost import tile_macs  # noqa: E402
 from planner.modelbuild import recipes  # noqa: E402
 
 DEPTHS = (7, 13, 19, 23, 31)  # ends of tileable ranges [0, end) of the 224 px recipe

@@ -22,24 +22,23 @@ from itertools import pairwise, product
 
 import numpy as np
 
-from node.wire.regions import Region, TileSpec
+from node.wire.regions import TileSpec
 from planner.errors import TileError
 from planner.model.graph import ModelGraph
 from planner.model.halo import (
     Halo,
     Program,
-    Step,
     check_tileable,
     halo,
-    op_label,
     program,
     reach,
     tileable_prefix,
 )
+from planner.model.tilesteps import Step, op_label
 
 __all__ = [
     "Halo", "TileLayout", "TileSpec", "check_tileable", "tileable_prefix", "halo",
-    "tile_layout", "tile_from_json", "split_by_weights", "tile_macs", "tile_io_bytes", "trace",
+    "tile_layout", "tile_from_json", "split_by_weights", "trace",
 ]
 
 Interval = tuple[int, int]
@@ -370,47 +369,3 @@ def tile_layout(graph: ModelGraph, start: int, end: int, rows: int | Sequence[in
         crops = tuple((*ycrop[u], *xcrop[u]) for u in prog.outputs)
         tiles.append(TileSpec(ins[0], regions[0], crops[0], ins, regions, crops))
     return TileLayout(rs, cs, h, tuple(tiles))
-
-
-def _windows(prog: Program, tile: TileSpec, axis: int) -> dict[int, Interval]:
-    k = 0 if axis == 1 else 2
-    return {t: (r[k], r[k + 1]) for t, r in zip(prog.inputs, tile.input_regions, strict=True)}
-
-
-def tile_macs(graph: ModelGraph, start: int, end: int, layout: TileLayout) -> list[int]:
-    """MACs each tile computes, halo recomputation and discarded border rows included."""
-    prog = program(graph, start, end)
-    result = []
-    for tile in layout.tiles:
-        ys, xs = (
-            trace(graph, prog, 1, _windows(prog, tile, 1)),
-            trace(graph, prog, 2, _windows(prog, tile, 2)),
-        )
-        total = 0
-        for st in prog.steps:
-            shape = graph.tensors[st.output].shape
-            # Per-op MACs scale with output pixels (conv, pool and element-wise alike).
-            total += (
-                graph.ops[st.op].macs * ys[st.output].n * xs[st.output].n // (shape[1] * shape[2])
-            )
-        result.append(total)
-    return result
-
-
-def _area(r: Region) -> int:
-    return (r[1] - r[0]) * (r[3] - r[2])
-
-
-def tile_io_bytes(
-    graph: ModelGraph, start: int, end: int, layout: TileLayout
-) -> list[tuple[int, int]]:
-    """(input bytes sent, cropped output bytes returned) per tile, every crossing tensor."""
-    prog = program(graph, start, end)
-
-    def px(t: int) -> int:
-        info = graph.tensors[t]
-        return info.nbytes // (info.shape[1] * info.shape[2])
-
-    return [(sum(_area(r) * px(t) for t, r in zip(prog.inputs, tile.input_regions, strict=True)),
-             sum(_area(r) * px(u) for u, r in zip(prog.outputs, tile.crops, strict=True)))
-            for tile in layout.tiles]

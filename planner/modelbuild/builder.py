@@ -107,7 +107,7 @@ class GraphBuilder:
     # ---- graph inputs and outputs ---------------------------------------------------
 
     def input(self, shape: Sequence[int], name: str | None = None) -> Tensor:
-        """Add a graph input (NHWC [1, H, W, C] for image models, or [1, N]); default name "input"."""
+        """Add a graph input: NHWC [1, H, W, C] for image models, or [1, N] (name "input")."""
         if name is None and "input" not in self._names:
             name = "input"
         shape = tuple(int(d) for d in shape)
@@ -245,25 +245,15 @@ class GraphBuilder:
 
     # ---- pooling, padding, resizing -------------------------------------------------------
 
-    def max_pool(
-        self,
-        x: Tensor,
-        pool: int | tuple[int, int] = 2,
-        stride: int | tuple[int, int] | None = None,
-        padding: str = "VALID",
-        name: str | None = None,
-    ) -> Tensor:
+    def max_pool(self, x: Tensor, pool: int | tuple[int, int] = 2,
+                 stride: int | tuple[int, int] | None = None, padding: str = "VALID",
+                 name: str | None = None) -> Tensor:
         """MAX_POOL_2D; stride defaults to the pool size."""
         return self._pool("max_pool", x, pool, stride, padding, name)
 
-    def avg_pool(
-        self,
-        x: Tensor,
-        pool: int | tuple[int, int] = 2,
-        stride: int | tuple[int, int] | None = None,
-        padding: str = "VALID",
-        name: str | None = None,
-    ) -> Tensor:
+    def avg_pool(self, x: Tensor, pool: int | tuple[int, int] = 2,
+                 stride: int | tuple[int, int] | None = None, padding: str = "VALID",
+                 name: str | None = None) -> Tensor:
         """AVERAGE_POOL_2D; stride defaults to the pool size."""
         return self._pool("avg_pool", x, pool, stride, padding, name)
 
@@ -281,9 +271,8 @@ class GraphBuilder:
         x = self._check(x, "pad")
         flat = [v for pr in paddings for v in pr] if len(paddings) == 2 else []
         if len(flat) != 4 or not all(isinstance(v, int) and v >= 0 for v in flat):
-            raise ValueError(
-                f"pad: paddings must be ((top, bottom), (left, right)) of ints >= 0, got {paddings!r}"
-            )
+            raise ValueError("pad: paddings must be ((top, bottom), (left, right)) of ints >= 0, "
+                             f"got {paddings!r}")
         (t, b), (lft, r) = paddings
         shape = (x.shape[0], x.shape[1] + t + b, x.shape[2] + lft + r, x.shape[3])
         return self._add("pad", [x], shape, name, paddings=((t, b), (lft, r)))

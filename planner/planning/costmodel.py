@@ -189,11 +189,8 @@ class CostModel:
         of MACs; ranges without MACs scale by output area instead.
         """
         from planner.model.halo import program
-        from planner.model.tile import (  # tile.py is optional here
-            tile_io_bytes,
-            tile_layout,
-            tile_macs,
-        )
+        from planner.model.tile import tile_layout
+        from planner.model.tilecost import tile_io_bytes, tile_macs
 
         layout = tile_layout(self.graph, a, b, list(rows), list(cols))
         macs = tile_macs(self.graph, a, b, layout)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from planner.model.graph import ModelGraph
-from planner.model.tile import tile_io_bytes, tile_layout, tile_macs
+from planner.model.tile import tile_layout
+from planner.model.tilecost import tile_io_bytes, tile_macs
 from planner.modelbuild import recipes
 from planner.planning.constraints import Constraints
 from planner.planning.costmodel import CostModel

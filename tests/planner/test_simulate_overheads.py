@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 
 from planner.model.graph import ModelGraph
-from planner.model.tile import tile_io_bytes, tile_layout
+from planner.model.tile import tile_layout
+from planner.model.tilecost import tile_io_bytes
 from planner.modelbuild import recipes
 from planner.planning.constraints import Constraints
 from planner.planning.costmodel import CostModel

@@ -15,11 +15,10 @@ from planner.model.tile import (
     halo,
     split_by_weights,
     tile_from_json,
-    tile_io_bytes,
     tile_layout,
-    tile_macs,
     trace,
 )
+from planner.model.tilecost import tile_io_bytes, tile_macs
 from tests.planner.test_tile_exact import STACKS, stack
 from tests.planner.tile_models import build_stack, random_input, run_untiled
 

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.errors import PlanError, TileError
-from planner.model.halo import _step  # per-op tileability: one call per op instead of per range
 from planner.model.tile import halo, split_by_weights
+from planner.model.tilesteps import (
+    op_step,  # per-op tileability: one call per op instead of per range
+)
 from planner.planning.costmodel import CostModel
 from planner.planning.plan import Stage
 from planner.planning.plan import tile_stage as plan_tile_stage
@@ -60,7 +62,7 @@ def tileable_ops(graph) -> np.ndarray:
     ok = np.zeros(len(graph.ops), dtype=bool)
     for i in range(len(graph.ops)):
         try:
-            _step(graph, i)
+            op_step(graph, i)
             ok[i] = True
         except TileError:
             pass
@@ -258,7 +260,7 @@ def tile_stage(cm: CostModel, sid: int, ops: tuple[int, int], rows, cols, device
 def untileable_error(graph, start: int, strategy: str) -> TileError:
     """Why no tile stack can start at op `start`: the first op that stops it, named."""
     try:
-        _step(graph, start)
+        op_step(graph, start)
     except TileError as exc:
         return TileError(f"strategy {strategy!r}: no tile stack can start at op {start}: {exc}")
     return TileError(f"strategy {strategy!r}: ops from {start} hold no tileable range ending where "
