@@ -6,7 +6,8 @@ period's remaining quota at full speed, which once made throttled boards profile
 faster than they sustain. A warm-up of the same length first uses up the quota banked
 while the node was idle; a batch counts at least its CPU time over the quota (`_timed`),
 and the part's figure is the mean of its batches (they run back to back, so what one
-gains from where the period boundaries fall the next one loses), not their median. Padded runs (`--emulate-speed`) are timed with their padding.
+gains from where the period boundaries fall the next one loses), not their median. Padded
+runs (`--emulate-speed`) are timed with their padding.
 """
 
 from __future__ import annotations

@@ -100,7 +100,8 @@ def main() -> int:
     print(
         f"peak while reading + cutting: tracemalloc {fig['tracemalloc_peak_bytes'] / 1e6:.1f} MB "
         f"({fig['tracemalloc_peak_x_model']:.2f}x model), RSS above baseline "
-        f"{fig['rss_peak_above_baseline_bytes'] / 1e6:.1f} MB ({fig['rss_peak_x_model']:.2f}x model)"
+        f"{fig['rss_peak_above_baseline_bytes'] / 1e6:.1f} MB "
+        f"({fig['rss_peak_x_model']:.2f}x model)"
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -246,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
           f"CPUs, {args.frames} frames, window {args.window}, median of {args.repeat}")
     print(
         f"{'strategy':>12} {'stages':>6} {'pred lat':>9} {'meas lat':>9} {'err':>6} "
-        f"{'pred fps':>9} {'meas fps':>9} {'err':>6} {'fps spread':>11} {'cpu/frame':>13} {'load':>9} "
+        f"{'pred fps':>9} {'meas fps':>9} {'err':>6} {'fps spread':>11} "
+        f"{'cpu/frame':>13} {'load':>9} "
         f"{'other':>5} identical"
     )
     for s, r in rows:

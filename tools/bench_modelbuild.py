@@ -126,7 +126,8 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(
-        f"load average {result['load_avg_before'][0]:.2f} -> {result['load_avg_after'][0]:.2f}; wrote {args.out}"
+        f"load average {result['load_avg_before'][0]:.2f} -> "
+        f"{result['load_avg_after'][0]:.2f}; wrote {args.out}"
     )
     return 0
 

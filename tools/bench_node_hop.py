@@ -1,6 +1,7 @@
 """Cost of one agent hop versus raw pyzmq, and the agent's idle memory.
 
-Starts a broker (Mosquitto if installed, else the demo's embedded amqtt broker), one agent process with a forward
+Starts a broker (Mosquitto if installed, else the demo's embedded amqtt broker), one agent
+process with a forward
 stage per tensor size (`part: null`, routes its input to the client), and the baseline: a
 raw pyzmq relay process, PULL bound -> PUSH connected to the client, which forwards the
 received frames untouched (`copy=False`) and only reads the header's `reply` to route

@@ -74,7 +74,8 @@ def _partial_row(graph, prof, kind: str, size: int, repeat: int) -> dict:
     mode = new.notes["replan"]["mode"]
     print(
         f"{'partial':13s} {kind:5s} {size:7d} {best:8.3f} {new.predicted['latency_s'] * 1e3:11.2f} "
-        f"{new.predicted['throughput_fps']:8.2f} {len(new.stages):6d}  {{'mode': {mode!r}, 'vanished': {victim!r}}}"
+        f"{new.predicted['throughput_fps']:8.2f} {len(new.stages):6d}  "
+        f"{{'mode': {mode!r}, 'vanished': {victim!r}}}"
     )
     return {
         "strategy": "partial",
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     print(f"model {graph.source}: {len(graph.ops)} ops; best of {args.repeat}")
     print(
-        f"{'strategy':13s} {'fleet':5s} {'devices':>7s} {'plan s':>8s} {'latency ms':>11s} {'fps':>8s} "
+        f"{'strategy':13s} {'fleet':5s} {'devices':>7s} {'plan s':>8s} "
+        f"{'latency ms':>11s} {'fps':>8s} "
         f"{'stages':>6s}  notes"
     )
     for size in args.sizes:
@@ -134,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
                             notes=note,
                         )
                         print(
-                            f"{name:13s} {kind:5s} {size:7d} {best:8.3f} {pr['latency_s'] * 1e3:11.2f} "
+                            f"{name:13s} {kind:5s} {size:7d} {best:8.3f} "
+                            f"{pr['latency_s'] * 1e3:11.2f} "
                             f"{pr['throughput_fps']:8.2f} {len(plan.stages):6d}  {note}"
                         )
                     rows.append(rec)

@@ -19,7 +19,8 @@ plan) to the record published (clients move to the new epoch) and to the new epo
 active (old one dropped), the phases, the bytes shipped, how many stages loaded an
 interpreter vs reused one, and the extra memory the new epoch's nodes hold while both
 epochs are loaded (the agents' estimate: parts + arenas); after each switch one frame is
-checked bit-exact against a single-interpreter run. Writes bench_results/switch.json. Compare the two modes' ratio
+checked bit-exact against a single-interpreter run. Writes bench_results/switch.json.
+Compare the two modes' ratio
 from one run; the machine load is printed with the figures.
 """
 

@@ -1,9 +1,10 @@
 """Several tile interpreters in one process: 1 vs 2 interpreter threads each (docs/runtimes.md).
 
     python tools/bench_tile_threads.py [--rounds 20]
-    TILEFLEET_RUNTIME=tflite_runtime /tmp/tilefleet-tflite-venv/bin/python tools/bench_tile_threads.py
+    TILEFLEET_RUNTIME=tflite_runtime $TFLITE_VENV/bin/python tools/bench_tile_threads.py
 
-(the second form uses the numpy<2 virtualenv `tools/test_tflite_runtime.sh` makes).
+(the second form uses the numpy<2 virtualenv `tools/test_tflite_runtime.sh` makes, in
+$TFLITE_VENV, by default /tmp/tilefleet-tflite-venv).
 A node runs each tile stage on its own worker thread with its own interpreter, so the
 tiles of one frame invoke at the same time. This builds the first 13 ops of the 224 px
 MobileNetV2-like recipe (float32), one interpreter per tile of a 2x2 grid, and times a

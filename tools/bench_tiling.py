@@ -1,4 +1,4 @@
-"""What fused tiles cost and where they are exact: the figures docs/tiling.md and docs/runtimes.md quote.
+"""What fused tiles cost and where they are exact (figures in docs/tiling.md, docs/runtimes.md).
 
     python tools/bench_tiling.py [--size 224] [--reps 15] [-o bench_results/tiling.json]
 

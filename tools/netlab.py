@@ -451,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         elif a.cmd == "list":
             for tag, pid in sorted(labs().items()):
                 print(
-                    f"{tag}\towner {pid or 'none'}{'' if pid == 0 or _pid_alive(pid) else ' (gone)'}"
+                    f"{tag}\towner {pid or 'none'}"
+                    f"{'' if pid == 0 or _pid_alive(pid) else ' (gone)'}"
                 )
         elif a.cmd == "exec":
             argv_ = a.argv[1:] if a.argv[:1] == ["--"] else a.argv

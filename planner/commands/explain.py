@@ -1,4 +1,4 @@
-"""`tilefleet explain PLAN [--png FILE]`: stage and route tables, and a picture of plan and timeline."""
+"""`tilefleet explain PLAN [--png FILE]`: stage and route tables, a picture of plan and timeline."""
 
 from __future__ import annotations
 
@@ -53,12 +53,15 @@ def run(args: argparse.Namespace) -> int:
     pr = plan.predicted
     if pr:
         print(
-            f"predicted: latency {pr['latency_s'] * 1e3:.3f} ms, throughput {pr['throughput_fps']:.2f} fps, "
-            f"{human_bytes(pr['bytes_per_frame'])} on the network per frame, bottleneck {pr.get('bottleneck')}"
+            f"predicted: latency {pr['latency_s'] * 1e3:.3f} ms, "
+            f"throughput {pr['throughput_fps']:.2f} fps, "
+            f"{human_bytes(pr['bytes_per_frame'])} on the network per frame, "
+            f"bottleneck {pr.get('bottleneck')}"
         )
         for d, r in pr.get("devices", {}).items():
             print(
-                f"  {d}: busy {r['busy_s'] * 1e3:.3f} ms/frame, memory {human_bytes(mem.get(d, r['memory_bytes']))}"
+                f"  {d}: busy {r['busy_s'] * 1e3:.3f} ms/frame, "
+                f"memory {human_bytes(mem.get(d, r['memory_bytes']))}"
             )
     for k, v in plan.notes.items():
         print(f"  note {k}: {v}")

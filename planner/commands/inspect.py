@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     print_table(["op", "type", "output", "macs", "weights", "cut before", "tensors"], rows)
     total = sum(o["macs"] for o in doc["ops"])
     print(
-        f"total {total / 1e6:.1f} M MACs, {human_bytes(sum(o['weight_bytes'] for o in doc['ops']))} weights"
+        f"total {total / 1e6:.1f} M MACs, "
+        f"{human_bytes(sum(o['weight_bytes'] for o in doc['ops']))} weights"
     )
     return 0

@@ -125,6 +125,7 @@ def print_summary(plan) -> None:
     print_table(["stage", "ops", "device"], rows)
     if pr:
         print(
-            f"predicted latency {pr['latency_s'] * 1e3:.2f} ms  throughput {pr['throughput_fps']:.2f} fps  "
+            f"predicted latency {pr['latency_s'] * 1e3:.2f} ms  "
+            f"throughput {pr['throughput_fps']:.2f} fps  "
             f"network {human_bytes(pr['bytes_per_frame'])}/frame  bottleneck {pr.get('bottleneck')}"
         )

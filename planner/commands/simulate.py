@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(
         f"latency {doc['latency_s'] * 1e3:.3f} ms  throughput {doc['throughput_fps']:.2f} fps "
-        f"(bound {doc['throughput_bound_fps']:.2f})  network {human_bytes(doc['bytes_per_frame'])}/frame  "
+        f"(bound {doc['throughput_bound_fps']:.2f})  "
+        f"network {human_bytes(doc['bytes_per_frame'])}/frame  "
         f"bottleneck {doc['bottleneck']}"
     )
     print_table(

@@ -141,7 +141,8 @@ def cut_between(graph: ModelGraph, input_names: list[str], output_names: list[st
     unused = [graph.tensors[t].name for t in in_ids if t not in used]
     if unused:
         raise CutError(
-            f"{graph.source}: part input(s) {unused} are not needed for outputs {list(output_names)}"
+            f"{graph.source}: part input(s) {unused} are not needed "
+            f"for outputs {list(output_names)}"
         )
     ops = sorted(needed)
     _check_variables(graph, ops, set(ops))

@@ -170,7 +170,10 @@ def random_dag(
     tileable_only: bool = False,
     **build: Any,
 ) -> bytes:
-    """Random DAG of conv/depthwise/pool/PAD/activation/ADD/CONCATENATION/resize (+ squeeze-excite and heads unless tileable_only)."""
+    """Random DAG of conv/depthwise/pool/PAD/activation/ADD/CONCATENATION/resize.
+
+    Plus squeeze-excite and heads unless tileable_only.
+    """
     return random_dag_graph(seed, n_ops, input_size, channels, tileable_only).build(
         dtype, seed, **build
     )

@@ -125,7 +125,10 @@ def mobilenet_v2_like(
     seed: int = 0,
     **build: Any,
 ) -> bytes:
-    """MobileNetV2: inverted residual blocks (expand RELU6, depthwise RELU6, linear project, ADD), 1x1 conv 1280, MEAN, FC, SOFTMAX."""
+    """MobileNetV2: inverted residual blocks, 1x1 conv 1280, MEAN, FC, SOFTMAX.
+
+    A block is expand RELU6, depthwise RELU6, linear project, ADD.
+    """
     return mobilenet_v2_like_graph(input_size, width, num_classes).build(dtype, seed, **build)
 
 
@@ -166,7 +169,10 @@ def vgg_like(
     seed: int = 0,
     **build: Any,
 ) -> bytes:
-    """VGG16 layout: 3x3 conv RELU blocks + 2x2 max pools, RESHAPE, FC-FC-FC, SOFTMAX (width scales convs)."""
+    """VGG16 layout: 3x3 conv RELU blocks + 2x2 max pools, RESHAPE, FC-FC-FC, SOFTMAX.
+
+    width scales the convs.
+    """
     return vgg_like_graph(input_size, width, num_classes, fc_units).build(dtype, seed, **build)
 
 
@@ -224,7 +230,10 @@ def resnet_like(
     seed: int = 0,
     **build: Any,
 ) -> bytes:
-    """ResNet: PAD+7x7 stem, max pool, residual stages with 1x1 projection shortcuts and ADD+RELU, MEAN, FC, SOFTMAX."""
+    """ResNet: PAD+7x7 stem, max pool, residual stages, MEAN, FC, SOFTMAX.
+
+    The residual stages have 1x1 projection shortcuts and ADD+RELU.
+    """
     return resnet_like_graph(input_size, depth, width, num_classes).build(dtype, seed, **build)
 
 
@@ -279,7 +288,10 @@ def yolo_like(
     seed: int = 0,
     **build: Any,
 ) -> bytes:
-    """Tiny-YOLOv3: conv+LEAKY_RELU+max-pool backbone, RESIZE_NEAREST_NEIGHBOR + CONCATENATION, two detection outputs."""
+    """Tiny-YOLOv3: conv+LEAKY_RELU+max-pool backbone, two detection outputs.
+
+    The second head uses RESIZE_NEAREST_NEIGHBOR + CONCATENATION.
+    """
     return yolo_like_graph(input_size, width, num_classes).build(dtype, seed, **build)
 
 
@@ -309,7 +321,10 @@ def early_exit_like(
     seed: int = 0,
     **build: Any,
 ) -> bytes:
-    """Conv backbone with two early-exit heads (conv, MEAN, FC, SOFTMAX) and the final head: three outputs."""
+    """Conv backbone with two early-exit heads and the final head: three outputs.
+
+    An early-exit head is conv, MEAN, FC, SOFTMAX.
+    """
     return early_exit_like_graph(input_size, width, num_classes).build(dtype, seed, **build)
 
 

@@ -1,4 +1,7 @@
-"""Deterministic representative inputs: what weights are normalised and int8 models calibrated on."""
+"""Deterministic representative inputs.
+
+What weights are normalised and int8 models calibrated on.
+"""
 
 from __future__ import annotations
 

@@ -79,7 +79,8 @@ def conv_stack_graph(
             src = len(outs) - 1 - ly.skip
             if src < 1 or outs[src].shape != x.shape:
                 raise ValueError(
-                    f"conv_stack: layer {i} (add, skip={ly.skip}) has no earlier layer output of shape {x.shape}"
+                    f"conv_stack: layer {i} (add, skip={ly.skip}) has no earlier layer output "
+                    f"of shape {x.shape}"
                 )
             x = g.add(outs[src], x, ly.activation, name=name)
         else:
@@ -97,5 +98,8 @@ def conv_stack(
     seed: int = 0,
     **build: Any,
 ) -> bytes:
-    """Configurable stack of conv/depthwise/pool/PAD/ADD layers, stride 1 and 2, SAME and VALID, dilation."""
+    """Configurable stack of conv/depthwise/pool/PAD/ADD layers.
+
+    Stride 1 and 2, SAME and VALID, dilation.
+    """
     return conv_stack_graph(input_size, channels, layers).build(dtype, seed, **build)

@@ -55,7 +55,10 @@ class CostModel:
         return float(p[b] - p[a])
 
     def stage_seconds(self, device: str, a: int, b: int) -> float:
-        """Busy seconds per frame of a layer-range stage: its ops plus the device's stage overhead."""
+        """Busy seconds per frame of a layer-range stage.
+
+        That is its ops plus the device's stage overhead.
+        """
         return self.range_seconds(device, a, b) + self.profile.devices[device].stage_overhead_s
 
     def overhead(
@@ -69,7 +72,10 @@ class CostModel:
         return base + extra_pieces * d.piece_overhead_s + copy_bytes * d.copy_s_per_byte
 
     def shared_hosts(self) -> dict[str, tuple[str, int]]:
-        """device -> (host, cores) on hosts with fewer cores than devices (the others never wait)."""
+        """device -> (host, cores) on hosts with fewer cores than devices.
+
+        The others never wait.
+        """
         return {
             d: (h, c)
             for h, (c, names) in self.profile.hosts().items()
@@ -183,10 +189,11 @@ class CostModel:
 
     # ---- tile stages -------------------------------------------------------------------------
     def tile_tasks(self, a: int, b: int, rows, cols, devices) -> list[TileTask]:
-        """Per-tile compute and transfers of ops [a, b) on a tile grid (halo recomputation included).
+        """Per-tile compute and transfers of ops [a, b) on a tile grid.
 
-        Tile compute is the range's full-size time on that device scaled by the tile's share
-        of MACs; ranges without MACs scale by output area instead.
+        Halo recomputation is included. Tile compute is the range's full-size time on that
+        device scaled by the tile's share of MACs; ranges without MACs scale by output area
+        instead.
         """
         from planner.model.halo import program
         from planner.model.tile import tile_layout
@@ -206,7 +213,10 @@ class CostModel:
         return out
 
     def tile_stage_seconds(self, a: int, b: int, rows, cols, devices, src: str, dst: str) -> float:
-        """Tile stage time: max over tiles of scatter from src + compute + overhead + gather to dst."""
+        """Tile stage time: max over tiles of their total.
+
+        A tile's total is scatter from src + compute + overhead + gather to dst.
+        """
         return max(
             self.transfer(src, t.device, t.in_bytes)
             + t.seconds

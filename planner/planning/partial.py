@@ -226,7 +226,10 @@ def replan(graph, old: Plan, profile: Profile, constraints: Constraints, full_fn
             record.update(
                 mode="partial",
                 moved_stages=moved(old, best),
-                reason=f"adjusted plan within {gap:+.1%} of the full re-plan (tolerance {tolerance:.0%})",
+                reason=(
+                    f"adjusted plan within {gap:+.1%} of the full re-plan "
+                    f"(tolerance {tolerance:.0%})"
+                ),
             )
             return replace(best, notes={**best.notes, "replan": record})
         why = (

@@ -9,7 +9,8 @@ message at a time and receives one at a time: its data plane is one thread (the
 client's sending thread and its result thread; an agent's receiving thread). So a
 scatter to several tiles on one host leaves one message after the other, and a gather
 of their outputs is decoded one after the other. Across hosts a link's latency is taken
-as the wire's, and messages to different devices overlap as before. A host is a pool of `host_cores` cores: work on a device also
+as the wire's, and messages to different devices overlap as before. A host is a pool of
+`host_cores` cores: work on a device also
 occupies one core of its host for its duration, so three agents on two cores never
 compute three things at once; so does a transfer between two devices of one host, which
 has no wire (its time is sockets and copies on those cores). Tasks are queued frame by

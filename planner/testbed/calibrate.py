@@ -7,7 +7,8 @@ planner/modelbuild at 224 px) is timed here on one thread: `host_ms`, the best o
 sustained runs (the least disturbed by other load). A board core then runs at
 share = host_ms * reference_threads / reference_ms of a host core, and a board of N
 cores gets N x share of CPU quota, capped at the host's cores (the testbed says when),
-and as many interpreter threads as that quota has whole cores, at most N (`emulate`). The measurement is machine-specific: it is cached in the state
+and as many interpreter threads as that quota has whole cores, at most N (`emulate`). The
+measurement is machine-specific: it is cached in the state
 directory, keyed by CPU model, runtime and version.
 """
 

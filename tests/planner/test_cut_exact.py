@@ -98,7 +98,8 @@ def test_chain_exact_under_tflite_runtime() -> None:
         "  for dt in ('float32', 'int8'):\n"
         "    g = graph_of(name, dt); c = compute_ops(g)\n"
         "    for mode in SETTINGS:\n"
-        "      assert_chain_exact(g, cut_at(g, [c[len(c) // 3], c[2 * len(c) // 3]]), SETTINGS[mode])\n"
+        "      assert_chain_exact(g, cut_at(g, [c[len(c) // 3], c[2 * len(c) // 3]]), "
+        "SETTINGS[mode])\n"
         "from node.runtime import runtime_name; assert runtime_name() == 'tflite_runtime'\n"
     )
     env = {**os.environ, "TILEFLEET_RUNTIME": "tflite_runtime"}

@@ -29,9 +29,11 @@ from planner.modelbuild import (
 
 OP_NAMES = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
 IR_TO_OP = {
-    "conv2d": "CONV_2D", "depthwise_conv2d": "DEPTHWISE_CONV_2D", "fully_connected": "FULLY_CONNECTED",
+    "conv2d": "CONV_2D", "depthwise_conv2d": "DEPTHWISE_CONV_2D",
+    "fully_connected": "FULLY_CONNECTED",
     "add": "ADD", "mul": "MUL", "concatenation": "CONCATENATION", "max_pool": "MAX_POOL_2D",
-    "avg_pool": "AVERAGE_POOL_2D", "pad": "PAD", "resize_nearest_neighbor": "RESIZE_NEAREST_NEIGHBOR",
+    "avg_pool": "AVERAGE_POOL_2D", "pad": "PAD",
+    "resize_nearest_neighbor": "RESIZE_NEAREST_NEIGHBOR",
     "reshape": "RESHAPE", "mean": "MEAN", "softmax": "SOFTMAX", "relu": "RELU", "relu6": "RELU6",
     "logistic": "LOGISTIC", "hard_swish": "HARD_SWISH", "leaky_relu": "LEAKY_RELU",
 }  # fmt: skip
@@ -168,8 +170,9 @@ def test_tensor_names_are_unique_and_readable():
     m = unpack(built("mobilenet_v2", "float32"))
     names = [t.name.decode() for t in m.subgraphs[0].tensors]
     assert len(names) == len(set(names))
-    for expected in ("input", "stem/conv", "block3/expand", "block3/depthwise", "block3/pad", "block2/add",
-                     "block3/project/weights", "block3/project/bias", "head/softmax"):  # fmt: skip
+    for expected in ("input", "stem/conv", "block3/expand", "block3/depthwise", "block3/pad",
+                     "block2/add", "block3/project/weights", "block3/project/bias",
+                     "head/softmax"):  # fmt: skip
         assert expected in names
     assert io_details(built("yolo", "float32"))[1][0].name == "head1/detect"
 
@@ -348,7 +351,8 @@ def test_invalid_builds_raise_value_error():
     with pytest.raises(ValueError, match="no output"):
         g.build()
     g.output(g.conv2d(x, 4))
-    for kwargs, match in [({"dtype": "int4"}, "dtype"), ({"io": "uint8"}, "io"), ({"seed": -1}, "seed"),
+    for kwargs, match in [({"dtype": "int4"}, "dtype"), ({"io": "uint8"}, "io"),
+                          ({"seed": -1}, "seed"),
                           ({"calibration_samples": 0}, "calibration_samples")]:  # fmt: skip
         with pytest.raises(ValueError, match=match):
             g.build(**kwargs)

@@ -1,4 +1,7 @@
-"""Overhead profiling without a network: host identity into the profile, the client's cache, the echo part."""
+"""Overhead profiling without a network.
+
+Host identity into the profile, the client's cache, the echo part.
+"""
 
 from __future__ import annotations
 

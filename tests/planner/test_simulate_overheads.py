@@ -1,4 +1,7 @@
-"""Overheads and shared hosts, by hand: stage overhead in a chain, a tile stage's gather, 3 devices on 2 cores."""
+"""Overheads and shared hosts, by hand.
+
+Stage overhead in a chain, a tile stage's gather, 3 devices on 2 cores.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The DP strategies with stage overheads and shared hosts, against exhaustive search and the simulator."""
+"""The DP strategies with stage overheads and shared hosts.
+
+Checked against exhaustive search and the simulator.
+"""
 
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ way to finish the model. One backward DP over (cut, device) gives all of them at
     G[j, k]     = min_k' hop(k -> k', live bytes at j) (+ or max) F[j, k'];  G[n, k] = 0
 
 with C the range's compute seconds plus the device's stage overhead, hop 0 on one device,
-ranges within the device's memory and pinned ops only on their node. Like the core `latency` DP's relaxation, a device may
+ranges within the device's memory and pinned ops only on their node. Like the core
+`latency` DP's relaxation, a device may
 host several ranges, which is harmless for one frame's latency. For throughput a device
 hosting two ranges is charged for both, so there the chain uses devices in the order of
 `names` (each at most once): exact for interchangeable devices, a heuristic otherwise.

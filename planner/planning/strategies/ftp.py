@@ -1,4 +1,4 @@
-"""Strategy 'ftp': the DeepThings baseline as published — equal grid, fixed fused depth, gateway tail.
+"""Strategy 'ftp': DeepThings baseline as published — equal grid, fixed fused depth, gateway tail.
 
 DeepThings (Zhao et al., 2018) fuses the first layers of YOLOv2 (16 of its 31, about
 half) into one stack, cuts the stack's output into an equal N x M grid of tiles that the
@@ -87,7 +87,10 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
                             "them are pinned to one node")
     check_pins([s for s in stages if not s.tiles], constraints, NAME)
     notes = {
-        "problem": "DeepThings FTP rule: equal grid, fixed fused depth, rest on the gateway (not optimised)",
+        "problem": (
+            "DeepThings FTP rule: equal grid, fixed fused depth, rest on the gateway "
+            "(not optimised)"
+        ),
         "stack_ops": [0, e],
         "grid": [r, c],
         "gateway": gate,

@@ -65,7 +65,8 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     sizes = group_sizes(len(ranked), cap)
     if not sizes:
         raise PlanError(
-            f"strategy {NAME!r}: --max-nodes {constraints.max_nodes} leaves room for fewer than 2 tiles"
+            f"strategy {NAME!r}: --max-nodes {constraints.max_nodes} "
+            "leaves room for fewer than 2 tiles"
         )
     cuts, ok_ops = single_cuts(graph), tileable_ops(graph)
     hk = names.index(head) if head else -1

@@ -7,7 +7,8 @@ devices d1..dm (m <= --max-nodes) minimising
     T_k     = T_{k-1} + send(d_{k-1} -> d_k, live bytes at c_{k-1}) + compute(d_k, [c_{k-1}, c_k))
               + stage_overhead(d_k)
 
-with T_0 = release at the source plus its per-frame work (d_0 = source), where every range fits its device's
+with T_0 = release at the source plus its per-frame work (d_0 = source), where every range
+fits its device's
 memory and pinned ops run on their node. "Live bytes" are all tensors crossing the cut
 (residuals included; graph outputs nobody reads later go to the sink instead).
 
@@ -85,7 +86,10 @@ class _Model:
         return np.where(ob > 0, self.sink_lat[None, :] + ob * self.sink_inv_bw[None, :], 0.0)
 
     def solve(self, ok: np.ndarray, layers: int | None, bound: float):
-        """Relaxed optimum (value, cuts, devices) with early arrivals <= bound; value inf if none."""
+        """Relaxed optimum (value, cuts, devices) with early arrivals <= bound.
+
+        value is inf if there is none.
+        """
         n, D, P, cm = self.n, len(self.names), self.P, self.cm
         # lastbad[b, d]: start of the allowed run ending at op b-1 on d.
         first_ok = np.zeros((n + 1, D), dtype=int)
@@ -275,7 +279,9 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     names = candidates(cm, constraints)
     val, cuts, devs, branches, optimal = solve(cm, names, constraints)
     notes = {
-        "problem": "min single-frame latency, contiguous ranges on distinct devices, memory per device",
+        "problem": (
+            "min single-frame latency, contiguous ranges on distinct devices, memory per device"
+        ),
         "dp_latency_s": float(val),
         "optimal": optimal,
         "branches": branches,

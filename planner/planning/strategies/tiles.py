@@ -117,7 +117,8 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     sizes = group_sizes(len(ranked), cap)
     if not sizes:
         raise PlanError(
-            f"strategy {NAME!r}: --max-nodes {constraints.max_nodes} leaves room for fewer than 2 tiles"
+            f"strategy {NAME!r}: --max-nodes {constraints.max_nodes} "
+            "leaves room for fewer than 2 tiles"
         )
     search = Search(cm, objective, ok, names)
     holder = head or cm.profile.source
