@@ -1,6 +1,5 @@
-"""Single hostile messages against a live agent: after each
-one the agent still answers on its data, service and MQTT command ports and serves a
-deployment bit-identical to one interpreter.
+"""Single hostile messages against a live agent: after each one it still answers on its
+data, service and MQTT command ports and serves a deployment bit-identical to one interpreter.
 
 One agent (real data plane, real MQTT control plane on a real Mosquitto) takes every
 attack in turn, so each test also proves the previous ones left nothing broken behind.
