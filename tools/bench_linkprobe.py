@@ -1,41 +1,39 @@
 #!/usr/bin/env python3
-"""What the watcher's link probes cost a running stream (tools/netlab.py, needs root).
+"""What the watcher's link probes cost a running stream (planner/testbed, needs root).
 
     python tools/bench_linkprobe.py [--rounds 3] [--phase 2] [--rate 40] [--every 1]
 
-Two agents in network namespaces run a 2-stage chain of the 64 px MobileNetV2-like model
-cut where 98 KB cross n0 -> n1 per frame; a checked stream runs throughout. The n0 -> n1
-link is left unshaped, then shaped to `--rate` Mbit/s (tc tbf, so the transfer is the
-bottleneck). For each probe size, phases without and with probing (n0 probes n1 every
-`--every` s with that payload, twice, as `ReplanPolicy.link_probe_s` does) alternate;
-prints frames per second of each and the per-round ratio with/without (median), and the
+Two full-speed laptop agents in a testbed's network namespaces run a 2-stage chain of
+the 64 px MobileNetV2-like model cut where 98 KB cross n0 -> n1 per frame; a checked
+stream runs throughout. The n0 -> n1 link is left unshaped, then shaped to `--rate`
+Mbit/s (that pair only, tc tbf: `Testbed.set_link(n0, rate, peer=n1)`, so the transfer
+is the bottleneck). For each probe size, phases without and with probing (n0 probes
+n1 every `--every` s with that payload, twice, as `ReplanPolicy.link_probe_s` does)
+alternate; prints frames per second of each and the per-round ratio with/without (median), and the
 predicted cost: the probe's share of the link's time, 2 x bytes / (rate x every).
-Writes bench_results/linkprobe.json. Measured (load 1.6-2.1): on the 40 Mbit/s bottleneck
-256 KB probes every second cost 10-11% of the frames (as predicted), 32 KB ones ~1%; on
-the unshaped link (CPU-bound, ~2000 fps) both are within the noise of alternating phases.
-A probe must be larger than the shaper's burst (tbf here: 32 KB by default), or it
-measures the burst, not the rate.
+Writes bench_results/linkprobe.json. Measured on the earlier namespace lab (load 1.6-2.1,
+a 32 KB tbf burst): on the 40 Mbit/s bottleneck 256 KB probes every second cost 10-11%
+of the frames (as predicted), 32 KB ones ~1%; on the unshaped link (CPU-bound, ~2000
+fps) both are within the noise of alternating phases.
+A probe must be larger than the shaper's burst (the testbed's tbf: 2 ms at the rate,
+10 KB at 40 Mbit/s), or it measures the burst, not the rate. On the testbed (load 3.2,
+its default arguments): 40 Mbit/s, 256 KB x0.897 (10.2% predicted), 32 KB x0.979;
+unshaped ~400 fps, CPU-bound and within the noise again.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-_spec = importlib.util.spec_from_file_location("netlab", ROOT / "tools" / "netlab.py")
-netlab = importlib.util.module_from_spec(_spec)
-sys.modules["netlab"] = netlab
-_spec.loader.exec_module(netlab)
 
 from node.wire import messages as m  # noqa: E402
 from planner.fleet import Fleet  # noqa: E402
@@ -44,6 +42,7 @@ from planner.local.drills import Stream  # noqa: E402
 from planner.model.graph import ModelGraph  # noqa: E402
 from planner.modelbuild import recipes  # noqa: E402
 from planner.planning.plan import chain  # noqa: E402
+from planner.testbed import Testbed, TestbedError, make_spec, net  # noqa: E402
 
 CUT = 6  # 98 KB of activation cross this cut per frame at 64 px
 
@@ -91,19 +90,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="32000,256000", help="probe payloads, bytes")
     ap.add_argument("-o", "--output", default=str(ROOT / "bench_results" / "linkprobe.json"))
     a = ap.parse_args(argv)
-    reason = netlab.check()
+    reason = net.reason()
     if reason:
         print(f"bench_linkprobe: cannot run here: {reason}", file=sys.stderr)
         return 2
-    netlab.cleanup()
+    try:
+        return run(a)
+    except TestbedError as exc:
+        print(f"bench_linkprobe: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(a: argparse.Namespace) -> int:
+    """The benchmark proper; 0 when every frame was identical to the local model."""
     sizes = [int(x) for x in a.sizes.split(",")]
     data = recipes.mobilenet_v2_like(input_size=64, dtype="float32", seed=0)
     graph = ModelGraph(data, "mobilenet_v2_like_64")
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-linkprobe-") as d, \
-            netlab.agents_on_lab(2, Path(d)) as env, Fleet.connect(env.broker_url) as fleet:
+    spec = make_spec("laptop:2", name="bench-linkprobe", emulation="none")
+    with Testbed(spec) as tb, Fleet.connect(tb.broker_url) as fleet:
         fleet.wait_for_nodes(2, 60)
-        n0, n1 = env.names
+        n0, n1 = (n.name for n in tb.nodes)
         dep = fleet.deploy(graph, name="probecost", timeout_s=5.0, retries=5,
                            stages=chain(len(graph.ops), [CUT], [n0, n1]))
         local = LocalModel(data)
@@ -113,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for rate in (None, a.rate):
                 if rate:
-                    env.lab.shape(0, rate, "egress", peer=1)
+                    tb.set_link(n0, rate, peer=n1)
                     time.sleep(1.0)
                 for nbytes in sizes:
                     off, on, ratios, probe_s = [], [], [], []

@@ -11,6 +11,10 @@ i lives in namespace `tfb<tag>-<node>` with `eth0` at .(i+2). Its veth's host en
 The rate is a tbf on `eth0` (the board's egress) and on `h<i>` (its ingress: the
 bridge's or the shim's egress towards it), so a board's link is shaped both ways and
 traffic between two boards crosses both boards' links (rates: the slower; delays add).
+One pair's link can differ from the rest of a board's (`shape(..., pairs=)`): then each
+end's root is an htb whose default class holds the board's link and one class per peer
+holds that pair's, a u32 filter on the peer's address (dst on eth0, src on h<i>) sending
+the pair's packets there, so the pair slows without touching the board's other traffic.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from planner.testbed.spec import LinkSpec, TestbedError
 
@@ -152,17 +156,42 @@ def add_board(tag: str, i: int, node: str, address: str, prefixlen: int, link: L
     return shim
 
 
-def shape(tag: str, i: int, node: str, link: LinkSpec) -> None:
-    """(Re)set board i's link: rate by tbf both ways, delay by netem where it exists."""
-    ends = ((("eth0"), namespace(tag, node)), (host_veth(tag, i), None))
-    for dev, ns in ends:
+def shape(tag: str, i: int, node: str, link: LinkSpec,
+          pairs: Mapping[str, LinkSpec] | None = None) -> None:
+    """(Re)set board i's link both ways; `pairs`: peer address -> the link of that pair."""
+    ends = (("eth0", namespace(tag, node), "dst"), (host_veth(tag, i), None, "src"))
+    for dev, ns, match in ends:
         tc("qdisc", "del", "dev", dev, "root", ns=ns, check=False)
-        if link.delay_ms > 0 and netem_available():
-            rate = ["rate", f"{link.rate_mbit}mbit"] if link.rate_mbit > 0 else []
-            tc("qdisc", "add", "dev", dev, "root", "netem", "delay", f"{link.delay_ms}ms",
-               *rate, "limit", "100000", ns=ns)
-        elif link.rate_mbit > 0:
-            tc("qdisc", "add", "dev", dev, "root", *tbf_args(link.rate_mbit), ns=ns)
+        if not pairs:
+            if leaf := leaf_args(link):
+                tc("qdisc", "add", "dev", dev, "root", *leaf, ns=ns)
+            continue
+        # htb passes each class through unlimited; its leaf qdisc is the link. r2q keeps
+        # the quantum of a 100 Gbit class sane.
+        tc("qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "1",
+           "r2q", "100000", ns=ns)
+        classes = [(1, link, None)] + [(k, spec, addr) for k, (addr, spec)
+                                       in enumerate(sorted(pairs.items()), start=2)]
+        for k, spec, addr in classes:
+            tc("class", "add", "dev", dev, "parent", "1:", "classid", f"1:{k:x}", "htb",
+               "rate", "100gbit", ns=ns)
+            if leaf := leaf_args(spec):
+                tc("qdisc", "add", "dev", dev, "parent", f"1:{k:x}", "handle", f"{k:x}0:",
+                   *leaf, ns=ns)
+            if addr is not None:
+                tc("filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1",
+                   "u32", "match", "ip", match, f"{addr}/32", "flowid", f"1:{k:x}", ns=ns)
+
+
+def leaf_args(link: LinkSpec) -> list[str]:
+    """The qdisc of a link: netem (delay, rate) where it exists, else a tbf for the rate.
+
+    Without netem a delay is the link shim's, so only the rate is left to tc here.
+    """
+    if link.delay_ms > 0 and netem_available():
+        rate = ["rate", f"{link.rate_mbit}mbit"] if link.rate_mbit > 0 else []
+        return ["netem", "delay", f"{link.delay_ms}ms", *rate, "limit", "100000"]
+    return tbf_args(link.rate_mbit) if link.rate_mbit > 0 else []
 
 
 def tbf_args(rate_mbit: float) -> list[str]:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +54,13 @@ class TestbedNode:
     cgroup: str = ""
     period_ms: float = 0.0
     pid: int = 0
+    # peer node -> this pair's own link at this board's end (Testbed.set_link(peer=))
+    pairs: dict[str, LinkSpec] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["link"] = self.link.to_json()
+        d["pairs"] = {peer: spec.to_json() for peer, spec in self.pairs.items()}
         return d
 
 
@@ -93,6 +96,7 @@ class Testbed:
         self.fresh_calibration = fresh_calibration
         self.tag = ""
         self.broker_url = ""
+        self.gateway = ""  # the planner side's address, as the boards reach it
         self.nodes: list[TestbedNode] = []
         self.emulation = "none"
         self.notes: list[str] = []
@@ -124,6 +128,7 @@ class Testbed:
         self._claim(use_ns)
         subnet = ipaddress.ip_network(self._doc["subnet"]) if use_ns else None
         gateway = str(subnet.network_address + 1) if subnet else "127.0.0.1"
+        self.gateway = gateway
         infra = None
         if use_ns:
             assert subnet is not None
@@ -262,13 +267,55 @@ class Testbed:
         """Agents whose process has exited."""
         return [n for n, p in self._agents.items() if p.poll() is not None]
 
-    def set_link(self, name: str, rate_mbit: float) -> None:
-        """Change a board's link rate while running (its delay stays)."""
+    def set_link(self, name: str, rate_mbit: float, delay_ms: float | None = None,
+                 peer: str | None = None) -> None:
+        """Change a board's link while running, or with `peer` only its link to that board.
+
+        A board's link: `delay_ms` None keeps its delay (without netem the delay is its
+        link shim's, fixed at `up`). A pair's link, at this board's end (both ways): the
+        rate instead of the board's, `delay_ms` added to the board's (needs netem); the
+        board's other traffic keeps the board's link, the peer's end keeps the peer's.
+        """
+        n = self._shapeable(name)
+        if rate_mbit < 0 or (delay_ms or 0) < 0:
+            raise TestbedError(f"link of {name}: rate and delay must be >= 0")
+        if peer is None:
+            delay = n.link.delay_ms if delay_ms is None else delay_ms
+            if delay != n.link.delay_ms and not net.netem_available():
+                raise TestbedError(f"{name}'s delay is fixed at {n.link.delay_ms:g} ms here "
+                                   "(no netem: its link shim was started with it)")
+            n.link = LinkSpec(rate_mbit, delay)
+        else:
+            if self.node(peer) is n:
+                raise TestbedError(f"a pair needs two boards, not {name} and itself")
+            if delay_ms and not net.netem_available():
+                raise TestbedError("a pair's own delay needs the netem qdisc, missing here")
+            n.pairs[peer] = LinkSpec(rate_mbit, delay_ms or 0.0)
+        self._reshape(n)
+
+    def clear_link(self, name: str, peer: str | None = None) -> None:
+        """Undo set_link: drop the pair's link to `peer`, or all of them and restore the
+        board's link to the spec's."""
+        n = self._shapeable(name)
+        if peer is None:
+            n.pairs.clear()
+            n.link = self.spec.link_of(next(b for b in self.spec.boards if b.kind == n.board))
+        else:
+            self.node(peer)
+            n.pairs.pop(peer, None)
+        self._reshape(n)
+
+    def _shapeable(self, name: str) -> TestbedNode:
         n = self.node(name)
         if not n.namespace:
             raise TestbedError("links can only be shaped with namespaces (root)")
-        n.link = LinkSpec(rate_mbit, n.link.delay_ms)
-        net.shape(self.tag, self.nodes.index(n), name, n.link)
+        return n
+
+    def _reshape(self, n: TestbedNode) -> None:
+        # a pair's delay comes on top of the board's (a shim, if any, delays it already)
+        pairs = {self.node(p).address: LinkSpec(spec.rate_mbit, n.link.delay_ms + spec.delay_ms)
+                 for p, spec in n.pairs.items()}
+        net.shape(self.tag, self.nodes.index(n), n.name, n.link, pairs)
         self._record()
 
     def popen_in(self, name: str, argv: list[str], cgroup: bool = True, **kw: Any

@@ -1,29 +1,27 @@
 """A link that slows down mid-stream makes the planner move the traffic off it.
 
-Three real agents, each in its own network namespace (tools/netlab.py), talk to a real
-Mosquitto and to this process through a bridge. A 2-stage layer-range deployment cuts
-the model where a big activation crosses n0 -> n1. Mid-stream, that pair's link is
-shaped to a few Mbit/s with tc tbf (only the n0 <-> n1 traffic: the rest of n0's
-link stays fast), so the transfer becomes the bottleneck. The watcher's link probe sees
-the bandwidth drop for several probes in a row, re-plans (the detail names the link),
-and the new epoch sends fewer bytes over n0 -> n1 per frame; once the shaping is removed,
-the link probes healthy again and its profiled entry is restored. Every frame is delivered
-once and is bit-identical to a local interpreter. Skipped without root / netns / tbf.
-The netlab itself is checked too: a pair's shaping slows that pair only, and a lab
-(with its processes) is gone after the `with` block, or after `cleanup()` once its
-owner process has died.
+Three real agents, each in its own network namespace of a testbed (planner/testbed:
+plain laptop boards, no CPU emulation), talk to a real Mosquitto and to this process
+through a bridge. A 2-stage layer-range deployment cuts the model where a big activation
+crosses n0 -> n1. Mid-stream, that pair's link is shaped to a few Mbit/s with tc tbf
+(`Testbed.set_link(n0, 4, peer=n1)`: only the n0 <-> n1 traffic, the rest of n0's link
+stays fast), so the transfer becomes the bottleneck. The watcher's link probe sees the
+bandwidth drop for several probes in a row, re-plans (the detail names the link), and
+the new epoch sends fewer bytes over n0 -> n1 per frame; once the shaping is removed,
+the link probes healthy again and its profiled entry is restored. Every frame is
+delivered once and is bit-identical to a local interpreter. Skipped without root /
+netns / tbf.
+The pair shaping itself is checked too: it slows that pair only, and the testbed (with
+the processes started in its namespaces) is gone after the `with` block.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
@@ -32,32 +30,28 @@ from planner.live import DriftRule, ReplanPolicy, enable_replanning
 from planner.model.graph import ModelGraph
 from planner.modelbuild import recipes
 from planner.planning.constraints import Constraints, Pin
-from tests.conftest import MOSQUITTO
+from planner.testbed import Testbed, leftovers, make_spec, net
 from tests.e2e import _live
 from tests.e2e._live import HAVE_MOSQUITTO
-
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("netlab", ROOT / "tools" / "netlab.py")
-netlab = importlib.util.module_from_spec(_spec)
-sys.modules["netlab"] = netlab  # dataclasses look the module up while building the class
-_spec.loader.exec_module(netlab)
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not HAVE_MOSQUITTO, reason="mosquitto not installed")]
 
 
-@contextmanager
-def lab_fleet(nodes: int) -> Iterator[tuple[object, Fleet, list[str]]]:
-    """(lab, connected Fleet, agent names): agents in namespaces, Mosquitto on the bridge."""
-    reason = netlab.check()
+def laptops(nodes: int, name: str) -> Testbed:
+    """A testbed of full-speed laptop boards in namespaces (skips where it cannot run)."""
+    reason = net.reason()
     if reason:
-        pytest.skip(f"network lab not usable here: {reason}")
-    netlab.cleanup()  # labs left by a crashed run (their owner process is gone)
-    with tempfile.TemporaryDirectory(prefix="e2e-netlab-") as d:
-        with netlab.agents_on_lab(nodes, Path(d), mosquitto=MOSQUITTO) as env:
-            with Fleet.connect(env.broker_url) as fleet:
-                fleet.wait_for_nodes(nodes, 60)
-                yield env.lab, fleet, env.names
+        pytest.skip(f"testbed namespaces not usable here: {reason}")
+    return Testbed(make_spec(f"laptop:{nodes}", name=name, emulation="none"))
+
+
+@contextmanager
+def lab_fleet(nodes: int) -> Iterator[tuple[Testbed, Fleet, list[str]]]:
+    """(testbed, connected Fleet, agent names): agents in namespaces, Mosquitto on the bridge."""
+    with laptops(nodes, "pytest-linkdrift") as tb, Fleet.connect(tb.broker_url) as fleet:
+        fleet.wait_for_nodes(nodes, 60)
+        yield tb, fleet, [n.name for n in tb.nodes]
 
 
 def link_bytes(graph: ModelGraph, stages: dict, a: str, b: str) -> int:
@@ -70,7 +64,7 @@ def link_bytes(graph: ModelGraph, stages: dict, a: str, b: str) -> int:
 def test_shaped_link_mid_stream_moves_traffic_off_it():
     data = recipes.mobilenet_v2_like(input_size=64, dtype="float32", seed=0)
     graph = ModelGraph(data, "mobilenet_v2_like_64")
-    with lab_fleet(3) as (lab, fleet, names):
+    with lab_fleet(3) as (tb, fleet, names):
         n0, n1 = names[:2]
         profile = fleet.profile(graph)
         # The first deploy is pinned to a cut where 98 KB cross n0 -> n1 per frame.
@@ -93,11 +87,11 @@ def test_shaped_link_mid_stream_moves_traffic_off_it():
                 assert time.monotonic() < deadline, "no link probes before the shaping"
                 time.sleep(0.1)
             t_shape = time.monotonic()
-            lab.shape(0, 4, "egress", peer=1, burst_kb=16)  # the 32 KB probe > a burst
+            tb.set_link(n0, 4, peer=n1)  # the 32 KB probe > tbf's burst (2 ms at 4 Mbit/s)
             replanned = watcher.wait_for(1, 30)
             t_rep = time.monotonic()
             time.sleep(0.5)  # frames through the new epoch
-            lab.unshape(0)  # the link recovers: probed on, its profile entry comes back
+            tb.clear_link(n0, peer=n1)  # the link recovers: probed on, its profile entry comes back
             deadline = time.monotonic() + 15
             while watcher.links.degraded and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -144,38 +138,37 @@ print(int(sys.argv[3]) / (time.perf_counter() - t))
 """
 
 
-def test_netlab_shapes_one_pair_only_and_leaves_nothing_behind():
-    reason = netlab.check()
-    if reason:
-        pytest.skip(f"network lab not usable here: {reason}")
-    with netlab.Lab(2) as lab:
-        sinks = [lab.popen(1, [sys.executable, "-c", _SINK, lab.addr(1), "5999"],
-                           stdout=subprocess.PIPE),  # node 1, and the host on the bridge:
-                 subprocess.Popen([sys.executable, "-c", _SINK, lab.gateway, "5999"],
+def test_pair_shaping_slows_that_pair_only_and_leaves_nothing_behind():
+    with laptops(2, "pytest-pairshape") as tb:
+        n0, n1 = (n.name for n in tb.nodes)
+        a1 = tb.node(n1).address
+        sinks = [tb.popen_in(n1, [sys.executable, "-c", _SINK, a1, "5999"],
+                             stdout=subprocess.PIPE),  # node 1, and the host on the bridge:
+                 subprocess.Popen([sys.executable, "-c", _SINK, tb.gateway, "5999"],
                                   stdout=subprocess.PIPE)]
         try:
             assert [p.stdout.readline().strip() for p in sinks] == [b"ready"] * 2
 
             def rate(dst: str, nbytes: int) -> float:
-                r = lab.run(0, [sys.executable, "-c", _SEND, dst, "5999", str(nbytes)],
-                            capture_output=True, text=True, timeout=30)
+                r = tb.run_in(n0, [sys.executable, "-c", _SEND, dst, "5999", str(nbytes)],
+                              capture_output=True, text=True, timeout=30)
                 assert r.returncode == 0, r.stderr
                 return float(r.stdout)
 
-            lab.shape(0, 4, "egress", peer=1)
-            shaped = rate(lab.addr(1), 300_000)  # 4 Mbit/s = 500 KB/s (plus a 32 KB burst)
-            to_host = rate(lab.gateway, 30_000_000)  # n0's other traffic is not shaped
-            lab.unshape(0)
-            free = rate(lab.addr(1), 30_000_000)
+            tb.set_link(n0, 4, peer=n1)
+            assert tb.node(n0).to_json()["pairs"] == {n1: {"rate_mbit": 4, "delay_ms": 0.0}}
+            shaped = rate(a1, 300_000)  # 4 Mbit/s = 500 KB/s (plus a small burst)
+            to_host = rate(tb.gateway, 30_000_000)  # n0's other traffic is not shaped
+            tb.clear_link(n0, peer=n1)
+            free = rate(a1, 30_000_000)
         finally:
             sinks[1].kill()
             sinks[1].wait()
-        print(f"\nnetlab: n0 -> n1 {shaped / 1e6:.2f} MB/s shaped to 4 Mbit/s, "
-              f"{free / 1e6:.0f} MB/s unshaped; n0 -> host {to_host / 1e6:.0f} MB/s meanwhile")
+        print(f"\npair shaping: {n0} -> {n1} {shaped / 1e6:.2f} MB/s shaped to 4 Mbit/s, "
+              f"{free / 1e6:.0f} MB/s unshaped; {n0} -> host {to_host / 1e6:.0f} MB/s meanwhile")
         assert 0.25e6 < shaped < 0.75e6 and min(free, to_host) > 20 * shaped
-        tag = lab.tag
-        assert tag in netlab.labs()
-    assert tag not in netlab.labs() and sinks[0].poll() is not None  # its processes too
-    dead = netlab.Lab(1, tag="4194303z")  # an owner pid no process has: a crashed run
-    dead.up()
-    assert "4194303z" in netlab.cleanup() and "4194303z" not in netlab.labs()
+        tag = tb.tag
+        assert net.namespaces(tag) and net.links(tag)
+    assert not net.namespaces(tag) and not net.links(tag)
+    assert sinks[0].poll() is not None  # the processes started in its namespaces too
+    assert "pytest-pairshape" not in leftovers()["states"]
