@@ -7,41 +7,33 @@
 
 cgroup v1 (`/sys/fs/cgroup/cpu/tilefleet-<pid>/cpu.cfs_quota_us`) is used when its `cpu`
 controller is mounted and writable, else cgroup v2 (`cpu.max` in a child of the unified
-hierarchy). A short period (default 10 ms) spreads the quota finely, so a throttled
-agent looks uniformly slower instead of frozen for most of every 100 ms. Needs root.
+hierarchy): the quota is planner/testbed/cgroups.py's, this is its command line for one
+process. A short period (default 10 ms) spreads the quota finely, so a throttled agent
+looks uniformly slower instead of frozen for most of every 100 ms. Needs root.
 Exit codes: 0 done, 2 bad input or cgroups not usable (one line on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-V1 = Path("/sys/fs/cgroup/cpu")
-V2_CANDIDATES = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from planner.testbed import cgroups  # noqa: E402
+from planner.testbed.spec import TestbedError  # noqa: E402
 
 
 class ThrottleError(Exception):
     """Cgroups are not usable here, or the process is unknown."""
 
 
-def _writable(p: Path) -> bool:
-    return p.is_file() and os.access(p, os.W_OK)
-
-
 def backend() -> tuple[str, Path]:
     """("v1", cpu root) or ("v2", unified root); ThrottleError says why neither works."""
-    if _writable(V1 / "cpu.cfs_quota_us") or (V1.is_dir() and os.access(V1, os.W_OK)
-                                               and (V1 / "cgroup.procs").exists()):
-        return "v1", V1
-    for root in V2_CANDIDATES:
-        ctl = root / "cgroup.controllers"
-        if ctl.is_file() and "cpu" in ctl.read_text().split() and os.access(root, os.W_OK):
-            return "v2", root
-    raise ThrottleError("no writable cgroup cpu controller (need root and cgroup v1 'cpu' "
-                        "or cgroup v2 with 'cpu' enabled)")
+    b = cgroups.backend()
+    if b is None:
+        raise ThrottleError(cgroups.reason() or "no writable cgroup cpu controller")
+    return b
 
 
 def group_of(pid: int) -> str:
@@ -54,18 +46,10 @@ def throttle(pid: int, cpu: float, period_us: int = 10_000) -> Path:
         raise ThrottleError(f"--cpu must be > 0, got {cpu}")
     if not Path(f"/proc/{pid}").exists():
         raise ThrottleError(f"no process {pid}")
-    kind, root = backend()
+    _, root = backend()
     g = root / group_of(pid)
     g.mkdir(exist_ok=True)
-    quota = max(1000, int(cpu * period_us))
-    if kind == "v1":
-        (g / "cpu.cfs_period_us").write_text(str(period_us))
-        (g / "cpu.cfs_quota_us").write_text(str(quota))
-    else:
-        sub = root / "cgroup.subtree_control"
-        if "cpu" not in sub.read_text().split():
-            sub.write_text("+cpu")
-        (g / "cpu.max").write_text(f"{quota} {period_us}")
+    cgroups.set_quota(g, cpu, period_us / 1e6)
     (g / "cgroup.procs").write_text(str(pid))  # the whole process: every thread moves
     return g
 
@@ -107,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             g = throttle(a.pid, a.cpu, a.period_us)
             print(f"throttled {a.pid} to {a.cpu:g} CPU in {g}")
-    except (ThrottleError, OSError) as exc:
+    except (ThrottleError, TestbedError, OSError) as exc:
         print(f"throttle: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -59,26 +59,31 @@ def create(tag: str, node: str, cpus: float | None, period_s: float = 0.1) -> Pa
     kind, root = _root()
     g = root / group_name(tag, node)
     g.mkdir(exist_ok=True)
-    period_us = max(1000, int(round(period_s * 1e6)))
+    set_quota(g, cpus, period_s)
     if kind == "v1":
-        (g / "cpu.cfs_period_us").write_text(str(period_us))
-        if cpus is None:
-            (g / "cpu.cfs_quota_us").write_text("-1")
-        else:
-            (g / "cpu.cfs_quota_us").write_text(str(max(1000, int(cpus * period_us))))
-        if (g / "cpu.cfs_burst_us").exists():
-            (g / "cpu.cfs_burst_us").write_text("0")
         (g / "cpu.shares").write_text(str(BOARD_SHARES))
+    else:
+        (g / "cpu.weight").write_text(str(BOARD_WEIGHT))
+    return g
+
+
+def set_quota(group: Path, cpus: float | None, period_s: float) -> None:
+    """Hold `group` (a child of the cpu root) to `cpus` host cores per period, no burst."""
+    kind, root = _root()
+    period_us = max(1000, int(round(period_s * 1e6)))
+    quota_us = None if cpus is None else max(1000, int(cpus * period_us))
+    if kind == "v1":
+        (group / "cpu.cfs_period_us").write_text(str(period_us))
+        (group / "cpu.cfs_quota_us").write_text("-1" if quota_us is None else str(quota_us))
+        if (group / "cpu.cfs_burst_us").exists():
+            (group / "cpu.cfs_burst_us").write_text("0")
     else:
         sub = root / "cgroup.subtree_control"
         if "cpu" not in sub.read_text().split():
             sub.write_text("+cpu")
-        quota = "max" if cpus is None else str(max(1000, int(cpus * period_us)))
-        (g / "cpu.max").write_text(f"{quota} {period_us}")
-        if (g / "cpu.max.burst").exists():
-            (g / "cpu.max.burst").write_text("0")
-        (g / "cpu.weight").write_text(str(BOARD_WEIGHT))
-    return g
+        (group / "cpu.max").write_text(f"{quota_us or 'max'} {period_us}")
+        if (group / "cpu.max.burst").exists():
+            (group / "cpu.max.burst").write_text("0")
 
 
 def enter(group: Path) -> None:
