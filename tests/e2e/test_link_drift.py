@@ -30,7 +30,7 @@ from planner.live import DriftRule, ReplanPolicy, enable_replanning
 from planner.model.graph import ModelGraph
 from planner.modelbuild import recipes
 from planner.planning.constraints import Constraints, Pin
-from planner.testbed import Testbed, leftovers, make_spec, net
+from planner.testbed import Testbed, TestbedError, leftovers, make_spec, net
 from tests.e2e import _live
 from tests.e2e._live import HAVE_MOSQUITTO
 
@@ -161,6 +161,12 @@ def test_pair_shaping_slows_that_pair_only_and_leaves_nothing_behind():
             to_host = rate(tb.gateway, 30_000_000)  # n0's other traffic is not shaped
             tb.clear_link(n0, peer=n1)
             free = rate(a1, 30_000_000)
+            assert tb.node(n0).pairs == {}
+            with pytest.raises(TestbedError, match="two boards"):
+                tb.set_link(n0, 4, peer=n0)
+            if not net.netem_available():  # a pair's delay has no shim to come from
+                with pytest.raises(TestbedError, match="netem"):
+                    tb.set_link(n0, 4, delay_ms=5, peer=n1)
         finally:
             sinks[1].kill()
             sinks[1].wait()
