@@ -1,15 +1,24 @@
-"""The zero-setup demo: local broker and agents, plan, deploy, run, check, compare.
+"""The zero-setup demo: boards, broker and agents, plan, deploy, run, check, compare.
+
+By default the boards are emulated (planner/testbed: three Raspberry Pi 4 class boards,
+each an agent in its own network namespace held to the board's speed by a CPU quota, or
+padded to it without root), because several full-speed agents sharing this machine's
+cores can show no gain; `boards="native"` starts plain local agents instead.
 
 Measured figures: latency is the median of unpipelined frames (one in flight);
 throughput is frames delivered per second of a stream with `window` frames in flight.
-The baseline is the same model deployed whole on one of the same agents, measured the
-same way, so "speed-up over one node" compares like with like (same hops to the client).
+The baseline is the same model deployed whole on the fastest single board of the set
+(the `latency` plan limited to one node), measured the same way, so "speed-up over one
+board" compares like with like (same hops to the client).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +29,8 @@ from planner.fleet.bench import latency, run_bench
 from planner.fleet.progress import OnProgress, note
 from planner.local.localfleet import LocalFleet
 from planner.model.graph import ModelGraph
-from planner.planning.plan import Stage
+from planner.planning.constraints import Constraints
+from planner.planning.strategies import STRATEGIES
 
 log = logging.getLogger(__name__)
 DEFAULT_INPUT_SIZE = 128  # px: MobileNetV2-like runs in a few ms per frame on one core
@@ -38,7 +48,41 @@ class DemoOptions:
     input_size: int = DEFAULT_INPUT_SIZE
     window: int = 8
     latency_frames: int = 20
-    single: bool = True  # also measure the whole model on one node
+    single: bool = True  # also measure the whole model on the fastest single board
+    boards: str = "rpi4:3"  # KIND:COUNT[,...] emulated boards, or "native" (`nodes` agents)
+    # A stream of camera frames is what a fleet of boards serves: the default plan is the
+    # best for throughput; "latency" plans for one frame at a time.
+    objective: str = "throughput"
+
+
+@dataclass(frozen=True)
+class DemoFleet:
+    """Where the demo runs: the broker, its agents' names, how the boards are emulated."""
+
+    broker_url: str
+    names: list[str]
+    workdir: Path
+    emulation: str  # cgroup | padded | none
+    boards: list[dict[str, Any]]
+    notes: list[str]
+
+
+@contextmanager
+def demo_fleet(opts: DemoOptions) -> Iterator[DemoFleet]:
+    """Emulated boards (a testbed of its own), or plain local agents for "native"."""
+    if opts.boards == "native" or opts.broker:
+        with LocalFleet(opts.nodes, opts.broker) as local:
+            yield DemoFleet(local.broker_url, local.names, local.workdir, "none",
+                            [{"name": n, "board": local.board} for n in local.names], [])
+        return
+    from planner.testbed import Testbed, make_spec
+
+    spec = make_spec(opts.boards, name=f"demo{os.getpid()}")
+    with Testbed(spec) as tb:
+        yield DemoFleet(tb.broker_url, [n.name for n in tb.nodes], tb.workdir, tb.emulation,
+                        [{"name": n.name, "board": n.board, "emulation": n.emulation,
+                          "cpus": n.cpus, "threads": n.threads} for n in tb.nodes],
+                        list(tb.notes))
 
 
 def build_model(name: str, dtype: str, input_size: int) -> tuple[bytes, str]:
@@ -86,15 +130,18 @@ def run_demo(opts: DemoOptions, on_progress: OnProgress | None = None) -> dict[s
     data, label = build_model(opts.model, opts.dtype, opts.input_size)
     graph = ModelGraph(data, label)
     say(f"model {label}: {len(graph.ops)} ops, {sum(o.macs for o in graph.ops) / 1e6:.0f} M MACs")
-    with LocalFleet(opts.nodes, opts.broker) as local:
-        say(f"broker {local.broker_url}, starting {opts.nodes} agent(s)")
+    with demo_fleet(opts) as local:
+        say(f"broker {local.broker_url}, {len(local.names)} agent(s), emulation "
+            f"{local.emulation}")
         with Fleet.connect(local.broker_url) as fleet:
-            nodes = [n for n in fleet.wait_for_nodes(opts.nodes, 60) if n.name in local.names]
+            nodes = [n for n in fleet.wait_for_nodes(len(local.names), 60)
+                     if n.name in local.names]
             say(f"{len(nodes)} agent(s) online; profiling and planning ({opts.strategy})")
             profile = fleet.profile(graph, [n.name for n in nodes], on_progress=on_progress,
                                     cache_dir=local.workdir / "profiles")
             t = time.perf_counter()
             dep = fleet.deploy(graph, name="demo", strategy=opts.strategy, profile=profile,
+                               constraints=Constraints(objective=opts.objective),
                                on_progress=on_progress)
             deploy_s = time.perf_counter() - t
             rec = dep.record
@@ -102,11 +149,13 @@ def run_demo(opts: DemoOptions, on_progress: OnProgress | None = None) -> dict[s
                 f"{len(rec.nodes)} node(s) in {deploy_s:.1f} s; running {opts.frames} frames")
             measured = measure(dep, opts, data)
             dep.undeploy()
-            single = None
+            single, single_node = None, None
             if opts.single:
-                say("baseline: the whole model on one node")
-                one = fleet.deploy(graph, name="demo-single", stages=(
-                    Stage(0, (0, len(graph.ops)), nodes[0].name),))
+                # the fastest single board as the planner sees it: latency on one node
+                alone = STRATEGIES["latency"](graph, profile, Constraints(max_nodes=1))
+                single_node = alone.devices()[0]
+                say(f"baseline: the whole model on the fastest single board ({single_node})")
+                one = fleet.deploy(graph, name="demo-single", plan=alone)
                 single = measure(one, opts, None)
                 one.undeploy()
     stream = measured.pop("stream")
@@ -114,7 +163,9 @@ def run_demo(opts: DemoOptions, on_progress: OnProgress | None = None) -> dict[s
         "model": {"name": label, "sha256": graph.sha256, "ops": len(graph.ops),
                   "macs": sum(o.macs for o in graph.ops), "dtype": opts.dtype,
                   "input_size": opts.input_size},
-        "strategy": opts.strategy, "nodes": opts.nodes, "frames": opts.frames,
+        "strategy": opts.strategy, "objective": opts.objective, "nodes": len(local.names),
+        "frames": opts.frames,
+        "emulation": local.emulation, "boards": local.boards, "notes": local.notes,
         "identical": stream["errors"] == 0 and stream["mismatches"] == 0,
         "delivered": stream["delivered"], "errors": stream["errors"],
         "mismatches": stream["mismatches"], "plan": rec.plan,
@@ -126,7 +177,7 @@ def run_demo(opts: DemoOptions, on_progress: OnProgress | None = None) -> dict[s
         report["first_error"] = stream["first_error"]
     if single is not None:
         single.pop("stream")
-        report["single"] = single
+        report["single"] = {**single, "node": single_node}
         report["speedup_vs_single"] = {
             "latency": single["latency_s"] / measured["latency_s"],
             "throughput": measured["throughput_fps"] / max(single["throughput_fps"], 1e-9)}
