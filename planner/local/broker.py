@@ -1,4 +1,7 @@
-"""The embedded MQTT broker (amqtt) of the zero-setup demo: `python -m planner.local.broker PORT`.
+"""The embedded MQTT broker (amqtt) of the zero-setup demo.
+
+    python -m planner.local.broker PORT [HOST]      (HOST default 127.0.0.1)
+
 
 Run as its own process so the demo can stop it like any other child and so its event
 loop never competes with the client's data path for the GIL.
@@ -36,11 +39,11 @@ async def serve(port: int, host: str = "127.0.0.1") -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or not args[0].isdigit():
-        sys.stderr.write("usage: python -m planner.local.broker PORT\n")
+    if len(args) not in (1, 2) or not args[0].isdigit():
+        sys.stderr.write("usage: python -m planner.local.broker PORT [HOST]\n")
         return 2
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(serve(int(args[0])))
+    asyncio.run(serve(int(args[0]), *args[1:]))
     return 0
 
 

@@ -95,10 +95,8 @@ def start_broker(host: str, workdir: Path, group: Path | None) -> tuple[subproce
                         "set_tcp_nodelay true\n")
         argv = [exe, "-c", str(conf)]
         what = "mosquitto"
-    else:
-        if host != "127.0.0.1":
-            raise TestbedError("mosquitto is not installed (apt-get install mosquitto)")
-        argv = [sys.executable, "-m", "planner.local.broker", str(port)]
+    else:  # a fresh machine without Mosquitto: the demo's broker, on the bridge address
+        argv = [sys.executable, "-m", "planner.local.broker", str(port), host]
         what = "the embedded broker"
     proc = spawn(argv, workdir / "broker.log", group)
     wait_listening(host, port, proc, what)
