@@ -277,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-readme", action="store_true", help="leave benchmarks/README.md alone")
     args = ap.parse_args(argv)
     names = ["fused_tiles", "hetero_pipeline"] if args.scenario == "all" else [args.scenario]
+    failed: list[str] = []
     frames = args.frames or (20 if args.quick else 60)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -299,7 +300,11 @@ def main(argv: list[str] | None = None) -> int:
         if errs:
             print(f"{name}: prediction error median {statistics.median(errs):.0%}, "
                   f"max {max(errs):.0%}; {doc['seconds']:.0f} s")
-    return 0
+        failed += [f"{name} {row['label']} {r['strategy']}: {r['error'] or 'not identical'}"
+                   for row in rows for r in row["results"] if r["error"] or not r["identical"]]
+    for f in failed:  # a plan that fails or differs from the whole model is a defect
+        print(f"FAILED {f}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
