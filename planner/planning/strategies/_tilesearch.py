@@ -20,9 +20,8 @@ import numpy as np
 
 from planner.errors import PlanError, TileError
 from planner.model.tile import halo, split_by_weights
-from planner.model.tilesteps import (
-    op_step,  # per-op tileability: one call per op instead of per range
-)
+from planner.model.tilesteps import op_step  # per-op tileability, once per op
+from planner.planning.constraints import Constraints
 from planner.planning.costmodel import CostModel
 from planner.planning.plan import Stage
 from planner.planning.plan import tile_stage as plan_tile_stage
@@ -88,6 +87,16 @@ def group_sizes(pool: int, cap: int | None) -> list[int]:
     """Tile counts to try: every k up to 16, then a few larger ones."""
     top = min(pool, cap or pool)
     return [k for k in range(2, top + 1) if k <= 16 or k in (20, 24, 32, 48, 64) or k == top]
+
+
+def stack_sizes(name: str, pool: int, constraints: Constraints, head: str | None) -> list[int]:
+    """group_sizes under --max-nodes (a head device takes one of them); PlanError if < 2."""
+    cap = constraints.max_nodes - (1 if head else 0) if constraints.max_nodes else None
+    sizes = group_sizes(pool, cap)
+    if not sizes:
+        raise PlanError(f"strategy {name!r}: --max-nodes {constraints.max_nodes} "
+                        "leaves room for fewer than 2 tiles")
+    return sizes
 
 
 def shapes(k: int, out_h: int, out_w: int) -> list[tuple[int, int]]:

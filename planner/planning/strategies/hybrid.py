@@ -23,9 +23,9 @@ from planner.planning.profile import Profile
 from planner.planning.strategies._common import allowed, candidates, setup
 from planner.planning.strategies._tilesearch import (
     Search,
-    group_sizes,
     single_cuts,
     stack_ends,
+    stack_sizes,
     thin,
     tileable_ops,
     untileable_error,
@@ -61,13 +61,7 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
                         f"the profile offers {len(edge)} ({', '.join(edge) or 'none'})")
     ranked = sorted(edge, key=lambda d: cm.range_seconds(d, 0, cm.n))
     objective = constraints.objective
-    cap = constraints.max_nodes - (1 if head else 0) if constraints.max_nodes else None
-    sizes = group_sizes(len(ranked), cap)
-    if not sizes:
-        raise PlanError(
-            f"strategy {NAME!r}: --max-nodes {constraints.max_nodes} "
-            "leaves room for fewer than 2 tiles"
-        )
+    sizes = stack_sizes(NAME, len(ranked), constraints, head)
     cuts, ok_ops = single_cuts(graph), tileable_ops(graph)
     hk = names.index(head) if head else -1
     # Device-tier cuts: ops [0, c) allowed on the head device and within its memory.

@@ -25,10 +25,10 @@ from planner.planning.profile import Profile
 from planner.planning.strategies._common import allowed, candidates, setup
 from planner.planning.strategies._tilesearch import (
     Search,
-    group_sizes,
     no_plan_error,
     stack_cuts,
     stack_ends,
+    stack_sizes,
     thin,
     tileable_ops,
     untileable_error,
@@ -113,13 +113,7 @@ def plan(graph, profile: Profile, constraints: Constraints) -> Plan:
     ranked = sorted(names, key=lambda d: cm.range_seconds(d, 0, cm.n))
     names = ranked  # fastest first: the throughput suffix takes devices in this order
     ok = allowed(cm, names, constraints)
-    cap = constraints.max_nodes - (1 if head else 0) if constraints.max_nodes else None
-    sizes = group_sizes(len(ranked), cap)
-    if not sizes:
-        raise PlanError(
-            f"strategy {NAME!r}: --max-nodes {constraints.max_nodes} "
-            "leaves room for fewer than 2 tiles"
-        )
+    sizes = stack_sizes(NAME, len(ranked), constraints, head)
     search = Search(cm, objective, ok, names)
     holder = head or cm.profile.source
     head_cost = (
