@@ -46,6 +46,16 @@ class _Buffer:
         return schema.BufferEnd(builder)
 
 
+def repack(model: schema.ModelT, size_hint: int = 0) -> bytes:
+    """Serialise an edited ModelT whose buffers are BufferT: each packed 16-byte aligned."""
+    model.buffers = [_Buffer(memoryview(np.ascontiguousarray(b.data)).cast("B")
+                             if b.data is not None and len(b.data) else None)
+                     for b in model.buffers]
+    builder = flatbuffers.Builder(min(size_hint + (1 << 16), _MAX_FLATBUFFER))
+    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
 def pack_part(graph: ModelGraph, ops: list[int], in_ids: list[int], out_ids: list[int]) -> bytes:
     """Pack source ops (in order) with the given boundary tensors into standalone .tflite bytes."""
     src, sg = graph.model, graph.subgraph

@@ -16,13 +16,12 @@ import copy
 import hashlib
 from dataclasses import replace
 
-import flatbuffers
 from ai_edge_litert import schema_py_generated as schema
 
 from planner.errors import TileError
 from planner.model.cut import Part
-from planner.model.graph import TFLITE_IDENTIFIER, op_type_name, parse_model
-from planner.model.partpack import _Buffer  # 16-byte aligned buffers, as every part has
+from planner.model.graph import op_type_name, parse_model
+from planner.model.partpack import repack  # 16-byte aligned buffers, as every part has
 
 _RESIZE = "RESIZE_NEAREST_NEIGHBOR"
 
@@ -99,11 +98,7 @@ def for_tiles(data: bytes, source: str = "<part>") -> bytes:
     for k, op in enumerate(sub.operators):
         ops += _upsample_ops(model, sub, k, op) if k in resizes else [op]
     sub.operators = ops
-    model.buffers = [_Buffer(memoryview(b.data).cast("B") if b.data is not None and len(b.data)
-                             else None) for b in model.buffers]
-    builder = flatbuffers.Builder(len(data) + 65536)
-    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
-    return bytes(builder.Output())
+    return repack(model, len(data))
 
 
 def tile_ready(part: Part) -> Part:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -56,3 +57,15 @@ def graph(dtype: str = "float32", size: int = 64) -> ModelGraph:
 
 
 HAVE_MOSQUITTO = Path(MOSQUITTO).exists()
+
+
+def spawn_tiny(env: Env, tmp_path: Path, budget_mb: int) -> None:
+    """Start agent "tiny" with a `budget_mb` memory budget; wait until it is online."""
+    board = tmp_path / "tiny.toml"
+    board.write_text('[board]\nname = "tiny"\nmemory_mb = 64\n\n[agent]\n'
+                     f'memory_budget_mb = {budget_mb}\nhost = "127.0.0.1"\nbenchmark_s = 0.0\n')
+    env.local.spawn_agent("tiny", "--config", str(board))
+    deadline = time.monotonic() + 60
+    while not env.fleet.control.online().get("tiny"):
+        assert time.monotonic() < deadline, "agent tiny did not come online"
+        time.sleep(0.05)

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -192,16 +191,8 @@ def test_over_budget_deploy_on_a_cold_profile_cache_prints_one_line(fleet_env, t
     from tests.e2e import _fleet
 
     env = fleet_env
-    board = tmp_path / "tiny.toml"
-    board.write_text('[board]\nname = "tiny"\nmemory_mb = 64\n\n[agent]\n'
-                     'memory_budget_mb = 6\nhost = "127.0.0.1"\nbenchmark_s = 0.0\n')
-    # 6 MiB: the profiling probes fit, the 14 MB model does not
-    env.local.spawn_agent("tiny", "--config", str(board))
+    _fleet.spawn_tiny(env, tmp_path, 6)  # 6 MiB: the profiling probes fit, the model not
     try:
-        deadline = time.monotonic() + 60
-        while not env.fleet.control.online().get("tiny"):
-            assert time.monotonic() < deadline, "agent tiny did not come online"
-            time.sleep(0.05)
         model = tmp_path / "m.tflite"
         model.write_bytes(_fleet.model())
         cold = tmp_path / "cache"  # nothing profiled yet: deploy profiles every node first

@@ -104,11 +104,10 @@ def split_model(dtype: str, kind: str = "SPLIT", size: int = 24, axis: int = 3) 
     is then given a SPLIT of s into (a', b') (s's type and quantization) that the two
     consumers read instead of a and b. Another `axis` makes a model only for refusals.
     """
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     from planner.model.graph import parse_model
-    from planner.model.partpack import _Buffer
+    from planner.model.partpack import repack
 
     g = GraphBuilder("split")
     x = g.input([1, size, size, 3])
@@ -162,38 +161,16 @@ def split_model(dtype: str, kind: str = "SPLIT", size: int = 24, axis: int = 3) 
         o.inputs = [{ia: halves[0], ib: halves[1]}.get(int(t), int(t)) for t in o.inputs]
     sub.operators.insert(at, op)
     model.signatureDefs = None
-    model.buffers = [
-        _Buffer(
-            memoryview(np.ascontiguousarray(b.data)).cast("B")
-            if b.data is not None and len(b.data)
-            else None
-        )
-        for b in model.buffers
-    ]
-    builder = flatbuffers.Builder(1 << 16)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return repack(model)
 
 
 def with_half_pixel_centers(data: bytes) -> bytes:
     """The model with every RESIZE_NEAREST_NEIGHBOR set to half_pixel_centers=True."""
-    import flatbuffers
-
     from planner.model.graph import op_type_name, parse_model
-    from planner.model.partpack import _Buffer
+    from planner.model.partpack import repack
 
     model = parse_model(data)
     for op in model.subgraphs[0].operators:
         if op_type_name(model, op.opcodeIndex) == "RESIZE_NEAREST_NEIGHBOR":
             op.builtinOptions.halfPixelCenters = True
-    model.buffers = [
-        _Buffer(
-            memoryview(np.ascontiguousarray(b.data)).cast("B")
-            if b.data is not None and len(b.data)
-            else None
-        )
-        for b in model.buffers
-    ]
-    builder = flatbuffers.Builder(len(data) + 65536)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return repack(model, len(data))
