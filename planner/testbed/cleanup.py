@@ -34,19 +34,8 @@ def _is_ours(pid: int) -> bool:
 
 def kill_pids(pids: list[int], timeout_s: float = 5.0) -> None:
     """TERM, then KILL, the listed processes that are still testbed processes."""
-    mine = [p for p in pids if p != os.getpid() and state.alive(p) and _is_ours(p)]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for p in mine:
-            try:
-                os.kill(p, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout_s
-        while any(state.alive(p) for p in mine) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        mine = [p for p in mine if state.alive(p)]
-        if not mine:
-            return
+    state.terminate([p for p in pids if p != os.getpid() and state.alive(p) and _is_ours(p)],
+                    timeout_s)
 
 
 def remove_tag(tag: str, pids: list[int] | None = None) -> None:

@@ -24,11 +24,10 @@ import ipaddress
 import os
 import re
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 
+import planner.testbed.state as state
 from planner.testbed.spec import LinkSpec, TestbedError
 
 PREFIX = "tfb"
@@ -224,25 +223,8 @@ def remove(tag: str) -> None:
     """Stop the processes in testbed `tag`'s namespaces; delete its links and namespaces."""
     mine = namespaces(tag)
     pids = {int(p) for ns in mine for p in ip("netns", "pids", ns, check=False).stdout.split()}
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 5
-        while any(os.path.exists(f"/proc/{p}") and not _zombie(p) for p in pids) \
-                and time.monotonic() < deadline:
-            time.sleep(0.05)
+    state.terminate(pids)
     for link in links(tag):  # one end of a veth takes the other with it
         ip("link", "del", link, check=False)
     for ns in mine:
         ip("netns", "del", ns, check=False)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True

@@ -13,6 +13,8 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,23 @@ def all_states(root: Path | None = None) -> list[dict[str, Any]]:
         except (OSError, ValueError):
             continue
     return out
+
+
+def terminate(pids: list[int] | set[int], timeout_s: float = 5.0) -> None:
+    """SIGTERM the processes, wait up to timeout_s, then SIGKILL and wait for what is left."""
+    left = [p for p in pids if alive(p)]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in left:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout_s
+        while any(alive(p) for p in left) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = [p for p in left if alive(p)]
+        if not left:
+            return
 
 
 def alive(pid: int) -> bool:
